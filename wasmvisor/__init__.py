@@ -1,0 +1,35 @@
+"""wasmvisor: a containerd runtime shim that runs WebAssembly (WASI) programs as containers.
+
+The public library API, for building a shim of your own (as with runwasi):
+`Engine`, `RuntimeContext`, `Instance`, `InstanceConfig`, `Config`, `shim_main`, `VERSION`.
+Names are imported on first use so that `import wasmvisor` stays cheap on the shim's start path.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from wasmvisor.version import NAME, VERSION, revision, version_text
+
+_LAZY = {
+    "Engine": "wasmvisor.engines.base",
+    "RuntimeContext": "wasmvisor.engines.base",
+    "Entrypoint": "wasmvisor.engines.base",
+    "Stdio": "wasmvisor.engines.base",
+    "WasmLayer": "wasmvisor.engines.base",
+    "GuestError": "wasmvisor.engines.base",
+    "Instance": "wasmvisor.supervisor.instance",
+    "InstanceConfig": "wasmvisor.supervisor.instance",
+    "Config": "wasmvisor.supervisor.config",
+    "shim_main": "wasmvisor.supervisor.main",
+}
+
+__all__ = ["NAME", "VERSION", "revision", "version_text", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wasmvisor' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,103 @@
+"""The Engine contract (as runwasi's `Engine` trait) and the RuntimeContext an engine runs from.
+
+An engine knows nothing of containerd: it gets a RuntimeContext (args, env, entrypoint, wasm
+layers, platform) whose paths are already those the guest sees, and the stdio it should use, and
+returns the guest's exit code.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+WASM_MAGIC = b"\0asm"
+
+
+@dataclass(frozen=True)
+class WasmLayer:
+    """One wasm layer of an OCI Wasm image: its media type and bytes."""
+
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str = "wasip1"
+    architecture: str = "wasm"
+    variant: str = ""
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    """What to run: `source` is the module's path in the container (`args[0]` without `#func`),
+    `host_path` the same file seen from the worker, `func` the export to call."""
+
+    name: str
+    source: str
+    host_path: str
+    func: str = "_start"
+
+
+@dataclass(frozen=True)
+class Stdio:
+    """File descriptors the guest uses for stdin/stdout/stderr; -1 means none (/dev/null)."""
+
+    stdin: int = -1
+    stdout: int = -1
+    stderr: int = -1
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Everything an engine needs to run one container's guest."""
+
+    args: Sequence[str]
+    envs: Sequence[str]
+    cwd: str
+    entrypoint: Entrypoint
+    root: str
+    """Host path of the container's root, preopened to the guest as `/`."""
+    wasm_layers: Sequence[WasmLayer] = field(default_factory=tuple)
+    platform: Platform = field(default_factory=Platform)
+    memory_limit: int | None = None
+
+
+class GuestError(Exception):
+    """The guest cannot be prepared or run; the message names the module and the reason."""
+
+
+PreparedGuest = Callable[[Stdio], int]
+"""A guest ready to run: call it with the stdio to use; it returns the exit code."""
+
+
+class Engine(abc.ABC):
+    """A way to run a container's entrypoint. Subclasses: wasmtime, native."""
+
+    name: str = "engine"
+
+    supported_layer_types: tuple[str, ...] = ()
+    """OCI layer media types this engine runs directly."""
+
+    @abc.abstractmethod
+    def can_handle(self, ctx: RuntimeContext) -> None:
+        """Raise GuestError with a message naming the file when this engine cannot run `ctx`."""
+
+    def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
+        """Do the slow work (load, validate, link) now, at Create; return what Start calls.
+
+        The default defers everything to `run_wasi`."""
+        return lambda stdio: self.run_wasi(ctx, stdio)
+
+    @abc.abstractmethod
+    def run_wasi(self, ctx: RuntimeContext, stdio: Stdio) -> int:
+        """Run the guest to its end and return its exit code."""
+
+    def can_precompile(self) -> str | None:
+        """A fingerprint of the engine's code-changing settings when it can precompile, else None."""
+        return None
+
+    def precompile(self, layers: Sequence[WasmLayer]) -> list[bytes | None]:
+        """The compiled form of each layer (None where a layer needs no compiling)."""
+        return [None for _ in layers]

@@ -1,0 +1,119 @@
+"""The messages on the pipe between the supervisor and a worker: JSON, one per line, versioned.
+
+Every line is an object with `v` (protocol version) and `kind`. `encode` and `decode` are the only
+places that turn messages into bytes and back; a malformed line or an unknown kind raises
+`ProtocolError` with the line in its message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(Exception):
+    """A line on the worker pipe that is not a valid message."""
+
+
+@dataclass(frozen=True)
+class Configure:
+    """supervisor -> worker, first line: what container to prepare."""
+
+    kind: ClassVar[str] = "configure"
+    namespace: str
+    id: str
+    bundle: str
+    rootfs: str
+    engine: str = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+    """`module:attribute` of the Engine class the worker runs the guest with."""
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class StartGuest:
+    """supervisor -> worker: run the prepared guest now."""
+
+    kind: ClassVar[str] = "start"
+
+
+@dataclass(frozen=True)
+class Ready:
+    """worker -> supervisor: the container is prepared (Create may return)."""
+
+    kind: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    """worker -> supervisor: preparing (stage "create") or starting (stage "start") failed.
+
+    `code` is the status code name the supervisor answers with (e.g. "INVALID_ARGUMENT")."""
+
+    kind: ClassVar[str] = "failed"
+    stage: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """worker -> supervisor: the guest's first instruction is about to run."""
+
+    kind: ClassVar[str] = "started"
+    pid: int
+    at_ns: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns`."""
+
+    kind: ClassVar[str] = "exited"
+    code: int
+    at_ns: int
+    reason: str = "exit"
+
+
+Message = Configure | StartGuest | Ready | Failed | Started | Exited
+
+KINDS: dict[str, type[Any]] = {
+    cls.kind: cls for cls in (Configure, StartGuest, Ready, Failed, Started, Exited)
+}
+
+
+def encode(msg: Message) -> bytes:
+    """One message as one line of JSON, newline included."""
+    body = {"v": PROTOCOL_VERSION, "kind": msg.kind, **dataclasses.asdict(msg)}
+    return orjson.dumps(body) + b"\n"
+
+
+def decode(line: bytes) -> Message:
+    """The message on one line (with or without its newline)."""
+    shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"malformed ipc line {shown!r}: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"ipc line is not an object: {shown!r}")
+    version = body.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"ipc line has protocol version {version!r}, want {PROTOCOL_VERSION}: {shown!r}")
+    kind = body.pop("kind", None)
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProtocolError(f"unknown ipc message kind {kind!r}: {shown!r}")
+    try:
+        return cls(**body)  # type: ignore[no-any-return]
+    except TypeError as exc:
+        raise ProtocolError(f"bad fields for ipc message {kind!r}: {exc}: {shown!r}") from None
