@@ -30,6 +30,7 @@ def generate(out: Path) -> None:
         f"-I{REPO}",
         f"-I{include}",
         f"--python_out={out}",
+        f"--pyi_out={out}",
         f"--grpc_python_out={out}",
         *rel,
     ]

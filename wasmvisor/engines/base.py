@@ -68,6 +68,22 @@ class GuestError(Exception):
     """The guest cannot be prepared or run; the message names the module and the reason."""
 
 
+TRAP_EXIT_CODE = 137
+"""The exit code of a guest that trapped (128 + SIGKILL, as runwasi reports it)."""
+
+
+class ExitCode(int):
+    """An exit code that also says why the guest ended: `reason` is "exit" (it returned or
+    called proc_exit) or "trap". Engines may return a plain int; it means "exit"."""
+
+    reason: str
+
+    def __new__(cls, code: int, reason: str = "exit") -> ExitCode:
+        self = super().__new__(cls, code)
+        self.reason = reason
+        return self
+
+
 PreparedGuest = Callable[[Stdio], int]
 """A guest ready to run: call it with the stdio to use; it returns the exit code."""
 

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install what wasmvisor needs on a fresh Debian 12 machine and create <repo>/.venv with wasmvisor in it.
+# Run as root. Idempotent and quiet: a second run only checks (dpkg status, a stamp of pyproject.toml).
+# It never starts the system containerd: tests and the demo run a private one.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$REPO/.venv"
+STAMP="$VENV/.wasmvisor-setup-stamp"
+PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv)
+LOG="$(mktemp /tmp/wasmvisor-setup.XXXXXX.log)"
+
+say() { echo "setup: $*"; }
+die() {
+    echo "setup: error: $*" >&2
+    if [[ -s "$LOG" ]]; then
+        echo "setup: last lines of $LOG:" >&2
+        tail -n 25 "$LOG" >&2
+    fi
+    exit 1
+}
+quiet() { "$@" >>"$LOG" 2>&1; }
+
+[[ "$(id -u)" -eq 0 ]] || die "run as root (apt-get installs packages; the tests mount filesystems)"
+
+# --- Debian packages ---------------------------------------------------------------------------
+installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+missing=()
+for package in "${PACKAGES[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null || die "apt-get not found: this script is for Debian 12 (bookworm)"
+    say "installing ${missing[*]}"
+    # Keep apt from starting services (the system containerd) during the install; only our own file.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+    fi
+    trap '[[ $own_policy -eq 1 ]] && rm -f "$policy"' EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    quiet apt-get update -q || die "apt-get update failed"
+    quiet apt-get install -y -q "${missing[@]}" || die "apt-get install ${missing[*]} failed"
+    if ((own_policy)); then rm -f "$policy"; fi
+    trap - EXIT
+    for package in "${missing[@]}"; do
+        installed "$package" || die "package $package is still not installed"
+    done
+fi
+
+# --- Python ------------------------------------------------------------------------------------
+PYTHON="$(command -v python3)" || die "python3 not found on PATH"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); wasmvisor needs >= 3.11"
+
+if [[ -x "$VENV/bin/python" ]] && ! "$VENV/bin/python" -c pass 2>/dev/null; then
+    say "$VENV is broken (its interpreter does not run): recreating it"
+    rm -rf "$VENV"
+fi
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating $VENV"
+    quiet "$PYTHON" -m venv "$VENV" || die "python3 -m venv $VENV failed (is python3-venv installed?)"
+fi
+
+want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [[ "$want" != "$have" || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]]; then
+    say "installing wasmvisor (editable, with test extras) into $VENV"
+    quiet "$VENV/bin/pip" install --disable-pip-version-check -q -e "$REPO[test]" \
+        || die "pip install -e '.[test]' failed"
+    [[ -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]] \
+        || die "pip did not install the console script containerd-shim-wasmvisor-v1"
+    echo "$want" >"$STAMP"
+fi
+
+rm -f "$LOG"
+say "ready ($VENV)"

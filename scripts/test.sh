@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's test command: set up (idempotent), then run the whole suite. Extra arguments go to pytest.
+# Exits with pytest's status; "no tests collected" (pytest's 5) counts as a failure.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$REPO/scripts/setup.sh"
+cd "$REPO"
+status=0
+.venv/bin/python -m pytest -q tests "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+    echo "test: error: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"

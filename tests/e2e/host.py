@@ -1,0 +1,115 @@
+"""What end-to-end tests inspect on the host, and what teardown cleans: processes by title, process
+trees, mounts, shim sockets, cgroups left by runc."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
+"""Where shims put their sockets (runc's convention; wasmvisor follows it), for any containerd."""
+
+
+def process_titles() -> dict[int, str]:
+    """pid -> command line as `ps` shows it (setproctitle titles included) for every process."""
+    titles: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "cmdline").read_bytes()
+        except OSError:
+            continue
+        titles[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return titles
+
+
+def processes_titled(title: str) -> list[int]:
+    """Pids of live processes titled `title` (e.g. `wasmvisor-worker NS/ID`; more words may follow)."""
+    return sorted(
+        pid for pid, t in process_titles().items() if (t == title or t.startswith(title + " ")) and _alive(pid)
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (parents first)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop(0)
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
+def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def mounts_under(path: str | os.PathLike[str]) -> list[str]:
+    """Mount points at or below `path` (from /proc/self/mountinfo)."""
+    base = os.path.abspath(path)
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == base or point.startswith(base.rstrip("/") + "/"):
+            found.append(point)
+    return found
+
+
+def shim_socket_path(address: str, namespace: str, group: str) -> Path:
+    """Where a shim of `group` listens: /run/containerd/s/<sha256(address/namespace/group)>."""
+    return SHIM_SOCKET_DIR / hashlib.sha256(os.path.join(address, namespace, group).encode()).hexdigest()
+
+
+def socket_is_live(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def remove_empty_cgroups(namespace: str) -> None:
+    """runc leaves empty cgroup folders `/<namespace>[/<id>]` behind; remove the empty ones."""
+    root = Path("/sys/fs/cgroup")
+    candidates = [root / "unified" / namespace, root / namespace]
+    with contextlib.suppress(OSError):
+        candidates += [c / namespace for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
+    for top in candidates:
+        if not top.is_dir():
+            continue
+        for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                sub.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()

@@ -1,0 +1,174 @@
+"""A real supervisor started through the shim's own `start` action, driven over ttrpc.
+
+No containerd here: a stand-in events server records what the supervisor publishes, and the
+tests call the Task API directly. This is where the state machine and error codes are pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import wasmtime
+
+from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
+from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+from wasmvisor.supervisor.rpc import service_from_descriptor
+from wasmvisor.supervisor.ttrpc import TtrpcClient, TtrpcServer
+
+SHIM = Path(sys.executable).parent / "containerd-shim-wasmvisor-v1"
+TASK = "containerd.task.v2.Task"
+
+
+class EventsRecorder:
+    """containerd's Events/Forward, recording every envelope."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[forward_pb2.Envelope] = []
+
+    async def Forward(self, req: forward_pb2.ForwardRequest, call: object) -> object:
+        from google.protobuf.empty_pb2 import Empty
+
+        self.envelopes.append(req.envelope)
+        return Empty()
+
+    def topics(self, container_id: str) -> list[str]:
+        from wasmvisor.proto.containerd.events import task_pb2 as ev
+
+        out = []
+        for env in self.envelopes:
+            name = env.event.type_url.rsplit("/", 1)[-1].split(".")[-1]
+            msg = getattr(ev, name)()
+            msg.ParseFromString(env.event.value)
+            if msg.container_id == container_id:
+                out.append(env.topic)
+        return out
+
+
+class Harness:
+    """One private socket dir, one events server on its own loop thread, bundles on demand."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.sockets = base / "s"
+        self.sockets.mkdir()
+        self.events = EventsRecorder()
+        self.events_sock = str(base / "events.sock")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        descriptor = forward_pb2.DESCRIPTOR.services_by_name["Events"]
+        service = service_from_descriptor("containerd.services.events.ttrpc.v1.Events", descriptor, self.events)
+        self.server = TtrpcServer([service])
+        self.run(self._serve_events())
+        self.addresses: list[str] = []
+
+    async def _serve_events(self) -> None:
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(self.events_sock)
+        sock.listen(64)
+        self._events_task = asyncio.get_running_loop().create_task(self.server.serve(sock))
+
+    def run(self, coro, timeout: float = 30):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def bundle(self, task_id: str, files: dict[str, bytes], args: list[str], *,
+               annotations: dict[str, str] | None = None, env: list[str] | None = None) -> Path:
+        bundle = self.base / "bundles" / task_id
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir(parents=True)
+        for name, data in files.items():
+            path = rootfs / name.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        spec = {
+            "ociVersion": "1.0.2",
+            "process": {"args": args, "env": env or ["PATH=/"], "cwd": "/", "terminal": False},
+            "root": {"path": "rootfs"},
+            "annotations": annotations or {},
+        }
+        (bundle / "config.json").write_text(json.dumps(spec))
+        return bundle
+
+    def start_shim(self, bundle: Path, task_id: str, namespace: str = "itest") -> str:
+        env = dict(os.environ, TTRPC_ADDRESS=self.events_sock, WASMVISOR_SOCKET_DIR=str(self.sockets))
+        out = subprocess.run(
+            [str(SHIM), "-namespace", namespace, "-address", str(self.base / "containerd.sock"),
+             "-publish-binary", "/bin/false", "-id", task_id, "start"],
+            cwd=bundle, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        address = out.stdout.decode()
+        assert address.startswith("unix://"), address
+        self.addresses.append(address)
+        return address
+
+    def client(self, address: str) -> TtrpcClient:
+        return self.run(TtrpcClient.connect(address))
+
+    def call(self, client: TtrpcClient, method: str, request, response_type, timeout: float = 20):  # type: ignore[no-untyped-def]
+        md = {"containerd-namespace-ttrpc": "itest"}
+        return self.run(client.call(TASK, method, request, response_type, metadata=md), timeout=timeout)
+
+    def close(self) -> None:
+        for address in set(self.addresses):
+            try:
+                c = self.client(address)
+                self.run(c.call(TASK, "Shutdown", pb.ShutdownRequest(id="x"), _empty()), timeout=5)
+            except Exception:
+                pass
+        self.run(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+def _empty():  # type: ignore[no-untyped-def]
+    from google.protobuf.empty_pb2 import Empty
+
+    return Empty
+
+
+def wat(text: str) -> bytes:
+    return wasmtime.wat2wasm(text)
+
+
+HELLO = wat("""
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 6))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+""")
+
+SLEEPER = wat("""
+(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; one clock subscription: relative timeout of 1 s, forever
+    (i64.store (i32.const 8) (i64.const 0))       ;; type = clock (u8 at offset 8)
+    (i32.store (i32.const 16) (i32.const 1))      ;; clock id monotonic
+    (i64.store (i32.const 24) (i64.const 1000000000)) ;; timeout
+    (i64.store (i32.const 32) (i64.const 0))      ;; precision
+    (i32.store16 (i32.const 40) (i32.const 0))    ;; flags: relative
+    (loop $forever
+      (drop (call $poll (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 200)))
+      (br $forever))))
+""")
+
+EXIT_WITH = """
+(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (call $exit (i32.const {code}))))
+"""

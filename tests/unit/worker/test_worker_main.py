@@ -1,0 +1,150 @@
+"""The worker's pure-ish pieces: runtime context, stdio opening, failures, log lines.
+
+The worker's life as a process is tested through the zygote in tests/unit/ipc/test_launcher.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from wasmvisor.engines.base import GuestError
+from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
+from wasmvisor.ipc.messages import Configure
+from wasmvisor.spec import Spec
+from wasmvisor.worker.main import (
+    ContainerdLogHandler,
+    failure_of,
+    load_engine,
+    open_stdio,
+    rfc3339nano,
+    runtime_context,
+)
+
+
+def spec(args: tuple[str, ...], cwd: str = "/", **raw: object) -> Spec:
+    return Spec(args=args, env=("A=1",), cwd=cwd, terminal=False, annotations={}, root_path="/bundle/rootfs",
+                raw=raw)
+
+
+def configure(**fields: object) -> Configure:
+    base: dict[str, object] = dict(namespace="ns", id="id", bundle="/bundle", rootfs="/run/rootfs")
+    base.update(fields)
+    return Configure(**base)  # type: ignore[arg-type]
+
+
+def test_runtime_context_resolves_the_entrypoint_in_the_rootfs(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    ctx = runtime_context(configure(rootfs=str(tmp_path)),
+                          spec(("bin.wasm#main", "x"), cwd="/app",
+                               linux={"resources": {"memory": {"limit": 1 << 20}}}))
+    assert ctx.entrypoint.source == "bin.wasm"
+    assert ctx.entrypoint.func == "main"
+    assert ctx.entrypoint.host_path == str(tmp_path / "app" / "bin.wasm")
+    assert ctx.entrypoint.name == "bin"
+    assert (tuple(ctx.args), tuple(ctx.envs), ctx.cwd, ctx.root) == (("bin.wasm#main", "x"), ("A=1",), "/app",
+                                                                      str(tmp_path))
+    assert ctx.memory_limit == 1 << 20
+
+
+def test_runtime_context_without_rootfs_uses_the_spec_root() -> None:
+    assert runtime_context(configure(rootfs=""), spec(("/a.wasm",))).root == "/bundle/rootfs"
+
+
+def test_load_engine_needs_module_colon_class() -> None:
+    assert load_engine("wasmvisor.engines.wasmtime_engine:WasmtimeEngine").name == "wasmtime"
+    with pytest.raises(Exception, match="want module:Class"):
+        load_engine("wasmvisor.engines.wasmtime_engine")
+    with pytest.raises(Exception, match="not an Engine"):
+        load_engine("wasmvisor.ipc.messages:Ready")
+
+
+def test_failures_keep_their_status_code() -> None:
+    assert failure_of(InvalidArgument("x")) == ("INVALID_ARGUMENT", "x")
+    assert failure_of(NotFound("y")) == ("NOT_FOUND", "y")
+    assert failure_of(GuestError("module /a.wasm: bad")) == ("INVALID_ARGUMENT", "module /a.wasm: bad")
+    code, message = failure_of(RuntimeError("boom"))
+    assert code == "INTERNAL" and message.startswith("RuntimeError: boom")
+
+
+def close_all(*fds: int) -> None:
+    for fd in set(fds):
+        os.close(fd)
+
+
+def test_empty_stdio_is_dev_null() -> None:
+    stdio = open_stdio(configure())
+    try:
+        assert all(os.path.samestat(os.fstat(fd), os.stat(os.devnull)) for fd in stdio.__dict__.values())
+    finally:
+        close_all(stdio.stdin, stdio.stdout, stdio.stderr)
+
+
+def test_fifos_open_without_a_reader_and_files_append(tmp_path: Path) -> None:
+    out, err, inp = tmp_path / "out", tmp_path / "err", tmp_path / "in"
+    os.mkfifo(out)
+    os.mkfifo(inp)
+    err.write_text("old\n")
+    stdio = open_stdio(configure(stdin=str(inp), stdout=str(out), stderr=str(err)))
+    try:
+        os.write(stdio.stdout, b"to the fifo\n")  # no reader but ourselves: does not block
+        os.write(stdio.stderr, b"new\n")
+        assert os.get_blocking(stdio.stdin)
+        assert err.read_text() == "old\nnew\n"
+    finally:
+        close_all(stdio.stdin, stdio.stdout, stdio.stderr)
+
+
+def test_file_uri_is_created_and_shared_by_stdout_and_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "out.log"
+    stdio = open_stdio(configure(stdout=f"file://{path}", stderr=f"file://{path}"))
+    try:
+        os.write(stdio.stdout, b"1\n")
+        os.write(stdio.stderr, b"2\n")
+        os.write(stdio.stdout, b"3\n")
+        assert path.read_text() == "1\n2\n3\n"
+    finally:
+        close_all(stdio.stdin, stdio.stdout, stdio.stderr)
+
+
+def test_terminal_sends_stderr_to_stdout(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.touch()
+    stdio = open_stdio(configure(stdout=str(out), terminal=True))
+    try:
+        os.write(stdio.stderr, b"err\n")
+        assert out.read_text() == "err\n"
+    finally:
+        close_all(stdio.stdin, stdio.stdout, stdio.stderr)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"stdout": "/nonexistent/out"}, NotFound, "stdout /nonexistent/out: no such file or FIFO"),
+        ({"stdin": "/nonexistent/in"}, NotFound, "stdin /nonexistent/in: no such file or FIFO"),
+        ({"stdout": "binary:///usr/bin/logger"}, Unimplemented, "STDIO scheme 'binary' is not supported"),
+        ({"stdout": "/"}, InvalidArgument, "stdout /: not a FIFO or a file"),
+    ],
+)
+def test_bad_stdio_names_the_stream(fields: dict[str, str], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        open_stdio(configure(**fields))
+
+
+def test_rfc3339nano_drops_trailing_zeros() -> None:
+    assert rfc3339nano(1_700_000_000_123_450_000) == "2023-11-14T22:13:20.12345Z"
+    assert rfc3339nano(1_700_000_000_000_000_000) == "2023-11-14T22:13:20Z"
+
+
+def test_log_lines_are_containerd_key_values() -> None:
+    handler = ContainerdLogHandler(-1)
+    handler.fields = " instance=t1 namespace=default"
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, 'say "hi"\nbye', None, None)
+    line = handler.format_line(record)
+    assert re.fullmatch(r'time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z" level=warning '
+                        r'msg="say \\"hi\\"\\nbye" instance=t1 namespace=default\n', line)

@@ -1,0 +1,249 @@
+"""The wasmtime engine: runs a WASI preview 1 core module's entrypoint with wasmtime-py.
+
+`prepare` (at Create) compiles, checks the export and the imports and pre-links the module;
+the PreparedGuest it returns (at Start) makes a fresh Store and WASI context and calls the export.
+
+This module compiles wasm, so it must only be used in a process that never forks afterwards (a
+worker): a child forked from a process that compiled with wasmtime's parallel compiler hangs at
+its own first compile. Importing it is harmless (it creates nothing at import time).
+
+Paths in the guest: the container root is preopened as `/`. wasi-libc (here 2022-05, and its
+current main branch alike) starts every program with its own cwd `/` and resolves relative paths
+against it; it strips leading `/` and `./` from preopen names, so a preopen named `.` is the same
+prefix as `/` and would shadow the root instead of adding a cwd. There is no WASI p1 call that
+gives a program a starting directory, so for a spec cwd other than `/` the guest gets `PWD=<cwd>`
+(unless the spec sets PWD) and relative paths still resolve from `/`; a guest that wants the cwd
+calls `chdir(getenv("PWD"))` (measured in tests/unit/engines/test_wasmtime_engine.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import wasmtime
+
+from wasmvisor.engines.base import (
+    TRAP_EXIT_CODE,
+    WASM_MAGIC,
+    Engine,
+    ExitCode,
+    GuestError,
+    PreparedGuest,
+    RuntimeContext,
+    Stdio,
+)
+
+log = logging.getLogger(__name__)
+
+MODULE_LAYER = "application/wasm"
+COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+_COMPONENT_VERSION = b"\x0d\x00\x01\x00"
+"""Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
+
+
+class WasmtimeEngine(Engine):
+    """Runs core wasm modules (binary, or `.wat` text) with wasmtime and WASI preview 1."""
+
+    name = "wasmtime"
+    supported_layer_types = (MODULE_LAYER, COMPONENT_LAYER)
+
+    def __init__(self, parallel_compilation: bool = True) -> None:
+        """`parallel_compilation=False` keeps the calling process safe to fork later (slower
+        compiles); a worker, which never forks, leaves it on."""
+        self._parallel = parallel_compilation
+        self._engine: wasmtime.Engine | None = None
+
+    @property
+    def engine(self) -> wasmtime.Engine:
+        """The wasmtime Engine, made on first use (never at import: see the module docstring)."""
+        if self._engine is None:
+            config = wasmtime.Config()
+            config.parallel_compilation = self._parallel
+            self._engine = wasmtime.Engine(config)
+        return self._engine
+
+    def can_handle(self, ctx: RuntimeContext) -> None:
+        source = ctx.entrypoint.source
+        layer = _module_layer(ctx)
+        if layer is not None:
+            head = layer[:8]
+        else:
+            head = _read_head(ctx.entrypoint.host_path, source)
+            if not head.startswith(WASM_MAGIC):
+                if ctx.entrypoint.host_path.endswith(".wat"):
+                    return
+                shown = head[:4].hex() if head else "nothing: the file is empty"
+                raise GuestError(f"module {source}: not a wasm file (starts with {shown})")
+        if head[4:8] == _COMPONENT_VERSION:
+            raise GuestError(f"module {source}: is a wasm component; only core modules run for now")
+
+    def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
+        self.can_handle(ctx)
+        source, func = ctx.entrypoint.source, ctx.entrypoint.func
+        if not os.path.isdir(ctx.root):
+            raise GuestError(f"container root {ctx.root}: not a directory")
+        module = self._compile(ctx)
+
+        exports = {e.name: e.type for e in module.exports}
+        kind = exports.get(func)
+        if kind is None:
+            funcs = sorted(n for n, t in exports.items() if isinstance(t, wasmtime.FuncType))
+            raise GuestError(
+                f"module {source}: no exported function {func!r} (exported functions: "
+                f"{', '.join(funcs) or 'none'})"
+            )
+        if not isinstance(kind, wasmtime.FuncType):
+            raise GuestError(f"module {source}: export {func!r} is not a function")
+        if kind.params:
+            raise GuestError(
+                f"module {source}: function {func!r} takes {len(kind.params)} parameters; "
+                "an entrypoint takes none"
+            )
+
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        probe = wasmtime.Store(self.engine)
+        missing = []
+        for imp in module.imports:
+            try:
+                linker.get(probe, imp.module, imp.name or "")
+            except wasmtime.WasmtimeError:
+                missing.append(f"{imp.module}::{imp.name}")
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise GuestError(
+                f"module {source}: unknown import {missing[0]}{more}; "
+                "this engine provides WASI preview 1 (wasi_snapshot_preview1) only"
+            )
+        try:
+            pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
+        return WasmtimeGuest(self.engine, pre, ctx)
+
+    def run_wasi(self, ctx: RuntimeContext, stdio: Stdio) -> int:
+        return self.prepare(ctx)(stdio)
+
+    def _compile(self, ctx: RuntimeContext) -> wasmtime.Module:
+        source = ctx.entrypoint.source
+        layer = _module_layer(ctx)
+        wasm: bytes | str
+        if layer is not None:
+            wasm = layer
+        else:
+            try:
+                with open(ctx.entrypoint.host_path, "rb") as f:
+                    wasm = f.read()
+            except OSError as exc:
+                raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None
+        what = "wasm"
+        if not wasm.startswith(WASM_MAGIC):
+            what = "wat"
+            try:
+                wasm = wasm.decode()
+            except UnicodeDecodeError:
+                raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
+        try:
+            return wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
+
+
+class WasmtimeGuest:
+    """A linked module ready to run: each call makes a new Store and runs the export once."""
+
+    def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, ctx: RuntimeContext) -> None:
+        self._engine = engine
+        self._pre = pre
+        self._ctx = ctx
+
+    def __call__(self, stdio: Stdio) -> int:
+        ctx = self._ctx
+        store = wasmtime.Store(self._engine)
+        if ctx.memory_limit:
+            store.set_limits(memory_size=ctx.memory_limit)
+        store.set_wasi(self.wasi_config(stdio))
+        try:
+            instance = self._pre.instantiate(store)
+            entry = instance.exports(store)[ctx.entrypoint.func]
+            assert isinstance(entry, wasmtime.Func)
+            entry(store)
+        except wasmtime.ExitTrap as exc:
+            return ExitCode(exc.code & 0xFF)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            log.warning("guest %s trapped: %s", ctx.entrypoint.source, one_line(str(exc)))
+            return ExitCode(TRAP_EXIT_CODE, "trap")
+        return ExitCode(0)
+
+    def wasi_config(self, stdio: Stdio) -> wasmtime.WasiConfig:
+        """argv (argv[0] is the module path as the spec gave it, without `#func`), env, the
+        root preopened as `/`, and stdio: a stream already on its standard fd is inherited,
+        another fd is reopened through /proc/self/fd (fine for pipes, FIFOs and new files;
+        a regular file would be truncated, which is why the worker passes 0, 1, 2)."""
+        ctx = self._ctx
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = [ctx.entrypoint.source, *ctx.args[1:]]
+        wasi.env = guest_env(ctx.envs, ctx.cwd)
+        wasi.preopen_dir(ctx.root, "/")
+        if stdio.stdin == 0:
+            wasi.inherit_stdin()
+        elif stdio.stdin >= 0:
+            wasi.stdin_file = f"/proc/self/fd/{stdio.stdin}"
+        if stdio.stdout == 1:
+            wasi.inherit_stdout()
+        elif stdio.stdout >= 0:
+            wasi.stdout_file = f"/proc/self/fd/{stdio.stdout}"
+        if stdio.stderr == 2:
+            wasi.inherit_stderr()
+        elif stdio.stderr >= 0:
+            wasi.stderr_file = f"/proc/self/fd/{stdio.stderr}"
+        return wasi
+
+
+def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
+    """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
+    pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
+    if cwd not in ("", "/") and not any(k == "PWD" for k, _ in pairs):
+        pairs.append(("PWD", cwd))
+    return pairs
+
+
+def one_line(message: str) -> str:
+    """A wasmtime error (head, backtrace, `Caused by:` list) as one line: causes first."""
+    lines = [line.strip() for line in message.strip().splitlines()]
+    if "Caused by:" not in lines:
+        return "; ".join(line for line in lines if line)
+    at = lines.index("Caused by:")
+    head, frames = lines[0], [f for f in lines[1:at] if f]
+    causes = [c.split(": ", 1)[1] if c[:1].isdigit() and ": " in c else c for c in lines[at + 1 :] if c]
+    if head.startswith("error while executing at wasm backtrace"):
+        text = ": ".join(causes)
+        if frames:
+            frame = frames[0].split(":", 1)[1].strip() if ":" in frames[0] else frames[0]
+            text += f" (at {' '.join(frame.split())})"
+        return text
+    return ": ".join([head, *causes])
+
+
+def _module_layer(ctx: RuntimeContext) -> bytes | None:
+    for layer in ctx.wasm_layers:
+        if layer.media_type == MODULE_LAYER:
+            return layer.data
+    for layer in ctx.wasm_layers:
+        if layer.media_type == COMPONENT_LAYER:
+            raise GuestError(f"module {ctx.entrypoint.source}: component layers do not run yet")
+    return None
+
+
+def _read_head(host_path: str, source: str) -> bytes:
+    try:
+        with open(host_path, "rb") as f:
+            return f.read(8)
+    except (FileNotFoundError, NotADirectoryError):
+        raise GuestError(f"module {source}: no such file in the container image") from None
+    except IsADirectoryError:
+        raise GuestError(f"module {source}: is a directory") from None
+    except OSError as exc:
+        raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None

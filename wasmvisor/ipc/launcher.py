@@ -1,0 +1,357 @@
+"""The supervisor's side of the zygote: fork workers from a multiprocess forkserver and talk to
+each one over its own socketpair.
+
+The zygote (`wasmvisor-zygote`) is a multiprocess forkserver that preloads wasmtime and the
+worker code once; each `spawn` forks a worker from it in about a millisecond. This module is
+imported by the supervisor: it imports neither wasmtime nor worker code (it names them as
+strings) and imports multiprocess only when the zygote is first needed.
+
+Three things differ from `multiprocess.get_context("forkserver").Process(...).start()`:
+- all blocking forkserver calls run on one launcher-owned thread: the zygote sets
+  PR_SET_PDEATHSIG, which fires when the *thread* that spawned it ends, so that thread must
+  live as long as the launcher;
+- the preparation data sent to each child drops `init_main_from_path/_name`: multiprocess
+  would otherwise re-run the supervisor's `__main__` (a console script, or pytest) in every
+  worker;
+- multiprocess's resource tracker (one more Python process) is not started: wasmvisor shares
+  no semaphores or shared memory between processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib
+import io
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from wasmvisor.errors import Unavailable
+from wasmvisor.ipc import messages
+
+ZYGOTE_MODULE = "wasmvisor.worker.zygote"
+WORKER_ENTRY = "wasmvisor.worker.main"
+DEFAULT_PRELOAD = ("wasmtime", "wasmvisor.engines.wasmtime_engine", WORKER_ENTRY)
+"""Modules the zygote imports once. The engine module only imports wasmtime (it compiles
+nothing at import), and saves each worker ~4 ms."""
+LINE_LIMIT = 1 << 20
+ZYGOTE_LOST = 255
+"""wait_exit's answer when the zygote died before reporting the worker's end."""
+
+
+class WorkerLauncher:
+    """Starts the zygote and forks workers from it. One per supervisor."""
+
+    def __init__(
+        self,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        entry: str = WORKER_ENTRY,
+    ) -> None:
+        # Always first: the zygote's identity, then what unpickling each child's process object
+        # imports (this module holds the trampoline and imports asyncio: ~30 ms per child if
+        # not preloaded; popen_forkserver holds the fd-passing class: ~1.5 ms).
+        always = [ZYGOTE_MODULE, __name__, "multiprocess.popen_forkserver"]
+        self._preload = [*always, *(m for m in preload if m not in always)]
+        self._entry = entry
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
+        self._server: Any = None
+        self._mp: dict[str, ModuleType] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid, once started."""
+        return None if self._server is None else self._server._forkserver_pid
+
+    def warm_up(self) -> float:
+        """Start the zygote and wait until its preload is done; returns the seconds it took.
+
+        Blocking: the supervisor calls it in a thread at startup so it overlaps the first Create.
+        """
+        return self._executor.submit(self._warm_up).result()
+
+    async def spawn(self, config: messages.Configure) -> WorkerHandle:
+        """Fork a worker and send it `config` as its first line."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            name = f"wasmvisor-worker {config.namespace}/{config.id}"
+            pid, sentinel, pidfd = await loop.run_in_executor(self._executor, self._fork, theirs, name)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
+        except BaseException:
+            ours.close()
+            os.close(sentinel)
+            raise
+        handle = WorkerHandle(pid, sentinel, pidfd, reader, writer)
+        await handle.send(config)
+        return handle
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the zygote (workers keep running) and the launcher's thread."""
+        try:
+            self._executor.submit(self._stop, timeout).result()
+        finally:
+            self._executor.shutdown(wait=True)
+
+    # -- on the launcher's thread ---------------------------------------------------------
+
+    def _modules(self) -> dict[str, ModuleType]:
+        if not self._mp:
+            for name in ("context", "forkserver", "popen_forkserver", "reduction", "resource_tracker",
+                         "spawn"):
+                self._mp[name] = importlib.import_module(f"multiprocess.{name}")
+            tracker = self._mp["resource_tracker"]._resource_tracker
+            if tracker._fd is None:
+                # An fd that answers the tracker's liveness probe, so none is spawned.
+                tracker._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            self._server = self._mp["forkserver"].ForkServer()
+            self._server.set_forkserver_preload(self._preload)
+        return self._mp
+
+    def _warm_up(self) -> float:
+        began = time.monotonic()
+        self._modules()
+        pid, sentinel, pidfd = self._fork(None, "wasmvisor-ping")
+        try:
+            _read_signed(sentinel)  # the ping child's returncode: the zygote is serving
+        finally:
+            os.close(sentinel)
+            if pidfd >= 0:
+                os.close(pidfd)
+        return time.monotonic() - began
+
+    def _fork(self, sock: socket.socket | None, name: str) -> tuple[int, int, int]:
+        """Ask the zygote for a child running `_run_worker(entry, sock)` (`_ping` without a
+        socket). Returns (pid, sentinel fd, pidfd or -1)."""
+        mp = self._modules()
+        context = mp["context"]
+        if sock is None:
+            process = context.ForkServerProcess(target=_ping, name=name)
+        else:
+            process = context.ForkServerProcess(target=_run_worker, args=(self._entry, sock), name=name)
+        prep = mp["spawn"].get_preparation_data(name)
+        prep.pop("init_main_from_path", None)
+        prep.pop("init_main_from_name", None)
+        passing = _FdPassing(mp["popen_forkserver"]._DupFd)
+        buf = io.BytesIO()
+        context.set_spawning_popen(passing)
+        try:
+            mp["reduction"].dump(prep, buf)
+            mp["reduction"].dump(process, buf)
+        finally:
+            context.set_spawning_popen(None)
+        try:
+            sentinel, data_w = self._server.connect_to_new_process(passing.fds)
+        except OSError as exc:
+            raise Unavailable(f"zygote: cannot reach it: {exc}") from None
+        try:
+            with open(data_w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            pid = _read_signed(sentinel)
+        except (OSError, EOFError) as exc:
+            os.close(sentinel)
+            raise Unavailable(f"zygote: no child from it: {exc}") from None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            pidfd = -1  # already gone (its exit is in the sentinel), or no pidfd support
+        return pid, sentinel, pidfd
+
+    def _stop(self, timeout: float) -> None:
+        server = self._server
+        if server is None or server._forkserver_pid is None:
+            return
+        pid = server._forkserver_pid
+        os.close(server._forkserver_alive_fd)  # EOF on its alive pipe: the zygote exits
+        server._forkserver_alive_fd = None
+        server._forkserver_pid = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)
+        address = server._forkserver_address
+        server._forkserver_address = None
+        if address:
+            try:
+                os.unlink(address)
+            except OSError:
+                pass
+
+
+class WorkerHandle:
+    """The supervisor's view of one worker: its pipe, its pid and its exit."""
+
+    def __init__(
+        self,
+        pid: int,
+        sentinel: int,
+        pidfd: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.pid = pid
+        self._sentinel = sentinel
+        self._pidfd = pidfd
+        self._reader = reader
+        self._writer = writer
+        self._status = b""
+        self._exit: asyncio.Future[int] | None = None
+        self._watching: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        os.set_blocking(sentinel, False)
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the worker has ended (the zygote writes its returncode there). Read
+        it only through `wait_exit`."""
+        return self._sentinel
+
+    @property
+    def returncode(self) -> int | None:
+        """As `wait_exit`'s result, once known."""
+        if self._exit is not None and self._exit.done() and not self._exit.cancelled():
+            return self._exit.result()
+        return None
+
+    async def receive(self) -> messages.Message:
+        """The worker's next message. EOFError at end of stream; ProtocolError on a bad line."""
+        try:
+            line = await self._reader.readline()
+        except ValueError as exc:  # longer than LINE_LIMIT
+            raise messages.ProtocolError(f"ipc line from worker {self.pid} too long: {exc}") from None
+        if not line:
+            raise EOFError(f"worker {self.pid} closed its pipe")
+        if not line.endswith(b"\n"):
+            raise messages.ProtocolError(f"worker {self.pid} ended its pipe mid-line: {line[:200]!r}")
+        return messages.decode(line)
+
+    async def send(self, msg: messages.Message) -> None:
+        """Send one message (BrokenPipeError/ConnectionResetError when the worker is gone)."""
+        self._writer.write(messages.encode(msg))
+        await self._writer.drain()
+
+    async def wait_exit(self) -> int:
+        """The worker's end as the zygote saw it: >= 0 its exit code, < 0 minus the signal
+        that killed it, 255 when the zygote was lost first."""
+        if self._exit is None:
+            loop = asyncio.get_running_loop()
+            self._exit = loop.create_future()
+            if self._closed:
+                self._exit.set_result(ZYGOTE_LOST)
+            else:
+                self._watching = loop
+                loop.add_reader(self._sentinel, self._on_sentinel)
+                self._on_sentinel()
+        return await asyncio.shield(self._exit)
+
+    def kill(self, sig: int) -> None:
+        """Send `sig` to the worker; nothing when it has ended already. Through a pidfd: the
+        pid cannot have been reused by another process in the meantime."""
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            elif self.returncode is None and not self._closed:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """Forget the worker (it keeps running): close the pipe and the fds."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unwatch()
+        if self._exit is not None and not self._exit.done():
+            self._exit.cancel()
+        self._writer.close()
+        os.close(self._sentinel)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def _on_sentinel(self) -> None:
+        assert self._exit is not None
+        try:
+            chunk = os.read(self._sentinel, 8 - len(self._status))
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._status += chunk
+            if len(self._status) < 8:
+                return
+            code = struct.unpack("q", self._status)[0]
+        else:
+            code = ZYGOTE_LOST
+        self._unwatch()
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    def _unwatch(self) -> None:
+        if self._watching is not None:
+            self._watching.remove_reader(self._sentinel)
+            self._watching = None
+
+
+class _FdPassing:
+    """Collects the fds multiprocess's reducers pass to the child by SCM_RIGHTS (what its
+    forkserver Popen does while pickling)."""
+
+    def __init__(self, dupfd: type) -> None:
+        self.fds: list[int] = []
+        self.DupFd = dupfd
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.fds.append(fd)
+        return len(self.fds) - 1
+
+
+def _read_signed(fd: int) -> int:
+    data = b""
+    while len(data) < 8:
+        chunk = os.read(fd, 8 - len(data))
+        if not chunk:
+            raise EOFError("zygote closed the status pipe")
+        data += chunk
+    return int(struct.unpack("q", data)[0])
+
+
+def _run_worker(entry: str, sock: socket.socket) -> None:
+    """Runs in the forked child: import the worker entry module by name and hand it the pipe.
+    Never returns into the forkserver's code."""
+    code = 70
+    try:
+        fd = sock.detach()
+        importlib.import_module(entry).run(fd)
+    except BaseException:  # noqa: B036
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _ping() -> None:
+    """The warm-up child: proves the zygote has finished its preload and forks."""

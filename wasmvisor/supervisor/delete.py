@@ -1,0 +1,112 @@
+"""The `delete` action: clean up after a supervisor that died, then report the task as killed.
+
+containerd runs it when its connection to the supervisor broke or after its own restart when the
+supervisor cannot be reached. It must not need the supervisor: it kills the task's worker if one is
+left (found through `<bundle>/init.pid` and checked by its process title, so a recycled pid is never
+killed), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
+stdout. Problems are warnings on stderr, which containerd logs; the exit status stays 0, because a
+failing delete leaves the bundle behind for good.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import BinaryIO, TextIO
+
+from wasmvisor.supervisor.cliargs import ShimArgs
+
+PID_FILE = "init.pid"
+"""Written by the supervisor in each task's bundle: the worker's pid, decimal, no newline."""
+WORKER_TITLE = "wasmvisor-worker"
+KILLED_STATUS = 128 + signal.SIGKILL
+
+
+def worker_title(namespace: str, task_id: str) -> str:
+    """The process title a task's worker carries (`wasmvisor-worker NS/ID`)."""
+    return f"{WORKER_TITLE} {namespace}/{task_id}"
+
+
+def read_pid(bundle: str) -> int | None:
+    """The pid in `<bundle>/init.pid`, or None if the file is absent or holds no positive number."""
+    try:
+        with open(os.path.join(bundle, PID_FILE), "rb") as f:
+            pid = int(f.read(32).strip() or b"0")
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def process_title(pid: int) -> str | None:
+    """The first word-run of /proc/PID/cmdline (a setproctitle title), or None if pid is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read(4096)
+    except OSError:
+        return None
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace").rstrip()
+
+
+def _gone(pid: int) -> bool:
+    """Whether pid no longer runs (absent, or a zombie waiting for a parent that is not us)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    # The state follows the parenthesised command name, which may itself contain ") ".
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def kill_worker(pid: int, title: str, timeout: float = 1.0) -> bool:
+    """SIGKILL `pid` if its title is `title`, and wait up to `timeout` for it to die. True if killed."""
+    current = process_title(pid)
+    if current is None or not (current == title or current.startswith(title + " ")):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    give_up = time.monotonic() + timeout
+    while not _gone(pid) and time.monotonic() < give_up:
+        time.sleep(0.005)
+    return True
+
+
+def delete_response(pid: int) -> bytes:
+    """A serialized containerd.task.v2.DeleteResponse: pid, exit status 137, exited now."""
+    from wasmvisor.proto.containerd.task.v2 import shim_pb2  # protobuf only on this path
+
+    response = shim_pb2.DeleteResponse(pid=pid, exit_status=KILLED_STATUS)
+    response.exited_at.FromNanoseconds(time.time_ns())
+    data: bytes = response.SerializeToString()
+    return data
+
+
+def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None = None) -> int:
+    """The `delete` action. Always writes the response; returns the exit code (0)."""
+    err = stderr if stderr is not None else sys.stderr
+
+    def warn(message: str) -> None:
+        err.write(f"wasmvisor delete {args.namespace}/{args.id}: warning: {message}\n")
+
+    bundle = args.bundle or os.getcwd()
+    pid = read_pid(bundle) or 0
+    if pid:
+        try:
+            kill_worker(pid, worker_title(args.namespace, args.id))
+        except OSError as exc:
+            warn(f"kill worker {pid}: {exc.strerror or exc}")
+    try:
+        from wasmvisor.supervisor import mounts
+
+        mounts.unmount_all(os.path.join(bundle, "rootfs"))
+    except Exception as exc:  # report it, and still answer containerd
+        warn(f"unmount {os.path.join(bundle, 'rootfs')}: {exc}")
+    err.flush()
+    out = stdout if stdout is not None else sys.stdout.buffer
+    out.write(delete_response(pid))
+    out.flush()
+    return 0

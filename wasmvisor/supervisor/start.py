@@ -1,0 +1,288 @@
+"""The `start` action: find or launch the supervisor for this task's group and print its address.
+
+containerd runs `start` in the bundle directory and reads its stdout and stderr together as the
+address, so on success we print `unix:///run/containerd/s/<sha256>` and nothing else. The listening
+socket is bound here, in the start process, and handed to the daemon as fd 3: connections that
+containerd opens right after we exit wait in the backlog until the daemon accepts them.
+
+Only cheap modules are imported here (no grpc, protobuf, asyncio, wasmtime): when the group's
+supervisor already runs, `start` is a connect() and two small file writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from wasmvisor.errors import InvalidArgument, Unavailable
+from wasmvisor.supervisor.cliargs import ShimArgs, to_argv
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
+if TYPE_CHECKING:
+    from typing import BinaryIO, TextIO
+
+SOCKET_DIR_ENV = "WASMVISOR_SOCKET_DIR"
+"""Overrides the socket directory (tests; hosts whose /run is elsewhere)."""
+DEFAULT_SOCKET_DIR = "/run/containerd/s"
+MAX_SOCKET_PATH = 106
+"""Bytes. sun_path holds 108; containerd's runc shim refuses more than 106, and so do we."""
+GROUP_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+ADDRESS_FILE = "address"
+OPTIONS_FILE = "wasmvisor-options.pb"
+"""The serialized runtime-options Any that containerd wrote on start's stdin (absent when empty)."""
+LISTEN_FD = 3
+RACE_DEADLINE = 2.0
+"""Seconds to keep retrying when another process holds the socket path but does not answer."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What `run` did: the address printed, and the daemon's pid if it launched one."""
+
+    address: str
+    daemon_pid: int | None
+
+
+def group_of(bundle: str, task_id: str) -> str:
+    """The group key: the CRI pod sandbox id from config.json's annotations, else the task id.
+
+    A missing or malformed config.json is not an error here (sandbox bundles on containerd 2.x have
+    none); the task simply gets its own supervisor.
+    """
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return task_id
+    annotations = spec.get("annotations") if isinstance(spec, dict) else None
+    if isinstance(annotations, dict):
+        group = annotations.get(GROUP_ANNOTATION)
+        if isinstance(group, str) and group:
+            return group
+    return task_id
+
+
+def socket_dir() -> str:
+    return os.environ.get(SOCKET_DIR_ENV) or DEFAULT_SOCKET_DIR
+
+
+def _go_join(*parts: str) -> str:
+    """Go's filepath.Join: join the non-empty parts with "/" and clean the result."""
+    joined = os.path.normpath("/".join(p for p in parts if p))
+    if joined.startswith("//") and not joined.startswith("///"):
+        joined = joined[1:]  # POSIX normpath keeps a leading "//"; Go's Clean does not
+    return joined
+
+
+def socket_path(address: str, namespace: str, group: str, directory: str | None = None) -> str:
+    """`<dir>/<hex sha256 of join(address, namespace, group)>`, as containerd's runc shim names it.
+
+    Raises InvalidArgument when the path is longer than a unix socket allows.
+    """
+    digest = hashlib.sha256(_go_join(address, namespace, group).encode()).hexdigest()
+    path = os.path.join(directory or socket_dir(), digest)
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise InvalidArgument(
+            f"socket path {path} is {size} bytes, longer than the {MAX_SOCKET_PATH} a unix socket allows "
+            f"(set {SOCKET_DIR_ENV} to a shorter directory)"
+        )
+    return path
+
+
+def shim_command() -> list[str]:
+    """The command that runs this shim binary again (the daemon is a re-exec of it).
+
+    A console script or a custom shim's script: `python /abs/path/of/script`. Under `python -m mod`,
+    argv[0] is the module's file, which must not be run as a script (its directory would shadow
+    packages), so it is `python -m mod`. A frozen binary (PyInstaller) is its own interpreter.
+    """
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return [sys.executable, "-m", spec.name]
+    return [sys.executable, os.path.abspath(sys.argv[0])]
+
+
+def daemon_command(args: ShimArgs, *, bundle: str, group: str, socket: str,
+                   launcher: Sequence[str] | None = None) -> list[str]:
+    """The daemon's argv: the shim re-executed with the `serve` action and the listening socket as fd 3."""
+    serve_args = replace(args, bundle=bundle, group=group, socket=socket, socket_fd=LISTEN_FD, action="serve")
+    return [*(launcher if launcher is not None else shim_command()), *to_argv(serve_args), "serve"]
+
+
+def spawn_daemon(command: Sequence[str], listen_fd: int) -> int:
+    """Start `command` detached: new session, stdio on /dev/null, `listen_fd` as fd 3, same cwd and env.
+
+    The daemon must not hold start's stdout/stderr: containerd reads them to EOF. Returns its pid
+    (nobody waits for it: when `start` exits it is re-parented).
+    """
+    os.set_inheritable(listen_fd, True)  # for the fd == 3 case, where dup2 alone keeps FD_CLOEXEC
+    actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
+    if listen_fd != LISTEN_FD:
+        actions.append((os.POSIX_SPAWN_DUP2, listen_fd, LISTEN_FD))
+    actions += [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+    ]
+    return os.posix_spawn(
+        command[0], list(command), os.environ,
+        file_actions=actions,
+        setsid=True,
+        setsigmask=(),
+        # Python ignores these at startup and ignored signals survive exec.
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    )
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write `path` through a temporary file and rename, so readers never see half a file."""
+    for attempt in range(100):
+        tmp = f"{path}.{os.getpid()}.{attempt}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, f"no free temporary name for {path}")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+
+
+def _lock(directory: str) -> int:
+    """Serialize starts that share a socket directory: flock on the directory itself.
+
+    Returns the fd; closing it releases the lock. It is close-on-exec, so the daemon never holds it.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_serving(path: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections on the unix socket `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+    except TimeoutError:
+        return True  # listening, with a full backlog: alive but busy
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | None:
+    """Bind and listen on `path`, or return None if a live server already owns it.
+
+    A path that refuses connections is a stale socket from a dead supervisor: it is removed. A
+    concurrent `start` that binds between our unlink and bind makes ours fail with EADDRINUSE; we
+    then go round again, find it serving, and reuse it.
+    """
+    give_up = time.monotonic() + deadline
+    while True:
+        if is_serving(path):
+            return None
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise InvalidArgument(f"socket path {path} is a directory") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            if time.monotonic() > give_up:
+                raise Unavailable(f"socket {path} is in use but does not accept connections") from None
+            time.sleep(0.01)
+            continue
+        try:
+            os.chmod(path, 0o600)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            os.unlink(path)
+            raise
+        return sock
+
+
+def read_options(stdin: BinaryIO) -> bytes:
+    """The runtime-options bytes containerd wrote on stdin (empty when none, or stdin is a terminal)."""
+    try:
+        if os.isatty(stdin.fileno()):
+            return b""
+    except (OSError, ValueError):
+        pass
+    try:
+        return stdin.read() or b""
+    except (OSError, ValueError):
+        return b""
+
+
+def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None = None,
+        launcher: Sequence[str] | None = None) -> Started:
+    """The `start` action. The bundle is the working directory. Prints the address on `stdout`.
+
+    `launcher` replaces the command that re-executes the shim (tests start a fake daemon with it).
+    """
+    bundle = os.getcwd()
+    group = group_of(bundle, args.id)
+    directory = socket_dir()
+    path = socket_path(args.address, args.namespace, group, directory)
+    options = read_options(stdin if stdin is not None else sys.stdin.buffer)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    pid = None
+    lock = _lock(directory)
+    try:
+        sock = claim_socket(path)
+        if sock is not None:
+            command = daemon_command(args, bundle=bundle, group=group, socket=path, launcher=launcher)
+            try:
+                pid = spawn_daemon(command, sock.fileno())
+            except OSError as exc:
+                os.unlink(path)
+                raise Unavailable(f"cannot run the shim daemon {command[0]}: {exc.strerror}") from exc
+            finally:
+                sock.close()
+    finally:
+        os.close(lock)
+    address = "unix://" + path
+    if options:
+        write_atomic(os.path.join(bundle, OPTIONS_FILE), options)
+    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+    out = stdout if stdout is not None else sys.stdout
+    out.write(address)
+    out.flush()
+    return Started(address=address, daemon_pid=pid)

@@ -1,0 +1,177 @@
+"""The Task API handlers (containerd.task.v2.Task / v3.Task), written once for every transport.
+
+Each handler decodes its request into registry calls and encodes the answer; state and events
+live in the registry (tasks.py). Errors are raised as ShimErrors and mapped by the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from google.protobuf.empty_pb2 import Empty
+
+from wasmvisor import errors
+from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
+from wasmvisor.supervisor import mounts
+from wasmvisor.supervisor.rpc import Call
+from wasmvisor.supervisor.task_events import timestamp
+from wasmvisor.supervisor.task_state import Status
+from wasmvisor.supervisor.tasks import CreateOpts, Task, TaskIO, TaskRegistry
+from wasmvisor.version import VERSION
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    Status.CREATED: types_pb.CREATED,
+    Status.STARTING: types_pb.CREATED,
+    Status.RUNNING: types_pb.RUNNING,
+    Status.STOPPED: types_pb.STOPPED,
+    Status.DELETING: types_pb.STOPPED,
+}
+
+
+def _no_exec(method: str, req: object) -> None:
+    exec_id = getattr(req, "exec_id", "")
+    if exec_id:
+        raise errors.NotFound(f"{method}: exec {exec_id!r} of task {getattr(req, 'id', '')!r}: not found "
+                              "(wasmvisor does not support exec)")
+
+
+def _require_id(method: str, task_id: str) -> None:
+    if not task_id:
+        raise errors.InvalidArgument(f"{method}: task id is empty")
+
+
+class TaskService:
+    """containerd.task.v2.Task served from a TaskRegistry."""
+
+    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[], None]) -> None:
+        self.registry = registry
+        self.request_shutdown = request_shutdown
+
+    def _task(self, method: str, req: object) -> Task:
+        task_id = getattr(req, "id", "")
+        _require_id(method, task_id)
+        _no_exec(method, req)
+        return self.registry.get(task_id)
+
+    async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
+        _require_id("create", req.id)
+        if req.terminal:
+            raise errors.InvalidArgument(
+                f"create {req.id}: terminal=true is not supported: a wasm guest has no tty (run without -t/--tty)"
+            )
+        if req.checkpoint or req.parent_checkpoint:
+            raise errors.InvalidArgument(f"create {req.id}: restoring from a checkpoint is not supported")
+        if not req.bundle or not os.path.isabs(req.bundle):
+            raise errors.InvalidArgument(f"create {req.id}: bundle path {req.bundle!r} is not absolute")
+        for name in ("stdin", "stdout", "stderr"):
+            path = getattr(req, name)
+            if path and "://" in path and not path.startswith("file://"):
+                raise errors.InvalidArgument(
+                    f"create {req.id}: {name} {path!r}: only FIFO paths and file:// are supported"
+                )
+        opts = CreateOpts(
+            bundle=req.bundle,
+            rootfs=[mounts.MountSpec(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
+                    for m in req.rootfs],
+            io=TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal),
+            task_options=req.options.SerializeToString() if req.HasField("options") else b"",
+        )
+        task = await self.registry.create(req.id, opts)
+        log.info("created task %s (worker pid %d)", req.id, task.pid, extra={"instance": req.id})
+        return pb.CreateTaskResponse(pid=task.pid)
+
+    async def Start(self, req: pb.StartRequest, call: Call) -> pb.StartResponse:
+        task = self._task("start", req)
+        pid = await self.registry.start(task)
+        log.info("started task %s", req.id, extra={"instance": req.id})
+        return pb.StartResponse(pid=pid)
+
+    async def Delete(self, req: pb.DeleteRequest, call: Call) -> pb.DeleteResponse:
+        _require_id("delete", req.id)
+        _no_exec("delete", req)
+        exit = await self.registry.delete(req.id)
+        log.info("deleted task %s", req.id, extra={"instance": req.id})
+        return pb.DeleteResponse(pid=exit.pid, exit_status=exit.status, exited_at=timestamp(exit.at_ns))
+
+    async def State(self, req: pb.StateRequest, call: Call) -> pb.StateResponse:
+        task = self._task("state", req)
+        io = task.opts.io
+        exit = task.exit
+        return pb.StateResponse(
+            id=task.id, bundle=task.opts.bundle, pid=task.pid, status=_STATUS[task.state.status],
+            stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal,
+            exit_status=exit.status if exit else 0,
+            exited_at=timestamp(exit.at_ns if exit else None),
+        )
+
+    async def Wait(self, req: pb.WaitRequest, call: Call) -> pb.WaitResponse:
+        task = self._task("wait", req)
+        exit = await task.instance.wait()
+        return pb.WaitResponse(exit_status=exit.status, exited_at=timestamp(exit.at_ns))
+
+    async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:
+        task = self._task("kill", req)
+        self.registry.kill(task, req.signal, req.all)
+        log.info("sent signal %d to task %s", req.signal, req.id, extra={"instance": req.id})
+        return Empty()
+
+    async def Pids(self, req: pb.PidsRequest, call: Call) -> pb.PidsResponse:
+        task = self._task("pids", req)
+        procs = [types_pb.ProcessInfo(pid=task.pid)] if task.state.alive else []
+        return pb.PidsResponse(processes=procs)
+
+    async def Connect(self, req: pb.ConnectRequest, call: Call) -> pb.ConnectResponse:
+        task_pid = 0
+        if req.id:
+            try:
+                task_pid = self.registry.get(req.id).pid
+            except errors.NotFound:
+                task_pid = 0
+        return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid, version=VERSION)
+
+    async def CloseIO(self, req: pb.CloseIORequest, call: Call) -> Empty:
+        # The worker reads the stdin FIFO itself: it sees EOF when the client closes its end,
+        # so there is nothing to close here.
+        self._task("closeio", req)
+        return Empty()
+
+    async def Shutdown(self, req: pb.ShutdownRequest, call: Call) -> Empty:
+        if len(self.registry) == 0:
+            log.info("shutdown requested and no task remains: exiting")
+            self.request_shutdown()
+        else:
+            log.debug("shutdown for %s ignored: %d task(s) remain", req.id, len(self.registry))
+        return Empty()
+
+    async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
+        self._task("stats", req)
+        raise errors.Unimplemented("stats: cgroup metrics are not implemented yet")
+
+    async def Exec(self, req: pb.ExecProcessRequest, call: Call) -> Empty:
+        self._task("exec", pb.StateRequest(id=req.id))
+        raise errors.Unimplemented(f"exec {req.exec_id!r} in task {req.id}: wasmvisor does not support exec")
+
+    async def Pause(self, req: pb.PauseRequest, call: Call) -> Empty:
+        self._task("pause", req)
+        raise errors.Unimplemented("pause: not implemented yet")
+
+    async def Resume(self, req: pb.ResumeRequest, call: Call) -> Empty:
+        self._task("resume", req)
+        raise errors.Unimplemented("resume: not implemented yet")
+
+    async def Checkpoint(self, req: pb.CheckpointTaskRequest, call: Call) -> Empty:
+        self._task("checkpoint", req)
+        raise errors.Unimplemented("checkpoint: wasmvisor cannot checkpoint a task")
+
+    async def ResizePty(self, req: pb.ResizePtyRequest, call: Call) -> Empty:
+        self._task("resizepty", req)
+        raise errors.Unimplemented("resizepty: wasm guests have no tty")
+
+    async def Update(self, req: pb.UpdateTaskRequest, call: Call) -> Empty:
+        self._task("update", req)
+        raise errors.Unimplemented("update: resource updates are not implemented yet")

@@ -1,0 +1,61 @@
+"""The task state machine: one small explicit type (as runwasi's task_state.rs).
+
+Handlers and the registry call transitions; nothing compares state strings. A transition that is
+not allowed raises FailedPrecondition("invalid state transition: RUNNING => CREATED").
+"""
+
+from __future__ import annotations
+
+import enum
+
+from wasmvisor.errors import FailedPrecondition, NotFound
+
+
+class Status(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETING = "deleting"
+
+
+class TaskState:
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status = Status.CREATED
+
+    def __repr__(self) -> str:
+        return f"TaskState({self.status.name})"
+
+    def _move(self, allowed: tuple[Status, ...], to: Status) -> None:
+        if self.status not in allowed:
+            raise FailedPrecondition(f"invalid state transition: {self.status.name} => {to.name}")
+        self.status = to
+
+    def start(self) -> None:
+        """Start was called: CREATED => STARTING."""
+        self._move((Status.CREATED,), Status.STARTING)
+
+    def started(self) -> None:
+        """The guest runs: STARTING => RUNNING."""
+        self._move((Status.STARTING,), Status.RUNNING)
+
+    def stop(self) -> None:
+        """The worker ended, whenever that happened (even before Start)."""
+        self._move((Status.CREATED, Status.STARTING, Status.RUNNING), Status.STOPPED)
+
+    def delete(self) -> None:
+        """Delete was called: only a task that never started or has stopped can go."""
+        self._move((Status.CREATED, Status.STOPPED), Status.DELETING)
+
+    def check_killable(self) -> None:
+        # runc answers NOT_FOUND for a process that already finished; containerd and CRI treat
+        # that as "already dead".
+        if self.status in (Status.STOPPED, Status.DELETING):
+            raise NotFound(f"process already finished (task is {self.status.name}): not found")
+
+    @property
+    def alive(self) -> bool:
+        return self.status in (Status.CREATED, Status.STARTING, Status.RUNNING)
+

@@ -1,0 +1,357 @@
+"""The worker: one forked process per container; prepares the guest at Create, runs it at Start.
+
+Lifecycle on the pipe to the supervisor (wasmvisor.ipc.messages): read `Configure`, load the
+spec, the engine and the module, open the stdio, answer `Ready` (or `Failed` and exit 1); wait
+for `StartGuest` (EOF instead: exit 0 quietly); answer `Started`, run the guest, answer
+`Exited` and exit with the guest's code. A worker killed by a signal cannot answer: the zygote's
+returncode tells the supervisor.
+
+Fork discipline: `run` is entered in a child of the zygote and never returns; whatever happens
+it ends in `os._exit`. Log lines go to the fd 2 the worker inherited (the supervisor's log, i.e.
+containerd's log FIFO), in containerd's `key=value` format, never to the guest's stdio.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+import traceback
+import urllib.parse
+from typing import NoReturn
+
+import orjson
+from setproctitle import setproctitle
+
+from wasmvisor.engines.base import TRAP_EXIT_CODE, Engine, Entrypoint, GuestError, RuntimeContext, Stdio
+from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError, Unimplemented
+from wasmvisor.ipc import messages
+from wasmvisor.ipc.messages import Configure, Exited, Failed, Message, Ready, Started, StartGuest
+from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
+from wasmvisor.worker import zygote
+
+log = logging.getLogger("wasmvisor.worker")
+
+GUEST_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+"""Left at SIG_DFL in the worker: while the guest runs in native code no Python handler could
+run anyway, so these end the worker as they would end a native container process (143, 130...)."""
+
+EX_SOFTWARE = 70
+LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
+          "panic": logging.CRITICAL}
+
+
+def run(sock_fd: int) -> NoReturn:
+    """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe."""
+    code = EX_SOFTWARE
+    try:
+        code = serve(sock_fd)
+    except BaseException as exc:  # noqa: B036 - nothing may escape into the forkserver's code
+        log.error("worker failed: %s", _exception_line(exc))
+    finally:
+        os._exit(code & 0xFF)
+
+
+def serve(sock_fd: int) -> int:
+    """The worker's whole life after fork; returns its exit code."""
+    detach_from_zygote(keep=(sock_fd,))
+    log_fd = os.dup(2)
+    handler = ContainerdLogHandler(log_fd)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    channel = Channel(sock_fd)
+
+    first = channel.receive()
+    if first is None:
+        return 0
+    if not isinstance(first, Configure):
+        raise messages.ProtocolError(f"first message is {first.kind!r}, want 'configure'")
+    config = first
+    setproctitle(f"wasmvisor-worker {config.namespace}/{config.id}")
+    handler.fields = f" instance={_quote(config.id)} namespace={_quote(config.namespace)}"
+    root.setLevel(LEVELS.get(config.log_level.lower(), logging.INFO))
+    log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
+
+    try:
+        spec = load_spec(config.bundle)
+        ctx = runtime_context(config, spec)
+        engine = load_engine(config.engine)
+        engine.can_handle(ctx)
+        guest = engine.prepare(ctx)
+        install_stdio(open_stdio(config), log_fd)
+    except Exception as exc:
+        status, message = failure_of(exc)
+        log.error("create failed: %s", message)
+        channel.send(Failed(stage="create", code=status, message=message))
+        return 1
+    channel.send(Ready(pid=os.getpid()))
+    log.debug("ready: module %s, function %s", ctx.entrypoint.source, ctx.entrypoint.func)
+
+    start = channel.receive()
+    if start is None:
+        log.debug("pipe closed before start: exiting")
+        return 0
+    if not isinstance(start, StartGuest):
+        raise messages.ProtocolError(f"got {start.kind!r} while waiting for 'start'")
+
+    # As a native process would have them: a guest writing to a gone reader dies of SIGPIPE (141),
+    # one passing RLIMIT_FSIZE of SIGXFSZ (Python ignores both for itself).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    channel.send(Started(pid=os.getpid(), at_ns=time.time_ns()))
+    try:
+        result = guest(Stdio(stdin=0, stdout=1, stderr=2))
+        reason = getattr(result, "reason", "exit")
+        code = int(result) & 0xFF
+    except Exception as exc:
+        log.error("guest %s failed: %s", ctx.entrypoint.source, _exception_line(exc))
+        code, reason = TRAP_EXIT_CODE, "error"
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
+    channel.send(Exited(code=code, at_ns=time.time_ns(), reason=reason))
+    log.debug("exited: code %d (%s)", code, reason)
+    return code
+
+
+def detach_from_zygote(keep: tuple[int, ...]) -> None:
+    """Undo what the worker inherited from the zygote: its signal dispositions, its parent-death
+    signal, its session, and every fd but 0, 1, 2 and `keep` (multiprocess's alive pipe among
+    them: held by a worker, it would keep the zygote alive after the supervisor closed it)."""
+    for sig in GUEST_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Cleared by fork already; said again because a container must outlive its shim (as with
+    # runc): containerd's `delete` action cleans up what a dead shim left running.
+    zygote.set_parent_death_signal(0)
+    try:
+        os.setsid()  # group signals aimed at the supervisor's group do not reach the guest
+    except PermissionError:
+        pass
+    setproctitle("wasmvisor-worker")
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own directory fd
+
+
+class Channel:
+    """The worker's end of the pipe: blocking, one JSON line per message."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.reader = self.sock.makefile("rb")
+
+    def receive(self) -> Message | None:
+        """The next message, or None at end of stream."""
+        line = self.reader.readline()
+        if not line:
+            return None
+        msg = messages.decode(line)
+        log.debug("ipc <- %s", msg.kind)
+        return msg
+
+    def send(self, msg: Message) -> bool:
+        """Send `msg`; False (logged) when the supervisor is gone."""
+        try:
+            self.sock.sendall(messages.encode(msg))
+        except OSError as exc:
+            log.warning("cannot send %s to the supervisor: %s", msg.kind, exc.strerror)
+            return False
+        log.debug("ipc -> %s", msg.kind)
+        return True
+
+
+def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
+    """What the engine runs: the entrypoint `args[0]` (`path#func`) resolved in the rootfs."""
+    path, func = parse_entrypoint(spec.args[0])
+    root = config.rootfs or spec.root_path
+    host_path = resolve_in_root(root, path, spec.cwd)
+    name = os.path.splitext(os.path.basename(path))[0]
+    return RuntimeContext(
+        args=spec.args,
+        envs=spec.env,
+        cwd=spec.cwd,
+        entrypoint=Entrypoint(name=name, source=path, host_path=host_path, func=func),
+        root=root,
+        memory_limit=spec.memory_limit,
+    )
+
+
+def load_engine(ref: str) -> Engine:
+    """An instance of the Engine class named `module:Class`."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise Internal(f"engine {ref!r}: want module:Class")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise Internal(f"engine {ref!r}: cannot load: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise Internal(f"engine {ref!r}: not an Engine")
+    try:
+        return cls()
+    except Exception as exc:
+        raise Internal(f"engine {ref!r}: cannot create: {exc}") from None
+
+
+def open_stdio(config: Configure) -> Stdio:
+    """Open the container's stdio as the runc shim does: "" is /dev/null, a FIFO is opened
+    O_RDWR for output (never blocks, and no EPIPE while containerd restarts) and non-blocking
+    for input (then made blocking), a regular file is appended to, `file:///path` is created
+    and appended to. With a terminal and no stderr, stderr goes where stdout goes."""
+    fds: list[int] = []
+    try:
+        fds.append(_open_input(config.stdin))
+        fds.append(_open_output(config.stdout, "stdout"))
+        stderr = config.stderr
+        if config.terminal and not stderr:
+            stderr = config.stdout
+        if stderr and stderr == config.stdout and not _is_fifo(stderr):
+            fds.append(os.dup(fds[1]))  # one file, one offset: lines interleave in order
+        else:
+            fds.append(_open_output(stderr, "stderr"))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
+
+
+def install_stdio(stdio: Stdio, log_fd: int) -> None:
+    """Put the stdio on fds 0, 1, 2 (the engine inherits them); Python's own sys.stdout and
+    sys.stderr move to the log so that nothing of the worker's lands in the guest's output."""
+    for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
+        os.dup2(fd, target)
+    for fd in {stdio.stdin, stdio.stdout, stdio.stderr} - {0, 1, 2}:
+        os.close(fd)
+    sys.stdout = sys.stderr = open(log_fd, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def failure_of(exc: BaseException) -> tuple[str, str]:
+    """The status code name and message a `Failed` carries for `exc`."""
+    if isinstance(exc, ShimError):
+        return exc.code.name, exc.message
+    if isinstance(exc, GuestError):
+        return "INVALID_ARGUMENT", str(exc)
+    return "INTERNAL", _exception_line(exc)
+
+
+def _open_input(path: str) -> int:
+    if not path:
+        return os.open(os.devnull, os.O_RDONLY)
+    kind = _stat_kind(path, "stdin")
+    if kind == "fifo":
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        return fd
+    return _open_path(path, "stdin", os.O_RDONLY)
+
+
+def _open_output(uri: str, name: str) -> int:
+    if not uri:
+        return os.open(os.devnull, os.O_WRONLY)
+    if "://" in uri:
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme != "file":
+            raise Unimplemented(f"{name} {uri}: STDIO scheme {parsed.scheme!r} is not supported")
+        path = urllib.parse.unquote(parsed.path)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument(f"{name} {uri}: {exc.strerror}") from None
+        return _open_path(path, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    kind = _stat_kind(uri, name)
+    if kind == "fifo":
+        return _open_path(uri, name, os.O_RDWR)
+    return _open_path(uri, name, os.O_WRONLY | os.O_APPEND)
+
+
+def _open_path(path: str, name: str, flags: int) -> int:
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise InvalidArgument(f"{name} {path}: cannot open: {exc.strerror}") from None
+
+
+def _stat_kind(path: str, name: str) -> str:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NotFound(f"{name} {path}: no such file or FIFO") from None
+    except OSError as exc:
+        raise InvalidArgument(f"{name} {path}: {exc.strerror}") from None
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
+        return "file"
+    raise InvalidArgument(f"{name} {path}: not a FIFO or a file")
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _exception_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, (ShimError, GuestError, messages.ProtocolError)):
+        text += " | " + " | ".join(traceback.format_tb(exc.__traceback__)).replace("\n", " ")
+    return text
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "-_./:@" for c in value):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def rfc3339nano(ns: int) -> str:
+    """Go's RFC3339Nano in UTC: 2024-05-01T12:00:00.123456789Z (trailing zeros dropped)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    digits = f"{frac:09d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"
+
+
+class ContainerdLogHandler(logging.Handler):
+    """Log records as containerd (logrus) text lines, written whole to one fd."""
+
+    NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
+             logging.ERROR: "error", logging.CRITICAL: "fatal"}
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.fields = ""
+        """` instance=ID namespace=NS`, once known."""
+
+    def format_line(self, record: logging.LogRecord) -> str:
+        level = self.NAMES.get(record.levelno, "info")
+        msg = orjson.dumps(record.getMessage()).decode()
+        return f'time="{rfc3339nano(time.time_ns())}" level={level} msg={msg}{self.fields}\n'
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            os.write(self.fd, self.format_line(record).encode())
+        except OSError:
+            pass
