@@ -67,6 +67,14 @@ class Harness:
         self.server = TtrpcServer([service])
         self.run(self._serve_events())
         self.addresses: list[str] = []
+        self.clients: list[TtrpcClient] = []
+
+    async def _cancel_rest(self) -> None:
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     async def _serve_events(self) -> None:
         import socket
@@ -111,7 +119,9 @@ class Harness:
         return address
 
     def client(self, address: str) -> TtrpcClient:
-        return self.run(TtrpcClient.connect(address))
+        client = self.run(TtrpcClient.connect(address))
+        self.clients.append(client)
+        return client
 
     def call(self, client: TtrpcClient, method: str, request, response_type, timeout: float = 20):  # type: ignore[no-untyped-def]
         md = {"containerd-namespace-ttrpc": "itest"}
@@ -124,7 +134,10 @@ class Harness:
                 self.run(c.call(TASK, "Shutdown", pb.ShutdownRequest(id="x"), _empty()), timeout=5)
             except Exception:
                 pass
+        for client in self.clients:
+            self.run(client.close(), timeout=5)
         self.run(self.server.close())
+        self.run(self._cancel_rest(), timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
 

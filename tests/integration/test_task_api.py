@@ -23,6 +23,7 @@ POD = {"io.kubernetes.cri.sandbox-id": "pod1"}
 
 def create(h: Harness, client, task_id: str, bundle, **kw) -> pb.CreateTaskResponse:  # type: ignore[no-untyped-def]
     out = bundle / "stdout"
+    out.touch()
     req = pb.CreateTaskRequest(id=task_id, bundle=str(bundle), stdout=str(out), **kw)
     return h.call(client, "Create", req, pb.CreateTaskResponse)
 

@@ -36,6 +36,8 @@ class Configure:
     stderr: str = ""
     terminal: bool = False
     log_level: str = "info"
+    pod: str = ""
+    """The supervisor's group, for the worker's log lines (pod=)."""
 
 
 @dataclass(frozen=True)

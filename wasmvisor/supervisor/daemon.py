@@ -56,7 +56,7 @@ def serve(args: ShimArgs, config: Config, engine: str) -> int:
     try:
         return asyncio.run(Supervisor(args, group, engine, level).run(listener))
     finally:
-        _remove_socket(listener)
+        _remove_socket(listener, args.socket)
 
 
 class Supervisor:
@@ -97,11 +97,13 @@ class Supervisor:
         return 0
 
 
-def _remove_socket(listener: socket.socket) -> None:
-    try:
-        path = listener.getsockname()
-    except OSError:
-        return
+def _remove_socket(listener: socket.socket, path: str) -> None:
+    """Close the listener and unlink its socket file, so that a later `start` binds afresh."""
+    if not path:
+        try:
+            path = listener.getsockname()
+        except OSError:
+            path = ""
     listener.close()
     if isinstance(path, str) and path and not path.startswith("\0"):
         try:

@@ -45,6 +45,7 @@ class InstanceConfig:
     terminal: bool = False
     engine: str = DEFAULT_ENGINE
     log_level: str = "info"
+    pod: str = ""
 
 
 class Instance(abc.ABC):
@@ -105,7 +106,7 @@ class WorkerInstance(Instance):
         configure = messages.Configure(
             namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
             stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
-            log_level=cfg.log_level,
+            log_level=cfg.log_level, pod=cfg.pod,
         )
         handle = await cls.launcher.spawn(configure)
         inst = cls(id, cfg, handle)

@@ -15,7 +15,7 @@ from google.protobuf.empty_pb2 import Empty
 from wasmvisor import errors
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
-from wasmvisor.supervisor import mounts
+from wasmvisor.supervisor import logs, mounts
 from wasmvisor.supervisor.rpc import Call
 from wasmvisor.supervisor.task_events import timestamp
 from wasmvisor.supervisor.task_state import Status
@@ -82,20 +82,20 @@ class TaskService:
             task_options=req.options.SerializeToString() if req.HasField("options") else b"",
         )
         task = await self.registry.create(req.id, opts)
-        log.info("created task %s (worker pid %d)", req.id, task.pid, extra={"instance": req.id})
+        log.info("created task %s (worker pid %d)", req.id, task.pid, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return pb.CreateTaskResponse(pid=task.pid)
 
     async def Start(self, req: pb.StartRequest, call: Call) -> pb.StartResponse:
         task = self._task("start", req)
         pid = await self.registry.start(task)
-        log.info("started task %s", req.id, extra={"instance": req.id})
+        log.info("started task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return pb.StartResponse(pid=pid)
 
     async def Delete(self, req: pb.DeleteRequest, call: Call) -> pb.DeleteResponse:
         _require_id("delete", req.id)
         _no_exec("delete", req)
         exit = await self.registry.delete(req.id)
-        log.info("deleted task %s", req.id, extra={"instance": req.id})
+        log.info("deleted task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return pb.DeleteResponse(pid=exit.pid, exit_status=exit.status, exited_at=timestamp(exit.at_ns))
 
     async def State(self, req: pb.StateRequest, call: Call) -> pb.StateResponse:
@@ -117,7 +117,7 @@ class TaskService:
     async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:
         task = self._task("kill", req)
         self.registry.kill(task, req.signal, req.all)
-        log.info("sent signal %d to task %s", req.signal, req.id, extra={"instance": req.id})
+        log.info("sent signal %d to task %s", req.signal, req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return Empty()
 
     async def Pids(self, req: pb.PidsRequest, call: Call) -> pb.PidsResponse:

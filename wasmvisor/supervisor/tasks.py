@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmvisor import errors
-from wasmvisor.supervisor import mounts, task_events
+from wasmvisor.supervisor import logs, mounts, task_events
 from wasmvisor.supervisor.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
 from wasmvisor.supervisor.task_state import TaskState
 
@@ -117,7 +117,7 @@ class TaskRegistry:
             cfg = InstanceConfig(
                 namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs,
                 stdin=opts.io.stdin, stdout=opts.io.stdout, stderr=opts.io.stderr,
-                terminal=opts.io.terminal, engine=self.engine, log_level=self.log_level,
+                terminal=opts.io.terminal, engine=self.engine, log_level=self.log_level, pod=self.group,
             )
             instance = await WorkerInstance.new(task_id, cfg)
         except BaseException:
@@ -149,7 +149,7 @@ class TaskRegistry:
         if not task.state.alive:
             return
         task.state.stop()
-        log.info("task %s exited with status %d", task.id, exit.status, extra={"instance": task.id})
+        log.info("task %s exited with status %d", task.id, exit.status, extra={logs.FIELDS_ATTR: {"instance": task.id}})
         self.events.publish("/tasks/exit", task_events.exit(task, exit))
 
     def kill(self, task: Task, signo: int, all: bool = False) -> None:

@@ -83,6 +83,8 @@ def serve(sock_fd: int) -> int:
     config = first
     setproctitle(f"wasmvisor-worker {config.namespace}/{config.id}")
     handler.fields = f" instance={_quote(config.id)} namespace={_quote(config.namespace)}"
+    if config.pod:
+        handler.fields += f" pod={_quote(config.pod)}"
     root.setLevel(LEVELS.get(config.log_level.lower(), logging.INFO))
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
 
