@@ -6,6 +6,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
+# Lint and type-check the package first (style.md: ruff and mypy run in CI).
+.venv/bin/ruff check wasmvisor tests scripts
+.venv/bin/mypy wasmvisor
 status=0
 .venv/bin/python -m pytest -q tests "$@" || status=$?
 if [[ $status -eq 5 ]]; then
