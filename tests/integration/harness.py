@@ -16,6 +16,7 @@ from pathlib import Path
 
 import wasmtime
 
+from tests.guests.build import GUESTS_DIR
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor.rpc import service_from_descriptor
@@ -163,21 +164,9 @@ HELLO = wat("""
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
 """)
 
-SLEEPER = wat("""
-(module
-  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "_start")
-    ;; one clock subscription: relative timeout of 1 s, forever
-    (i64.store (i32.const 8) (i64.const 0))       ;; type = clock (u8 at offset 8)
-    (i32.store (i32.const 16) (i32.const 1))      ;; clock id monotonic
-    (i64.store (i32.const 24) (i64.const 1000000000)) ;; timeout
-    (i64.store (i32.const 32) (i64.const 0))      ;; precision
-    (i32.store16 (i32.const 40) (i32.const 0))    ;; flags: relative
-    (loop $forever
-      (drop (call $poll (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 200)))
-      (br $forever))))
-""")
+SLEEPER = wat((GUESTS_DIR / "sleep.wat").read_text())
+"""Prints "sleeping" and sleeps for good (tests/guests/sleep.wat)."""
+
 
 EXIT_WITH = """
 (module

@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import importlib
 import io
+import logging
 import os
 import signal
 import socket
@@ -30,13 +31,14 @@ import struct
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from wasmvisor.errors import Unavailable
 from wasmvisor.ipc import messages
 
+log = logging.getLogger(__name__)
 ZYGOTE_MODULE = "wasmvisor.worker.zygote"
 WORKER_ENTRY = "wasmvisor.worker.main"
 DEFAULT_PRELOAD = ("wasmtime", "wasmvisor.engines.wasmtime_engine", WORKER_ENTRY)
@@ -44,7 +46,10 @@ DEFAULT_PRELOAD = ("wasmtime", "wasmvisor.engines.wasmtime_engine", WORKER_ENTRY
 nothing at import), and saves each worker ~4 ms."""
 LINE_LIMIT = 1 << 20
 ZYGOTE_LOST = 255
-"""wait_exit's answer when the zygote died before reporting the worker's end."""
+"""wait_exit's answer when neither the zygote nor the worker's own status could tell its end."""
+ORPHAN_REAP_TRIES = 200
+ORPHAN_REAP_RETRY_SECONDS = 0.01
+"""How long (tries x seconds) an ended worker of a lost zygote may take to become our child."""
 
 
 class WorkerLauncher:
@@ -65,6 +70,7 @@ class WorkerLauncher:
         self._server: Any = None
         self._mp: dict[str, ModuleType] = {}
         self._lock = threading.Lock()
+        self._closing = False
 
     @property
     def zygote_pid(self) -> int | None:
@@ -96,12 +102,46 @@ class WorkerLauncher:
             ours.close()
             os.close(sentinel)
             raise
-        handle = WorkerHandle(pid, sentinel, pidfd, reader, writer)
+        handle = WorkerHandle(pid, sentinel, pidfd, reader, writer, launcher_closed=lambda: self._closing)
         await handle.send(config)
         return handle
 
+    async def keep_zygote(self) -> None:
+        """Restart the zygote whenever it dies; workers forked before keep running (their ends
+        are then collected by WorkerHandle itself). Returns when the launcher closes."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            pid = self.zygote_pid
+            if pid is None:
+                return
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pidfd = -1  # reaped already: restart at once
+            if pidfd >= 0:
+                ended: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(pidfd, _resolve_once, ended)
+                try:
+                    await ended
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+            if self._closing or self.zygote_pid != pid:
+                continue
+            log.warning("zygote %d died; starting a new one", pid)
+            address = self._server._forkserver_address
+            try:
+                seconds = await loop.run_in_executor(self._executor, self._warm_up)
+            except Exception as exc:
+                log.error("zygote restart failed: %s; trying again on the next spawn", exc)
+                return
+            if address and address != self._server._forkserver_address:
+                _unlink(address)  # the dead zygote's listening socket
+            log.info("zygote %s restarted in %.3f s", self.zygote_pid, seconds)
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop the zygote (workers keep running) and the launcher's thread."""
+        self._closing = True
         try:
             self._executor.submit(self._stop, timeout).result()
         finally:
@@ -195,10 +235,7 @@ class WorkerLauncher:
         address = server._forkserver_address
         server._forkserver_address = None
         if address:
-            try:
-                os.unlink(address)
-            except OSError:
-                pass
+            _unlink(address)
 
 
 class WorkerHandle:
@@ -211,8 +248,10 @@ class WorkerHandle:
         pidfd: int,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        launcher_closed: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pid = pid
+        self._launcher_closed = launcher_closed
         self._sentinel = sentinel
         self._pidfd = pidfd
         self._reader = reader
@@ -220,6 +259,8 @@ class WorkerHandle:
         self._status = b""
         self._exit: asyncio.Future[int] | None = None
         self._watching: asyncio.AbstractEventLoop | None = None
+        self._watched_fd = -1
+        self._orphan_tries = 0
         self._closed = False
         os.set_blocking(sentinel, False)
 
@@ -255,7 +296,8 @@ class WorkerHandle:
 
     async def wait_exit(self) -> int:
         """The worker's end as the zygote saw it: >= 0 its exit code, < 0 minus the signal
-        that killed it, 255 when the zygote was lost first."""
+        that killed it. When the zygote died first, the worker's own wait status (it is then
+        the supervisor's child); 255 when the launcher closed the zygote, or when neither can tell."""
         if self._exit is None:
             loop = asyncio.get_running_loop()
             self._exit = loop.create_future()
@@ -263,6 +305,7 @@ class WorkerHandle:
                 self._exit.set_result(ZYGOTE_LOST)
             else:
                 self._watching = loop
+                self._watched_fd = self._sentinel
                 loop.add_reader(self._sentinel, self._on_sentinel)
                 self._on_sentinel()
         return await asyncio.shield(self._exit)
@@ -305,16 +348,60 @@ class WorkerHandle:
             if len(self._status) < 8:
                 return
             code = struct.unpack("q", self._status)[0]
+        elif self._pidfd >= 0 and self._watching is not None and not self._launcher_closed():
+            # The zygote died first (not stopped by a closing launcher: then the supervisor is
+            # going away and its workers outlive it, as runc containers outlive their shim).
+            # The worker lives on, re-parented to the supervisor (a child subreaper): watch its
+            # pidfd and reap this one pid ourselves (never waitpid(-1): the zygote is our child
+            # too, and multiprocess checks it with waitpid).
+            loop = self._watching
+            self._unwatch()
+            self._orphan_tries = 0
+            self._watching = loop
+            self._watched_fd = self._pidfd
+            loop.add_reader(self._pidfd, self._reap_orphan)
+            return
         else:
             code = ZYGOTE_LOST
+        self._settle(code)
+
+    def _reap_orphan(self) -> None:
+        """The worker of a lost zygote has ended (its pidfd is readable): collect its status."""
+        assert self._exit is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+            if self._orphan_tries >= ORPHAN_REAP_TRIES:
+                self._settle(ZYGOTE_LOST)
+                return
+        if pid:
+            self._settle(os.waitstatus_to_exitcode(status))
+            return
+        # Not re-parented to us yet (the zygote's exit is still being torn down): look again soon.
+        self._orphan_tries += 1
+        loop = self._watching
+        self._unwatch()
+        if loop is not None:
+            self._watching = loop
+            loop.call_later(ORPHAN_REAP_RETRY_SECONDS, self._retry_orphan)
+
+    def _retry_orphan(self) -> None:
+        if self._exit is not None and not self._exit.done() and not self._closed:
+            self._reap_orphan()
+
+    def _settle(self, code: int) -> None:
+        assert self._exit is not None
         self._unwatch()
         if not self._exit.done():
             self._exit.set_result(code)
 
     def _unwatch(self) -> None:
         if self._watching is not None:
-            self._watching.remove_reader(self._sentinel)
+            if self._watched_fd >= 0:
+                self._watching.remove_reader(self._watched_fd)
             self._watching = None
+            self._watched_fd = -1
 
 
 class _FdPassing:
@@ -328,6 +415,18 @@ class _FdPassing:
     def duplicate_for_child(self, fd: int) -> int:
         self.fds.append(fd)
         return len(self.fds) - 1
+
+
+def _resolve_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _read_signed(fd: int) -> int:

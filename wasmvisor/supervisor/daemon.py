@@ -84,11 +84,15 @@ class Supervisor:
         server = TtrpcServer([service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES])
         serving = loop.create_task(server.serve(listener))
         log.info("supervisor %d serving %s/%s", os.getpid(), self.args.namespace, self.group)
+        keeper: asyncio.Task[None] | None = None
         try:
             await warm
+            keeper = loop.create_task(launcher.keep_zygote(), name="zygote-keeper")
         except Exception:
             log.exception("zygote failed to start; workers will be forked on demand")
         await self.stop.wait()
+        if keeper is not None:
+            keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
         await server.close()
         serving.cancel()

@@ -23,6 +23,8 @@ from wasmvisor.ipc.launcher import WorkerHandle, WorkerLauncher
 log = logging.getLogger(__name__)
 
 DEFAULT_ENGINE = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+EXIT_GRACE_SECONDS = 5.0
+"""How long a worker may take to end after closing its pipe before it is SIGKILLed."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,19 @@ class WorkerInstance(Instance):
         except Exception:
             log.exception("reading worker %d of %s failed; killing it", self.pid, self.id)
             self.handle.kill(signal.SIGKILL)
-        returncode = await self.handle.wait_exit()
+        returncode = await self._wait_exit()
         self._finish(returncode)
+
+    async def _wait_exit(self) -> int:
+        """The worker's returncode once it is gone. Its pipe has closed, so it is exiting: one
+        that still runs after EXIT_GRACE_SECONDS (a stuck thread, a wedged flush) is killed."""
+        try:
+            return await asyncio.wait_for(self.handle.wait_exit(), EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("worker %d of %s still runs %.0f s after closing its pipe; killing it",
+                        self.pid, self.id, EXIT_GRACE_SECONDS)
+            self.handle.kill(signal.SIGKILL)
+            return await self.handle.wait_exit()
 
     def _handle(self, msg: messages.Message) -> None:
         log.debug("worker %d of %s says %s", self.pid, self.id, msg)

@@ -37,6 +37,7 @@ MAX_SOCKET_PATH = 106
 """Bytes. sun_path holds 108; containerd's runc shim refuses more than 106, and so do we."""
 GROUP_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 ADDRESS_FILE = "address"
+STATE_FILE_MODE = 0o600
 OPTIONS_FILE = "wasmvisor-options.pb"
 """The serialized runtime-options Any that containerd wrote on start's stdin (absent when empty)."""
 LISTEN_FD = 3
@@ -218,6 +219,9 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
         except IsADirectoryError:
             raise InvalidArgument(f"socket path {path} is a directory") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Created 0600 from the start (the chmod below only restates it): no other user can
+        # connect in the moment between bind and chmod. `start` is one short-lived thread.
+        umask = os.umask(0o177)
         try:
             sock.bind(path)
         except OSError as exc:
@@ -228,6 +232,8 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
                 raise Unavailable(f"socket {path} is in use but does not accept connections") from None
             time.sleep(0.01)
             continue
+        finally:
+            os.umask(umask)
         try:
             os.chmod(path, 0o600)
             sock.listen(128)
@@ -279,9 +285,10 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     finally:
         os.close(lock)
     address = "unix://" + path
+    # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
     if options:
-        write_atomic(os.path.join(bundle, OPTIONS_FILE), options)
-    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode())
+        write_atomic(os.path.join(bundle, OPTIONS_FILE), options, STATE_FILE_MODE)
+    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode(), STATE_FILE_MODE)
     out = stdout if stdout is not None else sys.stdout
     out.write(address)
     out.flush()

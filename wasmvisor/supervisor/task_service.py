@@ -33,6 +33,11 @@ _STATUS = {
 }
 
 
+KNOWN_OPTIONS = frozenset({"runtimeoptions.v1.Options", "containerd.runc.v1.Options"})
+"""Runtime option types a Create may carry: CRI's generic ones and runc's (containerd 1.6 sends
+either, from the runtime's config); wasmvisor reads none of their fields yet."""
+
+
 def _no_exec(method: str, req: object) -> None:
     exec_id = getattr(req, "exec_id", "")
     if exec_id:
@@ -66,6 +71,13 @@ class TaskService:
             )
         if req.checkpoint or req.parent_checkpoint:
             raise errors.InvalidArgument(f"create {req.id}: restoring from a checkpoint is not supported")
+        if req.HasField("options") and req.options.type_url:
+            kind = req.options.type_url.rsplit("/", 1)[-1]
+            if kind not in KNOWN_OPTIONS:
+                raise errors.InvalidArgument(
+                    f"create {req.id}: runtime options of type {kind!r} are not understood "
+                    f"(known: {', '.join(sorted(KNOWN_OPTIONS))})"
+                )
         if not req.bundle or not os.path.isabs(req.bundle):
             raise errors.InvalidArgument(f"create {req.id}: bundle path {req.bundle!r} is not absolute")
         for name in ("stdin", "stdout", "stderr"):

@@ -183,7 +183,8 @@ class TaskRegistry:
 def _write_pid_file(bundle: str, pid: int) -> None:
     path = worker_pid_file(bundle)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # root's alone
+    with open(fd, "w") as f:
         f.write(str(pid))
     os.replace(tmp, path)
 

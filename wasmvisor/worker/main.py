@@ -49,6 +49,8 @@ GUEST_SIGNALS = (
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 
 EX_SOFTWARE = 70
+MAX_ARG_STRLEN = 128 * 1024
+ARG_MAX = 2 * 1024 * 1024
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
           "panic": logging.CRITICAL}
@@ -181,8 +183,24 @@ class Channel:
         return True
 
 
+def check_sizes(spec: Spec) -> None:
+    """Refuse args/env a native process could not get either: Linux's limits (one string at most
+    MAX_ARG_STRLEN, all of them together at most ARG_MAX with the default 8 MiB stack)."""
+    for name, values in (("args", spec.args), ("env", spec.env)):
+        for i, value in enumerate(values):
+            size = len(value.encode())
+            if size >= MAX_ARG_STRLEN:
+                raise InvalidArgument(f"process.{name}[{i}] is {size} bytes: over the {MAX_ARG_STRLEN}-byte "
+                                      "limit of one argument or variable")
+    total = sum(len(v.encode()) + 1 for v in (*spec.args, *spec.env))
+    if total > ARG_MAX:
+        raise InvalidArgument(f"process.args and process.env are {total} bytes together: over the {ARG_MAX}-byte "
+                              f"limit ({len(spec.args)} args, {len(spec.env)} env entries)")
+
+
 def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
     """What the engine runs: the entrypoint `args[0]` (`path#func`) resolved in the rootfs."""
+    check_sizes(spec)
     path, func = parse_entrypoint(spec.args[0])
     root = config.rootfs or spec.root_path
     host_path = resolve_in_root(root, path, spec.cwd)

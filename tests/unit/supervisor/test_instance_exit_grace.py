@@ -1,0 +1,57 @@
+"""A worker that closes its pipe but does not end is SIGKILLed after the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from wasmvisor.ipc import messages
+from wasmvisor.supervisor import instance
+from wasmvisor.supervisor.instance import InstanceConfig, WorkerInstance
+
+
+class HangingWorker:
+    """Reports Exited(0), closes its pipe, then hangs until it receives SIGKILL."""
+
+    pid = 4242
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self._lines: list[messages.Message] = [messages.Exited(code=0, at_ns=1)]
+        self._killed = asyncio.Event()
+
+    async def receive(self) -> messages.Message:
+        if self._lines:
+            return self._lines.pop(0)
+        raise EOFError("closed")
+
+    async def wait_exit(self) -> int:
+        await self._killed.wait()
+        return -signal.SIGKILL
+
+    def kill(self, sig: int) -> None:
+        self.sent.append(sig)
+        if sig == signal.SIGKILL:
+            self._killed.set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_worker_hanging_after_its_exit_is_killed_and_keeps_its_reported_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(instance, "EXIT_GRACE_SECONDS", 0.05)
+
+    async def scenario() -> tuple[list[int], int]:
+        worker = HangingWorker()
+        inst = WorkerInstance("stuck", InstanceConfig(namespace="ns", bundle="/b", rootfs="/b/rootfs"),
+                              worker)  # type: ignore[arg-type]
+        exit = await asyncio.wait_for(inst.wait(), 5)
+        return worker.sent, exit.status
+
+    sent, status = asyncio.run(scenario())
+    assert sent == [signal.SIGKILL]
+    assert status == 0, "the status the guest reported stands"
