@@ -15,8 +15,10 @@ from google.protobuf.empty_pb2 import Empty
 from wasmvisor import errors
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
+from wasmvisor.spec import SANDBOX_ID_ANNOTATION, load_spec
 from wasmvisor.supervisor import logs, mounts
 from wasmvisor.supervisor.rpc import Call
+from wasmvisor.supervisor.start import OPTIONS_FILE
 from wasmvisor.supervisor.task_events import timestamp
 from wasmvisor.supervisor.task_state import Status
 from wasmvisor.supervisor.tasks import CreateOpts, Task, TaskIO, TaskRegistry
@@ -48,6 +50,15 @@ def _no_exec(method: str, req: object) -> None:
 def _require_id(method: str, task_id: str) -> None:
     if not task_id:
         raise errors.InvalidArgument(f"{method}: task id is empty")
+
+
+def _read_runtime_options(bundle: str) -> bytes:
+    """The runtime-options Any that `start` saved from its stdin (empty when there was none)."""
+    try:
+        with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 class TaskService:
@@ -86,8 +97,12 @@ class TaskService:
                 raise errors.InvalidArgument(
                     f"create {req.id}: {name} {path!r}: only FIFO paths and file:// are supported"
                 )
+        spec = load_spec(req.bundle)
         opts = CreateOpts(
             bundle=req.bundle,
+            spec=spec,
+            sandbox_id=spec.annotations.get(SANDBOX_ID_ANNOTATION, ""),
+            runtime_options=_read_runtime_options(req.bundle),
             rootfs=[mounts.MountSpec(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
                     for m in req.rootfs],
             io=TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmvisor import errors
+from wasmvisor.spec import Spec
 from wasmvisor.supervisor import logs, mounts, task_events
 from wasmvisor.supervisor.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
 from wasmvisor.supervisor.task_state import TaskState
@@ -40,6 +41,8 @@ class CreateOpts:
     """What containerd's Create carries, decoded (as containerd's runtime.CreateOpts)."""
 
     bundle: str
+    spec: Spec | None = None
+    """The bundle's config.json, parsed."""
     rootfs: Sequence[mounts.MountSpec] = ()
     io: TaskIO = field(default_factory=TaskIO)
     checkpoint: str = ""
