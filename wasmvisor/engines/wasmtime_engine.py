@@ -14,13 +14,20 @@ prefix as `/` and would shadow the root instead of adding a cwd. There is no WAS
 gives a program a starting directory, so for a spec cwd other than `/` the guest gets `PWD=<cwd>`
 (unless the spec sets PWD) and relative paths still resolve from `/`; a guest that wants the cwd
 calls `chdir(getenv("PWD"))` (measured in tests/unit/engines/test_wasmtime_engine.py).
+
+Compiled modules go through the node-wide ModuleCache (wasmvisor.engines.module_cache): a module
+is compiled once per node and then loaded with `Module.deserialize_file`, which maps the verified
+entry instead of copying it, so workers running the same module share its code pages.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import wasmtime
 
@@ -34,6 +41,7 @@ from wasmvisor.engines.base import (
     RuntimeContext,
     Stdio,
 )
+from wasmvisor.engines.module_cache import ModuleCache
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,17 @@ class WasmtimeEngine(Engine):
     name = "wasmtime"
     supported_layer_types = (MODULE_LAYER, COMPONENT_LAYER)
 
-    def __init__(self, parallel_compilation: bool = True) -> None:
+    def __init__(
+        self, parallel_compilation: bool = True, cache: ModuleCache[wasmtime.Module] | None | Literal["env"] = "env"
+    ) -> None:
         """`parallel_compilation=False` keeps the calling process safe to fork later (slower
-        compiles); a worker, which never forks, leaves it on."""
+        compiles); a worker, which never forks, leaves it on. `cache` is the compiled-module
+        cache: by default the one $WASMVISOR_CACHE_DIR names (see module_cache), None for none."""
         self._parallel = parallel_compilation
         self._engine: wasmtime.Engine | None = None
+        self._cache: ModuleCache[wasmtime.Module] | None = (
+            ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
+        )
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -146,9 +160,19 @@ class WasmtimeEngine(Engine):
             except UnicodeDecodeError:
                 raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
         try:
-            return wasmtime.Module(self.engine, wasm)
+            if self._cache is None:
+                return wasmtime.Module(self.engine, wasm)
+            raw = wasm.encode() if isinstance(wasm, str) else wasm
+            return self._cache.get(raw, self._compile_serialized, self._deserialize_file)
         except wasmtime.WasmtimeError as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
+
+    def _compile_serialized(self, wasm: bytes) -> bytes:
+        text: bytes | str = wasm if wasm.startswith(WASM_MAGIC) else wasm.decode()
+        return bytes(wasmtime.Module(self.engine, text).serialize())
+
+    def _deserialize_file(self, path: str) -> wasmtime.Module:
+        return wasmtime.Module.deserialize_file(self.engine, path)
 
 
 class WasmtimeGuest:
@@ -202,6 +226,24 @@ class WasmtimeGuest:
         return wasi
 
 
+ENGINE_SETTINGS = "defaults"
+"""The code-changing wasmtime settings this engine uses (none changed yet: a change to `engine`'s
+Config that alters generated code must change this string, which is part of the cache key)."""
+
+
+@functools.cache
+def engine_fingerprint() -> str:
+    """What compiled code depends on: wasmtime's version and library, the machine, the settings.
+    Computed once per process (the zygote, at import: its workers inherit it)."""
+    package = Path(wasmtime.__file__).parent
+    versions = sorted(p.name for p in package.parent.glob("wasmtime-*.dist-info"))
+    try:
+        library = max(p.stat().st_size for p in package.glob("*/*wasmtime*.so*"))
+    except (OSError, ValueError):
+        library = 0
+    return f"wasmtime-py {'/'.join(versions) or 'unknown'} lib={library} {os.uname().machine} {ENGINE_SETTINGS}"
+
+
 def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
     """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
     pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
@@ -247,3 +289,6 @@ def _read_head(host_path: str, source: str) -> bytes:
         raise GuestError(f"module {source}: is a directory") from None
     except OSError as exc:
         raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None
+
+
+engine_fingerprint()  # in the zygote's preload, so that no worker spends its ~1 ms of file lookups

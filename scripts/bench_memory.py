@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""bench_memory: PSS (from /proc/PID/smaps_rollup) of the supervisor, the zygote and the workers with
+1, 10 and 100 sleeping wasm guests in one pod group (`ctr run -d --annotation
+io.kubernetes.cri.sandbox-id=POD`, which ctr 1.6 puts into the OCI annotations the shim groups by),
+and the marginal cost per container; runc's shim + container for one busybox `sleep` for scale.
+
+    sudo .venv/bin/python scripts/bench_memory.py --counts 1,10,100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchlib import IMAGES, POD_ANNOTATION, RUNC_RUNTIME, WASMVISOR_RUNTIME, bench_containerd, pss_kib, table
+
+from tests.e2e.host import process_titles, process_tree
+
+
+def wasmvisor_pss(namespace: str, pod: str) -> tuple[int, int, int, int]:
+    """(supervisor, zygote, workers summed, worker count) in KiB."""
+    titles = process_titles()
+    sup = [p for p, t in titles.items() if t.startswith(f"wasmvisor-shim {namespace}/{pod}")]
+    if len(sup) != 1:
+        raise SystemExit(f"want one supervisor for {namespace}/{pod}, found {sup}")
+    tree = process_tree(sup[0])
+    zygote = [p for p in tree if titles.get(p, "").startswith("wasmvisor-zygote")]
+    workers = [p for p in tree if titles.get(p, "").startswith("wasmvisor-worker")]
+    return pss_kib(sup[0]), sum(map(pss_kib, zygote)), sum(map(pss_kib, workers)), len(workers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--counts", default="1,10,100", help="guest counts to measure at (default 1,10,100)")
+    args = parser.parse_args()
+    counts = sorted(int(c) for c in args.counts.split(","))
+    rows = []
+    pod = "benchpod"
+    with bench_containerd() as (_, ctr, _cache):
+        running = 0
+        results: dict[int, int] = {}
+        for target in counts:
+            while running < target:
+                running += 1
+                argv = ctr.run_args(IMAGES["sleep"], f"mem{running}", runtime=WASMVISOR_RUNTIME, rm=False,
+                                    flags=["-d", "--annotation", f"{POD_ANNOTATION}={pod}"])
+                ctr.run(*argv, check=True)
+            time.sleep(1)  # let the last guests settle into their sleep
+            sup, zyg, workers, n = wasmvisor_pss(ctr.namespace, pod)
+            total = sup + zyg + workers
+            results[target] = total
+            rows.append([str(target), str(n), f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}", f"{workers / 1024:.1f}",
+                         f"{total / 1024:.1f}", f"{total / 1024 / target:.2f}"])
+        argv = ctr.run_args(IMAGES["busybox"], "memrunc", "/bin/sleep", "1000", runtime=RUNC_RUNTIME, rm=False,
+                            flags=["-d"])
+        ctr.run(*argv, check=True)
+        time.sleep(0.5)
+        titles = process_titles()
+        runc_shim = [p for p, t in titles.items() if "containerd-shim-runc-v2" in t and ctr.containerd.address in t]
+        runc_total = sum(pss_kib(p) for s in runc_shim for p in process_tree(s))
+    print(table(["guests", "workers", "supervisor MB", "zygote MB", "workers MB", "total MB", "MB/guest"], rows))
+    print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
+    first = results[counts[0]]
+    marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
+    print(f"ratio: first container {first / 1024:.1f} MB (target <= 40), marginal {marginal:.2f} MB per "
+          f"additional guest (target <= 3); {marginal * 1024 / max(1, runc_total):.2f}x runc's one container")
+
+
+if __name__ == "__main__":
+    main()

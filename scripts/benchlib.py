@@ -1,0 +1,158 @@
+"""Shared parts of the benchmark scripts: a private containerd (tests/e2e/containerd.py), the images,
+statistics and the table printer. Benchmarks run as root, like the e2e tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e.conftest import shim_dir  # noqa: E402
+from tests.e2e.containerd import RUNC_RUNTIME, WASMVISOR_RUNTIME, PrivateContainerd  # noqa: E402
+from tests.e2e.ctr import Ctr  # noqa: E402
+from tests.guests.build import build_all  # noqa: E402
+from wasmvisor.image import build_busybox_image, build_oci_tar  # noqa: E402
+
+__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "pss_kib", "stats_row", "table"]
+
+POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+IMAGES = {
+    "hello": "docker.io/wasmvisor-bench/hello:latest",
+    "sleep": "docker.io/wasmvisor-bench/sleep:latest",
+    "busybox": "docker.io/wasmvisor-bench/busybox:latest",
+}
+
+
+@contextlib.contextmanager
+def bench_containerd(namespace: str = "wvbench") -> Iterator[tuple[PrivateContainerd, Ctr, Path]]:
+    """A private containerd (log level info: debug lines would cost time) with the bench images
+    imported; yields it, a Ctr and the module cache folder its shims use (empty at the start)."""
+    if os.geteuid() != 0:
+        sys.exit("benchmarks start a private containerd: run them as root")
+    base = Path(tempfile.mkdtemp(prefix="wvb-", dir="/tmp"))
+    cache = base / "module-cache"
+    os.environ["WASMVISOR_CACHE_DIR"] = str(cache)  # containerd passes its env on to the shims
+    instance = PrivateContainerd(base / "c", shim_dirs=[shim_dir()], log_level="info")
+    try:
+        instance.start()
+        ctr = instance.ctr(namespace)
+        for tar in build_images(base / "images"):
+            ctr.import_image(tar)
+        yield instance, ctr, cache
+    finally:
+        with contextlib.suppress(Exception):
+            instance.ctr(namespace).remove_all()
+        instance.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def build_images(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    guests = build_all(Path(os.environ.get("WASMVISOR_GUEST_CACHE", REPO / "_work" / "guests")))
+    tars = []
+    for name in ("hello", "sleep"):
+        tar = out / f"{name}.tar"
+        build_oci_tar(tar, IMAGES[name], {f"/{name}.wasm": guests[name].read_bytes()}, entrypoint=[f"/{name}.wasm"])
+        tars.append(tar)
+    busybox = out / "busybox.tar"
+    build_busybox_image(busybox, IMAGES["busybox"])
+    tars.append(busybox)
+    return tars
+
+
+def pss_kib(pid: int) -> int:
+    """Proportional set size of a process, from /proc/PID/smaps_rollup (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def stats_row(name: str, seconds: Sequence[float]) -> list[str]:
+    ms = [s * 1000 for s in seconds]
+    return [name, str(len(ms)), f"{statistics.median(ms):.1f}", f"{percentile(ms, 95):.1f}",
+            f"{percentile(ms, 99):.1f}", f"{min(ms):.1f}"]
+
+
+STATS_HEADER = ["case", "runs", "median ms", "p95 ms", "p99 ms", "min ms"]
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --- straight to the shim (tests/integration/harness.py) ---------------------------------------
+
+
+@contextlib.contextmanager
+def shim_harness() -> Iterator[Any]:
+    """A Harness (a stand-in events server; supervisors started through the shim's `start` action)
+    whose events server stamps each TaskExit with time.perf_counter() in `exits[container_id]`."""
+    import tests.integration.harness as harness_module
+    from wasmvisor.proto.containerd.events import task_pb2 as ev
+
+    if os.geteuid() != 0:
+        sys.exit("the supervisor mounts and signals as root: run as root")
+
+    class TimedRecorder(harness_module.EventsRecorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.exits: dict[str, float] = {}
+            self.exit_seen = threading.Condition()
+
+        async def Forward(self, req: Any, call: object) -> object:
+            at = time.perf_counter()
+            if req.envelope.topic == "/tasks/exit":
+                msg = ev.TaskExit()
+                msg.ParseFromString(req.envelope.event.value)
+                with self.exit_seen:
+                    self.exits[msg.container_id] = at
+                    self.exit_seen.notify_all()
+            return await super().Forward(req, call)
+
+        def wait_exit(self, container_id: str, timeout: float = 20) -> float:
+            with self.exit_seen:
+                if not self.exit_seen.wait_for(lambda: container_id in self.exits, timeout):
+                    raise SystemExit(f"no TaskExit for {container_id} within {timeout}s")
+                return self.exits[container_id]
+
+    base = Path(tempfile.mkdtemp(prefix="wvb-", dir="/tmp"))
+    os.environ.setdefault("WASMVISOR_CACHE_DIR", str(base / "module-cache"))
+    saved = harness_module.EventsRecorder
+    harness_module.EventsRecorder = TimedRecorder  # type: ignore[misc]
+    try:
+        h = harness_module.Harness(base)
+    finally:
+        harness_module.EventsRecorder = saved  # type: ignore[misc]
+    try:
+        yield h
+    finally:
+        h.close()
+        time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
