@@ -52,6 +52,10 @@ ORPHAN_REAP_RETRY_SECONDS = 0.01
 """How long (tries x seconds) an ended worker of a lost zygote may take to become our child."""
 
 
+FREEZE_MODULE = "wasmvisor.worker.zygote_frozen"
+"""Imported last in the zygote: gc.freeze() after the preload, so workers share its heap."""
+
+
 class WorkerLauncher:
     """Starts the zygote and forks workers from it. One per supervisor."""
 
@@ -64,7 +68,8 @@ class WorkerLauncher:
         # imports (this module holds the trampoline and imports asyncio: ~30 ms per child if
         # not preloaded; popen_forkserver holds the fd-passing class: ~1.5 ms).
         always = [ZYGOTE_MODULE, __name__, "multiprocess.popen_forkserver"]
-        self._preload = [*always, *(m for m in preload if m not in always)]
+        last = [FREEZE_MODULE]
+        self._preload = [*always, *(m for m in preload if m not in always + last), *last]
         self._entry = entry
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
         self._server: Any = None

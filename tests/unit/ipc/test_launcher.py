@@ -510,3 +510,24 @@ def test_the_zygote_dies_with_the_supervisor_and_the_worker_does_not(tmp_path: P
         assert Path(f"/proc/{worker}/cmdline").read_bytes().startswith(b"wasmvisor-worker ns/orphan")
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+
+def test_the_zygote_freezes_its_heap_so_workers_share_it() -> None:
+    """gc.freeze() after the preload: the collector in a worker never copies the zygote's pages."""
+    launcher = WorkerLauncher(entry="tests.unit.ipc.freeze_probe")
+    try:
+        launcher.warm_up()
+
+        async def frozen_count() -> int:
+            handle = await launcher.spawn(Configure(namespace="t", id="freeze", bundle="/", rootfs="/"))
+            try:
+                msg = await handle.receive()
+                assert isinstance(msg, Ready)
+                return msg.pid
+            finally:
+                handle.close()
+
+        assert run(frozen_count()) > 10_000
+    finally:
+        launcher.close()
