@@ -186,3 +186,24 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
         assert chunk, "connection closed early"
         buf += chunk
     return buf
+
+
+def test_a_task_that_arrives_right_after_shutdown_keeps_the_supervisor(harness: Harness) -> None:
+    """The race of two `ctr run --rm` in one pod: the first task's Shutdown comes just after the
+    second task's `start` found the supervisor alive. The supervisor must stay for that Create."""
+    h = harness
+    bundle_a, c = pod_task(h, "first", {"hello.wasm": HELLO}, ["/hello.wasm"])
+    create(h, c, "first", bundle_a)
+    h.call(c, "Start", pb.StartRequest(id="first"), pb.StartResponse)
+    h.call(c, "Wait", pb.WaitRequest(id="first"), pb.WaitResponse)
+    h.call(c, "Delete", pb.DeleteRequest(id="first"), pb.DeleteResponse)
+    bundle_b, c2 = pod_task(h, "second", {"hello.wasm": HELLO}, ["/hello.wasm"])
+    assert h.addresses[0] == h.addresses[1]
+    h.call(c, "Shutdown", pb.ShutdownRequest(id="first"), Empty)
+    time.sleep(0.2)
+    create(h, c2, "second", bundle_b)
+    time.sleep(1.5)  # past the linger: the supervisor must still serve "second"
+    h.call(c2, "Start", pb.StartRequest(id="second"), pb.StartResponse)
+    assert h.call(c2, "Wait", pb.WaitRequest(id="second"), pb.WaitResponse).exit_status == 0
+    assert (bundle_b / "stdout").read_bytes() == b"hello\n"
+    h.call(c2, "Delete", pb.DeleteRequest(id="second"), pb.DeleteResponse)
