@@ -49,6 +49,9 @@ if ((${#missing[@]})); then
     done
 fi
 
+# --- containerd 1.7 and 2.1 for the e2e version matrix (private folder under _work/; apt untouched) ---
+quiet bash "$REPO/scripts/fetch_containerd.sh" || die "scripts/fetch_containerd.sh failed"
+
 # --- Python ------------------------------------------------------------------------------------
 PYTHON="$(command -v python3)" || die "python3 not found on PATH"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

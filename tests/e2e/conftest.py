@@ -1,7 +1,9 @@
 """Fixtures for end-to-end tests: one private containerd per session, guest programs and images built
 once per session, one containerd namespace per test module, a fresh container id per test.
 
-Set WASMVISOR_CONTAINERD_BIN_DIR to test another containerd build (default /usr/bin) and
+The session fixture `containerd` is parametrized over the containerd lines that WASMVISOR_CONTAINERD
+selects (1.6, 1.7, 2.1 or all; tests/e2e/versions.py), so every e2e test runs once per line (test ids end
+in [1.6], [1.7], [2.1]). Set WASMVISOR_CONTAINERD_BIN_DIR to test another containerd build instead and
 WASMVISOR_KEEP_CONTAINERD=1 to keep the private containerd's base dir (config, log) after the run.
 """
 
@@ -21,6 +23,7 @@ import pytest
 
 from tests.e2e.containerd import PrivateContainerd, private_containerd
 from tests.e2e.ctr import Ctr
+from tests.e2e.versions import binaries_for, selected_lines
 from tests.guests.build import build_all
 from wasmvisor.image import FileSpec, build_busybox_image, build_oci_tar
 
@@ -39,13 +42,15 @@ def shim_dir() -> Path:
     return fallback if (fallback / SHIM_BINARY).exists() else Path(sys.executable).parent
 
 
-@pytest.fixture(scope="session")
-def containerd() -> Iterator[PrivateContainerd]:
-    """A private containerd for the whole session (log at `.log_path`; shim log lines land there)."""
+@pytest.fixture(scope="session", params=selected_lines())
+def containerd(request: pytest.FixtureRequest) -> Iterator[PrivateContainerd]:
+    """A private containerd of one release line for the whole session (log at `.log_path`; shim log
+    lines land there). pytest groups the tests by line, so one instance runs at a time."""
     if os.geteuid() != 0:
         pytest.skip("e2e tests need root: they start a private containerd, which mounts and runs shims")
     keep = os.environ.get("WASMVISOR_KEEP_CONTAINERD") == "1"
-    with private_containerd(shim_dirs=[shim_dir()], keep=keep) as instance:
+    line = request.param
+    with private_containerd(shim_dirs=[shim_dir()], binaries=binaries_for(line), keep=keep, line=line) as instance:
         yield instance
 
 
@@ -116,7 +121,8 @@ def _short_name(text: str, limit: int) -> str:
 def ctr(request: pytest.FixtureRequest, containerd: PrivateContainerd) -> Iterator[Ctr]:
     """`ctr` bound to a namespace of this test module alone; emptied and removed after the module."""
     module = _short_name(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"), 30)
-    client = containerd.ctr(f"wv{SESSION_TOKEN}-{module}")
+    line = _short_name(containerd.line, 6).replace("-", "")
+    client = containerd.ctr(f"wv{SESSION_TOKEN}{line}-{module}")
     yield client
     client.remove_all()
 

@@ -110,13 +110,16 @@ def set_toml_values(text: str, values: Mapping[tuple[str, str], object]) -> str:
     rest of the text as it is. Missing keys are added at the top of their table, missing tables at
     the end. Only for simple `key = value` lines such as those of `containerd config default`."""
     lines = text.splitlines()
-    pending = dict(values)
+    # Table names compare by their parts: 1.x writes plugins."x", 2.x (config version 3) plugins.'x'.
+    canonical = {sect: ".".join(f'"{p}"' if "." in p else p for p in _split_table_name(sect)) for sect, _ in values}
+    pending = {(canonical[sect], key): value for (sect, key), value in values.items()}
     section = ""
     header_at: dict[str, int] = {"": -1}
     for i, line in enumerate(lines):
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]") and not stripped.startswith("[["):
-            section = stripped[1:-1].strip()
+            name = stripped[1:-1].strip()
+            section = ".".join(f'"{p}"' if "." in p else p for p in _split_table_name(name))
             header_at[section] = i
             continue
         match = re.match(r"\s*([A-Za-z0-9_.\"-]+)\s*=", line)
@@ -150,7 +153,7 @@ def _toml_get(doc: dict[str, Any], section: str, key: str) -> object:
 
 
 def _split_table_name(name: str) -> list[str]:
-    return [p.strip('"') for p in re.findall(r'"[^"]*"|[^.]+', name)]
+    return [p.strip("\"'").strip() for p in re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", name)] if name else []
 
 
 # --- the private containerd --------------------------------------------------------------------
@@ -166,8 +169,14 @@ class PrivateContainerd:
         binaries: ContainerdBinaries | None = None,
         shim_dirs: Sequence[str | os.PathLike[str]] = (),
         log_level: str = "debug",
+        line: str = "",
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.base = Path(base_dir)
+        self.extra_env = dict(extra_env or {})
+        """Added to containerd's environment, so every shim it starts sees them too."""
+        self.line = line
+        """The release line under test (`1.6`, `1.7`, `2.1`; tests/e2e/versions.py), "" if unknown."""
         self.binaries = binaries or ContainerdBinaries.from_env()
         self.shim_dirs = [Path(d) for d in shim_dirs]
         self.log_level = log_level
@@ -193,6 +202,7 @@ class PrivateContainerd:
         env["PATH"] = os.pathsep.join(dict.fromkeys(path))
         for leak in ("CONTAINERD_ADDRESS", "CONTAINERD_NAMESPACE", "TTRPC_ADDRESS", "NOTIFY_SOCKET"):
             env.pop(leak, None)
+        env.update(self.extra_env)
         return env
 
     def disabled_plugins(self) -> tuple[str, ...]:
@@ -331,11 +341,13 @@ def private_containerd(
     shim_dirs: Sequence[str | os.PathLike[str]] = (),
     binaries: ContainerdBinaries | None = None,
     keep: bool = False,
+    line: str = "",
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[PrivateContainerd]:
     """A started private containerd under a fresh /tmp/wvctr-XXXX dir; everything removed at exit
     (unless `keep`, for debugging)."""
     base = tempfile.mkdtemp(prefix="wvctr-", dir="/tmp")
-    instance = PrivateContainerd(base, binaries=binaries, shim_dirs=shim_dirs)
+    instance = PrivateContainerd(base, binaries=binaries, shim_dirs=shim_dirs, line=line, extra_env=extra_env)
     try:
         instance.start()
         yield instance

@@ -23,6 +23,7 @@ _STRING_FLAGS = {
     "bundle": "bundle",
     "socket": "socket",
     "group": "group",
+    "protocol": "protocol",
 }
 _INT_FLAGS = {"socket-fd": "socket_fd"}
 _BOOL_FLAGS = {"debug": "debug", "v": "version", "version": "version", "info": "info"}
@@ -56,6 +57,8 @@ class ShimArgs:
     """Internal (serve): the path that socket is bound to, for removing it at exit."""
     group: str = ""
     """Internal (serve): the group key (pod sandbox id, else the first task's id)."""
+    protocol: str = ""
+    """Internal (serve): `grpc` to serve gRPC (binding `socket` itself); else ttrpc on `socket_fd`."""
     ignored: tuple[str, ...] = ()
     """Unknown flags and extra words, as given, in order."""
 
@@ -152,6 +155,8 @@ def to_argv(args: ShimArgs) -> list[str]:
         out += ["-socket", args.socket]
     if args.socket_fd is not None:
         out += ["-socket-fd", str(args.socket_fd)]
+    if args.protocol:
+        out += ["-protocol", args.protocol]
     if args.debug:
         out.append("-debug")
     return out

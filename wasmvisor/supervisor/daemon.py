@@ -1,7 +1,8 @@
 """The supervisor process: one per pod group. Serves the Task API, owns the zygote, never runs guests.
 
 `serve` is the internal `serve` action that `start` re-executes. Signal handlers only set the stop
-event; the loop does the work.
+event; the loop does the work. The Task API is served over ttrpc on the socket `start` handed over
+as fd 3, or, with `-protocol grpc`, over gRPC on the socket path (grpc_server.py binds it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from wasmvisor.supervisor.task_service import TaskService
 from wasmvisor.supervisor.tasks import TaskRegistry
 from wasmvisor.supervisor.ttrpc import TtrpcServer
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from wasmvisor.supervisor.grpc_server import GrpcServer
+
 log = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -49,10 +54,16 @@ def serve(args: ShimArgs, config: Config, engine: str) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
-    if args.socket_fd is None:
+    listener: socket.socket | None = None
+    if args.protocol == "grpc":
+        if not args.socket:
+            log.error("serve -protocol grpc needs -socket (it is started by the start action)")
+            return 1
+    elif args.socket_fd is None:
         log.error("serve needs -socket-fd (it is started by the start action)")
         return 1
-    listener = socket.socket(fileno=args.socket_fd)
+    else:
+        listener = socket.socket(fileno=args.socket_fd)
     try:
         return asyncio.run(Supervisor(args, group, engine, level).run(listener))
     finally:
@@ -67,7 +78,7 @@ class Supervisor:
         self.level = level
         self.stop = asyncio.Event()
 
-    async def run(self, listener: socket.socket) -> int:
+    async def run(self, listener: socket.socket | None) -> int:
         loop = asyncio.get_running_loop()
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
@@ -81,9 +92,23 @@ class Supervisor:
         registry = TaskRegistry(self.args.namespace, self.group, publisher, engine=self.engine, log_level=self.level)
         service = TaskService(registry, self.stop.set)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
-        server = TtrpcServer([service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES])
-        serving = loop.create_task(server.serve(listener))
-        log.info("supervisor %d serving %s/%s", os.getpid(), self.args.namespace, self.group)
+        services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
+        server: TtrpcServer | GrpcServer
+        serving: asyncio.Task[None] | None = None
+        if listener is None:
+            from wasmvisor.supervisor.grpc_server import GrpcServer  # grpcio is slow to import
+
+            server = GrpcServer(services)
+            await server.start(self.args.socket)
+            protocol = "grpc"
+        else:
+            server = TtrpcServer(services)
+            serving = loop.create_task(server.serve(listener))
+            protocol = "ttrpc"
+        log.info(
+            "supervisor %d serving %s/%s over %s (%s)",
+            os.getpid(), self.args.namespace, self.group, protocol, ", ".join(TASK_SERVICES),
+        )
         keeper: asyncio.Task[None] | None = None
         try:
             await warm
@@ -95,20 +120,22 @@ class Supervisor:
             keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
         await server.close()
-        serving.cancel()
+        if serving is not None:
+            serving.cancel()
         await publisher.close(SHUTDOWN_FLUSH_SECONDS)
         launcher.close()
         return 0
 
 
-def _remove_socket(listener: socket.socket, path: str) -> None:
+def _remove_socket(listener: socket.socket | None, path: str) -> None:
     """Close the listener and unlink its socket file, so that a later `start` binds afresh."""
-    if not path:
-        try:
-            path = listener.getsockname()
-        except OSError:
-            path = ""
-    listener.close()
+    if listener is not None:
+        if not path:
+            try:
+                path = listener.getsockname()
+            except OSError:
+                path = ""
+        listener.close()
     if isinstance(path, str) and path and not path.startswith("\0"):
         try:
             os.unlink(path)

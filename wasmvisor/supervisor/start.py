@@ -1,9 +1,11 @@
 """The `start` action: find or launch the supervisor for this task's group and print its address.
 
 containerd runs `start` in the bundle directory and reads its stdout and stderr together as the
-address, so on success we print `unix:///run/containerd/s/<sha256>` and nothing else. The listening
+address, so on success we print `unix:///run/containerd/s/<sha256>` (or, when configured and on
+containerd 2.x, the JSON bootstrap of version 3: see bootstrap.py) and nothing else. The listening
 socket is bound here, in the start process, and handed to the daemon as fd 3: connections that
-containerd opens right after we exit wait in the backlog until the daemon accepts them.
+containerd opens right after we exit wait in the backlog until the daemon accepts them. A gRPC
+daemon binds the path itself (grpcio cannot adopt a socket), so `start` waits until it serves.
 
 Only cheap modules are imported here (no grpc, protobuf, asyncio, wasmtime): when the group's
 supervisor already runs, `start` is a connect() and two small file writes.
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from wasmvisor.errors import InvalidArgument, Unavailable
+from wasmvisor.supervisor import bootstrap
 from wasmvisor.supervisor.cliargs import ShimArgs, to_argv
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
@@ -43,6 +46,8 @@ OPTIONS_FILE = "wasmvisor-options.pb"
 LISTEN_FD = 3
 RACE_DEADLINE = 2.0
 """Seconds to keep retrying when another process holds the socket path but does not answer."""
+GRPC_BIND_DEADLINE = 15.0
+"""Seconds `start` waits for a gRPC supervisor to bind its socket (grpcio cannot adopt our fd)."""
 
 
 @dataclass(frozen=True)
@@ -118,19 +123,21 @@ def shim_command() -> list[str]:
 def daemon_command(args: ShimArgs, *, bundle: str, group: str, socket: str,
                    launcher: Sequence[str] | None = None) -> list[str]:
     """The daemon's argv: the shim re-executed with the `serve` action and the listening socket as fd 3."""
-    serve_args = replace(args, bundle=bundle, group=group, socket=socket, socket_fd=LISTEN_FD, action="serve")
+    serve_args = replace(args, bundle=bundle, group=group, socket=socket,
+                         socket_fd=None if args.protocol == "grpc" else LISTEN_FD, action="serve")
     return [*(launcher if launcher is not None else shim_command()), *to_argv(serve_args), "serve"]
 
 
-def spawn_daemon(command: Sequence[str], listen_fd: int) -> int:
-    """Start `command` detached: new session, stdio on /dev/null, `listen_fd` as fd 3, same cwd and env.
+def spawn_daemon(command: Sequence[str], listen_fd: int | None) -> int:
+    """Start `command` detached: new session, stdio on /dev/null, `listen_fd` (if any) as fd 3, same cwd and env.
 
     The daemon must not hold start's stdout/stderr: containerd reads them to EOF. Returns its pid
     (nobody waits for it: when `start` exits it is re-parented).
     """
-    os.set_inheritable(listen_fd, True)  # for the fd == 3 case, where dup2 alone keeps FD_CLOEXEC
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
-    if listen_fd != LISTEN_FD:
+    if listen_fd is not None:
+        os.set_inheritable(listen_fd, True)  # for the fd == 3 case, where dup2 alone keeps FD_CLOEXEC
+    if listen_fd is not None and listen_fd != LISTEN_FD:
         actions.append((os.POSIX_SPAWN_DUP2, listen_fd, LISTEN_FD))
     actions += [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -244,6 +251,21 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
         return sock
 
 
+def wait_until_serving(path: str, pid: int, deadline: float = GRPC_BIND_DEADLINE) -> None:
+    """Wait until the daemon `pid` accepts connections on `path`; Unavailable if it exits or times out."""
+    give_up = time.monotonic() + deadline
+    while not is_serving(path, timeout=0.5):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done:
+            raise Unavailable(f"the shim daemon exited (status {status:#x}) before serving on {path}")
+        if time.monotonic() > give_up:
+            raise Unavailable(f"the shim daemon did not serve on {path} within {deadline:.0f}s")
+        time.sleep(0.005)
+
+
 def read_options(stdin: BinaryIO) -> bytes:
     """The runtime-options bytes containerd wrote on stdin (empty when none, or stdin is a terminal)."""
     try:
@@ -264,27 +286,45 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     `launcher` replaces the command that re-executes the shim (tests start a fake daemon with it).
     """
     bundle = os.getcwd()
+    # containerd 1.7+ also passes these in the environment; they fill in missing flags.
+    args = replace(
+        args,
+        address=args.address or os.environ.get("GRPC_ADDRESS", ""),
+        namespace=args.namespace or os.environ.get("NAMESPACE", ""),
+    )
     group = group_of(bundle, args.id)
     directory = socket_dir()
     path = socket_path(args.address, args.namespace, group, directory)
     options = read_options(stdin if stdin is not None else sys.stdin.buffer)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    boot = bootstrap.PLAIN
+    requested = bootstrap.requested_protocol(os.environ)
+    if requested != "ttrpc":
+        boot = bootstrap.choose(requested, bootstrap.containerd_major(os.environ, args.publish_binary, directory))
     pid = None
     lock = _lock(directory)
     try:
         sock = claim_socket(path)
         if sock is not None:
-            command = daemon_command(args, bundle=bundle, group=group, socket=path, launcher=launcher)
-            try:
-                pid = spawn_daemon(command, sock.fileno())
-            except OSError as exc:
+            serve_args = replace(args, protocol=boot.protocol if boot.protocol == "grpc" else "")
+            command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
+            if boot.protocol == "grpc":
+                # grpcio binds the path itself: free it, and answer only once the daemon serves.
+                sock.close()
                 os.unlink(path)
+            try:
+                pid = spawn_daemon(command, sock.fileno() if boot.protocol != "grpc" else None)
+            except OSError as exc:
+                if os.path.exists(path):
+                    os.unlink(path)
                 raise Unavailable(f"cannot run the shim daemon {command[0]}: {exc.strerror}") from exc
             finally:
                 sock.close()
+            if boot.protocol == "grpc":
+                wait_until_serving(path, pid)
     finally:
         os.close(lock)
-    address = "unix://" + path
+    address = boot.answer(path)
     # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
     if options:
         write_atomic(os.path.join(bundle, OPTIONS_FILE), options, STATE_FILE_MODE)

@@ -1,0 +1,125 @@
+"""What `start` answers containerd: a plain `unix://` address, or the JSON bootstrap of version 3.
+
+The protocol is chosen by `WASMVISOR_PROTOCOL` in the shim's environment (containerd passes its own
+environment on; containerd 2.x also adds the `env` list of `[plugins."io.containerd.shim.v1.manager"]`):
+
+- `ttrpc` (default): plain address, Task API `containerd.task.v2.Task` over ttrpc, on every line.
+- `ttrpc-v3`: on containerd 2.x, `{"version":3,"address":"unix://…","protocol":"ttrpc"}`, so that
+  containerd calls `containerd.task.v3.Task` over ttrpc.
+- `grpc`: on containerd 2.x, `{"version":3,"address":"/plain/path","protocol":"grpc"}`; the supervisor
+  serves `containerd.task.v3.Task` over gRPC.
+
+JSON goes only to a containerd that accepts version 3: 1.6 reads any answer as a socket path and 1.7
+rejects version 3. 1.6 sets none of GRPC_ADDRESS/NAMESPACE/MAX_SHIM_VERSION, so it is recognised
+without running anything; otherwise `<publish-binary> --version` tells 1.7 from 2.x (the answer is
+cached per binary, keyed by its path, size and mtime). When the line cannot accept the request, the
+answer falls back to the plain address (ttrpc, Task v2), which every line understands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wasmvisor.errors import InvalidArgument
+
+PROTOCOL_ENV = "WASMVISOR_PROTOCOL"
+PROTOCOLS = ("ttrpc", "ttrpc-v3", "grpc")
+VERSION_CACHE_PREFIX = ".wasmvisor-containerd-version-"
+VERSION_TIMEOUT = 5.0
+"""Seconds to wait for `<publish-binary> --version`."""
+_VERSION_RE = re.compile(r"\s[v]?(\d+)\.(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How the supervisor serves (`protocol`: ttrpc or grpc) and which bootstrap version it announces."""
+
+    protocol: str = "ttrpc"
+    version: int = 2
+    """2: the plain address (containerd calls containerd.task.v2.Task); 3: JSON version 3 (task.v3)."""
+
+    def answer(self, path: str) -> str:
+        """The text `start` prints for a supervisor listening on the unix socket `path`."""
+        if self.version == 2:
+            return "unix://" + path
+        # containerd dials a gRPC address as a raw path; a ttrpc address keeps its unix:// scheme.
+        address = path if self.protocol == "grpc" else "unix://" + path
+        return json.dumps({"version": self.version, "address": address, "protocol": self.protocol})
+
+
+PLAIN = Bootstrap()
+
+
+def requested_protocol(env: Mapping[str, str]) -> str:
+    value = env.get(PROTOCOL_ENV, "").strip().lower() or "ttrpc"
+    if value not in PROTOCOLS:
+        raise InvalidArgument(f"{PROTOCOL_ENV}={value}: not one of {', '.join(PROTOCOLS)}")
+    return value
+
+
+def choose(requested: str, containerd_major: int | None) -> Bootstrap:
+    """The bootstrap for `requested` on a containerd of that major version (None: unknown)."""
+    if requested == "ttrpc" or containerd_major is None or containerd_major < 2:
+        return PLAIN
+    return Bootstrap(protocol="grpc" if requested == "grpc" else "ttrpc", version=3)
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """`containerd github.com/containerd/containerd/v2 2.1.9+unknown ` -> (2, 1, 9)."""
+    match = _VERSION_RE.search(" " + text)
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
+
+
+def is_containerd_1_6(env: Mapping[str, str]) -> bool:
+    """containerd 1.6 sets none of the variables 1.7 added (protocol reference 1.3)."""
+    return not any(env.get(k) for k in ("GRPC_ADDRESS", "NAMESPACE", "MAX_SHIM_VERSION"))
+
+
+def containerd_major(env: Mapping[str, str], publish_binary: str, cache_dir: str) -> int | None:
+    """containerd's major version, or None when it cannot be told."""
+    if is_containerd_1_6(env):
+        return 1
+    if not publish_binary:
+        return None
+    version = _cached_version(publish_binary, cache_dir)
+    return version[0] if version else None
+
+
+def _cached_version(binary: str, cache_dir: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return None
+    key = hashlib.sha256(f"{os.path.abspath(binary)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    cache = os.path.join(cache_dir, VERSION_CACHE_PREFIX + key)
+    try:
+        with open(cache) as f:
+            cached = parse_version(f.read())
+        if cached:
+            return cached
+    except OSError:
+        pass
+    import subprocess  # here: a plain-address `start` never needs it
+
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT, stdin=subprocess.DEVNULL
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = parse_version(out)
+    if version:
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(" {}.{}.{}\n".format(*version))
+            os.rename(tmp, cache)
+        except OSError:
+            pass
+    return version
