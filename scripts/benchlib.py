@@ -142,17 +142,10 @@ def shim_harness() -> Iterator[Any]:
                     raise SystemExit(f"no TaskExit for {container_id} within {timeout}s")
                 return self.exits[container_id]
 
-    base = Path(tempfile.mkdtemp(prefix="wvb-", dir="/tmp"))
-    os.environ.setdefault("WASMVISOR_CACHE_DIR", str(base / "module-cache"))
-    saved = harness_module.EventsRecorder
-    harness_module.EventsRecorder = TimedRecorder  # type: ignore[misc]
+    cache = tempfile.mkdtemp(prefix="wvb-cache-", dir="/tmp")
+    os.environ.setdefault("WASMVISOR_CACHE_DIR", cache)
     try:
-        h = harness_module.Harness(base)
+        with harness_module.running_harness("wvb-", TimedRecorder()) as h:
+            yield h
     finally:
-        harness_module.EventsRecorder = saved  # type: ignore[misc]
-    try:
-        yield h
-    finally:
-        h.close()
-        time.sleep(0.1)
-        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)

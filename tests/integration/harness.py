@@ -7,11 +7,16 @@ tests call the Task API directly. This is where the state machine and error code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import wasmtime
@@ -54,11 +59,11 @@ class EventsRecorder:
 class Harness:
     """One private socket dir, one events server on its own loop thread, bundles on demand."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, events: EventsRecorder | None = None) -> None:
         self.base = base
         self.sockets = base / "s"
         self.sockets.mkdir()
-        self.events = EventsRecorder()
+        self.events = events if events is not None else EventsRecorder()
         self.events_sock = str(base / "events.sock")
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -174,3 +179,16 @@ EXIT_WITH = """
   (memory (export "memory") 1)
   (func (export "_start") (call $exit (i32.const {code}))))
 """
+
+
+@contextlib.contextmanager
+def running_harness(prefix: str, events: EventsRecorder | None = None) -> Iterator[Harness]:
+    """A Harness in a fresh folder under /tmp, closed and removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    h = Harness(base, events)
+    try:
+        yield h
+    finally:
+        h.close()
+        time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
