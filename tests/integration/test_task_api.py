@@ -129,7 +129,8 @@ def test_bad_requests_get_clear_codes_and_the_supervisor_keeps_serving(harness: 
                  Code.INVALID_ARGUMENT, "terminal")
     cases = {
         "missing": ({}, ["/app.wasm"], "/app.wasm"),
-        "notwasm": ({"app.wasm": b"#!/bin/sh\necho hi\n"}, ["/app.wasm"], "not a wasm file"),
+        # Plain text: a `#!` script or an ELF would run natively (the native executor).
+        "notwasm": ({"app.wasm": b"echo hi\n"}, ["/app.wasm"], "not a wasm file"),
         "malformed": ({"app.wasm": b"\0asm\x01\0\0\0\xff\xff"}, ["/app.wasm"], "/app.wasm"),
         "noexport": ({"hello.wasm": HELLO}, ["/hello.wasm#nothere"], "nothere"),
     }

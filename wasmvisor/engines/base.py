@@ -58,7 +58,8 @@ class RuntimeContext:
     cwd: str
     entrypoint: Entrypoint
     root: str
-    """Host path of the container's root, preopened to the guest as `/`."""
+    """The container's root as the process running the guest sees it, preopened to the guest as
+    `/`: the worker passes `/`, since it runs the guest after pivot_root into that root."""
     wasm_layers: Sequence[WasmLayer] = field(default_factory=tuple)
     platform: Platform = field(default_factory=Platform)
     memory_limit: int | None = None

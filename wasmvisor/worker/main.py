@@ -1,10 +1,12 @@
 """The worker: one forked process per container; prepares the guest at Create, runs it at Start.
 
 Lifecycle on the pipe to the supervisor (wasmvisor.ipc.messages): read `Configure`, load the
-spec, the engine and the module, open the stdio, answer `Ready` (or `Failed` and exit 1); wait
-for `StartGuest` (EOF instead: exit 0 quietly); answer `Started`, run the guest, answer
-`Exited` and exit with the guest's code. A worker killed by a signal cannot answer: the zygote's
-returncode tells the supervisor.
+spec, build the container (namespaces, mounts: wasmvisor.worker.container; with a pid namespace the
+worker forks and the rest happens in the child), load the engine and the module, open the stdio,
+pivot_root, answer `Ready` (or `Failed` and exit 1); wait for `StartGuest` (EOF instead: exit 0
+quietly); answer `Started`, run the guest (or exec a native program), answer `Exited` and exit with
+the guest's code. A worker killed by a signal cannot answer: the zygote's returncode tells the
+supervisor.
 
 Fork discipline: `run` is entered in a child of the zygote and never returns; whatever happens
 it ends in `os._exit`. Log lines go to the fd 2 the worker inherited (the supervisor's log, i.e.
@@ -13,27 +15,36 @@ containerd's log FIFO), in containerd's `key=value` format, never to the guest's
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
 import signal
 import socket
-import stat
-import sys
 import time
 import traceback
-import urllib.parse
 from typing import NoReturn
 
 import orjson
 from setproctitle import setproctitle
 
-from wasmvisor.engines.base import TRAP_EXIT_CODE, Engine, Entrypoint, GuestError, RuntimeContext, Stdio
-from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError, Unimplemented
+from wasmvisor.engines.base import (
+    TRAP_EXIT_CODE,
+    Engine,
+    Entrypoint,
+    GuestError,
+    PreparedGuest,
+    RuntimeContext,
+    Stdio,
+)
+from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Message, Ready, Started, StartGuest
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import zygote
+from wasmvisor.worker.container import Container
+from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
+from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 log = logging.getLogger("wasmvisor.worker")
 
@@ -49,6 +60,8 @@ GUEST_SIGNALS = (
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 
 EX_SOFTWARE = 70
+EX_NOEXEC = 127
+"""A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
 ARG_MAX = 2 * 1024 * 1024
 LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
@@ -92,18 +105,31 @@ def serve(sock_fd: int) -> int:
 
     try:
         spec = load_spec(config.bundle)
-        ctx = runtime_context(config, spec)
-        engine = load_engine(config.engine)
-        engine.can_handle(ctx)
-        guest = engine.prepare(ctx)
+        box = Container.enter(
+            spec, config.bundle, config.rootfs or spec.root_path,
+            relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
+            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns(), reason="signal")),
+        )  # with a pid namespace, from here on this is the container process (forked)
+        box.build()
+        native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
+        seccomp = (spec.raw.get("linux") or {}).get("seccomp")
+        guest: PreparedGuest | None = None
+        if native is not None:
+            prepare_seccomp(seccomp)  # a bad profile fails Create
+        else:
+            ctx = runtime_context(config, spec)
+            engine = load_engine(config.engine)
+            engine.can_handle(ctx)
+            guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
         install_stdio(open_stdio(config), log_fd)
+        box.seal(spec.raw.get("process") or {})
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
         channel.send(Failed(stage="create", code=status, message=message))
         return 1
-    channel.send(Ready(pid=os.getpid()))
-    log.debug("ready: module %s, function %s", ctx.entrypoint.source, ctx.entrypoint.func)
+    channel.send(Ready(pid=box.pid))
+    log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
 
     start = channel.receive()
     if start is None:
@@ -116,15 +142,19 @@ def serve(sock_fd: int) -> int:
     # one passing RLIMIT_FSIZE of SIGXFSZ (Python ignores both for itself).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    channel.send(Started(pid=os.getpid(), at_ns=time.time_ns()))
+    signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
+    channel.send(Started(pid=box.pid, at_ns=time.time_ns()))
     try:
+        if native is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
+            exec_native(native, spec.args, spec.env, spec.cwd, seccomp)
+        assert guest is not None
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
     except Exception as exc:
-        log.error("guest %s failed: %s", ctx.entrypoint.source, _exception_line(exc))
-        code, reason = TRAP_EXIT_CODE, "error"
+        log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
+        code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
     channel.send(Exited(code=code, at_ns=time.time_ns(), reason=reason))
     log.debug("exited: code %d (%s)", code, reason)
@@ -133,7 +163,7 @@ def serve(sock_fd: int) -> int:
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
     """Undo what the worker inherited from the zygote: its signal dispositions, its parent-death
-    signal, its session, and every fd but 0, 1, 2 and `keep` (multiprocess's alive pipe among
+    signal, its session, and every fd but 0, 1, 2 and `keep` (multiprocessing's alive pipe among
     them: held by a worker, it would keep the zygote alive after the supervisor closed it)."""
     for sig in GUEST_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
@@ -199,18 +229,33 @@ def check_sizes(spec: Spec) -> None:
 
 
 def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
-    """What the engine runs: the entrypoint `args[0]` (`path#func`) resolved in the rootfs."""
+    """What the engine runs: the entrypoint `args[0]` (`path#func`) resolved in the rootfs, or,
+    for an OCI Wasm image, the wasm layers the supervisor wrote to the bundle (then `args[0]`
+    only names the module and the function)."""
+    from wasmvisor.engines.base import WasmLayer  # here, not at the top: serve() is edited apart
+
     check_sizes(spec)
     path, func = parse_entrypoint(spec.args[0])
     root = config.rootfs or spec.root_path
     host_path = resolve_in_root(root, path, spec.cwd)
     name = os.path.splitext(os.path.basename(path))[0]
+    layers = []
+    for layer in config.wasm_layers:
+        try:
+            with open(layer.path, "rb") as f:
+                layers.append(WasmLayer(media_type=layer.media_type, data=f.read()))
+        except OSError as exc:
+            raise Internal(f"wasm layer {layer.digest}: cannot read {layer.path}: {exc.strerror}") from None
+    if layers:
+        log.debug("module %s from %d wasm layer(s): %s", path, len(layers),
+                  ", ".join(f"{x.digest} ({x.media_type})" for x in config.wasm_layers))
     return RuntimeContext(
         args=spec.args,
         envs=spec.env,
         cwd=spec.cwd,
         entrypoint=Entrypoint(name=name, source=path, host_path=host_path, func=func),
         root=root,
+        wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
     )
 
@@ -232,39 +277,6 @@ def load_engine(ref: str) -> Engine:
         raise Internal(f"engine {ref!r}: cannot create: {exc}") from None
 
 
-def open_stdio(config: Configure) -> Stdio:
-    """Open the container's stdio as the runc shim does: "" is /dev/null, a FIFO is opened
-    O_RDWR for output (never blocks, and no EPIPE while containerd restarts) and non-blocking
-    for input (then made blocking), a regular file is appended to, `file:///path` is created
-    and appended to. With a terminal and no stderr, stderr goes where stdout goes."""
-    fds: list[int] = []
-    try:
-        fds.append(_open_input(config.stdin))
-        fds.append(_open_output(config.stdout, "stdout"))
-        stderr = config.stderr
-        if config.terminal and not stderr:
-            stderr = config.stdout
-        if stderr and stderr == config.stdout and not _is_fifo(stderr):
-            fds.append(os.dup(fds[1]))  # one file, one offset: lines interleave in order
-        else:
-            fds.append(_open_output(stderr, "stderr"))
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
-
-
-def install_stdio(stdio: Stdio, log_fd: int) -> None:
-    """Put the stdio on fds 0, 1, 2 (the engine inherits them); Python's own sys.stdout and
-    sys.stderr move to the log so that nothing of the worker's lands in the guest's output."""
-    for fd, target in ((stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)):
-        os.dup2(fd, target)
-    for fd in {stdio.stdin, stdio.stdout, stdio.stderr} - {0, 1, 2}:
-        os.close(fd)
-    sys.stdout = sys.stderr = open(log_fd, "w", buffering=1, closefd=False)  # noqa: SIM115
-
-
 def failure_of(exc: BaseException) -> tuple[str, str]:
     """The status code name and message a `Failed` carries for `exc`."""
     if isinstance(exc, ShimError):
@@ -272,64 +284,6 @@ def failure_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, GuestError):
         return "INVALID_ARGUMENT", str(exc)
     return "INTERNAL", _exception_line(exc)
-
-
-def _open_input(path: str) -> int:
-    if not path:
-        return os.open(os.devnull, os.O_RDONLY)
-    kind = _stat_kind(path, "stdin")
-    if kind == "fifo":
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        os.set_blocking(fd, True)
-        return fd
-    return _open_path(path, "stdin", os.O_RDONLY)
-
-
-def _open_output(uri: str, name: str) -> int:
-    if not uri:
-        return os.open(os.devnull, os.O_WRONLY)
-    if "://" in uri:
-        parsed = urllib.parse.urlparse(uri)
-        if parsed.scheme != "file":
-            raise Unimplemented(f"{name} {uri}: STDIO scheme {parsed.scheme!r} is not supported")
-        path = urllib.parse.unquote(parsed.path)
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        except OSError as exc:
-            raise InvalidArgument(f"{name} {uri}: {exc.strerror}") from None
-        return _open_path(path, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    kind = _stat_kind(uri, name)
-    if kind == "fifo":
-        return _open_path(uri, name, os.O_RDWR)
-    return _open_path(uri, name, os.O_WRONLY | os.O_APPEND)
-
-
-def _open_path(path: str, name: str, flags: int) -> int:
-    try:
-        return os.open(path, flags, 0o644)
-    except OSError as exc:
-        raise InvalidArgument(f"{name} {path}: cannot open: {exc.strerror}") from None
-
-
-def _stat_kind(path: str, name: str) -> str:
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise NotFound(f"{name} {path}: no such file or FIFO") from None
-    except OSError as exc:
-        raise InvalidArgument(f"{name} {path}: {exc.strerror}") from None
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISREG(mode) or stat.S_ISCHR(mode):
-        return "file"
-    raise InvalidArgument(f"{name} {path}: not a FIFO or a file")
-
-
-def _is_fifo(path: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _exception_line(exc: BaseException) -> str:

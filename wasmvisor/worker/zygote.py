@@ -1,4 +1,4 @@
-"""The zygote's identity: preloaded into the multiprocess forkserver, it names that process
+"""The zygote's identity: preloaded into the multiprocessing forkserver, it names that process
 `wasmvisor-zygote`, ties its life to the supervisor and shields it from signals meant for others.
 
 Importing this module anywhere else (the supervisor, a worker, a test) changes nothing: the
@@ -22,7 +22,7 @@ PR_SET_PDEATHSIG = 1
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 """Signals the zygote ignores. They reach it as process-group noise (a terminal's ^C, a
 `kill -TERM -PGID` aimed at the supervisor); the zygote ends when the supervisor does instead:
-multiprocess's alive pipe reaches EOF when the supervisor closes it, PDEATHSIG when it dies.
+multiprocessing's alive pipe reaches EOF when the supervisor closes it, PDEATHSIG when it dies.
 Workers inherit these dispositions and reset them (wasmvisor.worker.main)."""
 
 
@@ -36,11 +36,10 @@ def set_parent_death_signal(sig: int) -> None:
 
 
 def imported_by_forkserver() -> bool:
-    """Whether the current import runs inside multiprocess's forkserver `main` (its preload)."""
+    """Whether the current import runs inside multiprocessing's forkserver `main` (its preload)."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "main" and frame.f_globals.get("__name__") in (
-            "multiprocess.forkserver",
             "multiprocessing.forkserver",
         ):
             return True

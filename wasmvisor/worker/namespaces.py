@@ -1,0 +1,185 @@
+"""The worker enters the container's namespaces: joins those the spec gives by path (setns),
+unshares new ones, and for a pid namespace forks once, since only children enter it.
+
+After that fork the worker is two processes:
+- the relay (`wasmvisor-init NS/ID`, the zygote's child, the pid the supervisor signals): it forwards
+  the signals it gets to the container process and exits as that process did (exit n -> n;
+  killed by signal s -> killed by s);
+- the container process (keeps `wasmvisor-worker NS/ID`): it goes on with the whole setup and the
+  pipe to the supervisor. It dies with the relay (PR_SET_PDEATHSIG=SIGKILL), so `kill -9` of the
+  relay ends the container.
+
+A container process that is PID 1 of its namespace never gets a signal whose disposition is SIG_DFL
+(the kernel drops it), except SIGKILL; but a *blocked* signal is queued. So the guest signals stay
+blocked in every thread and `InitSignals` takes them with sigwait on a thread of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import resource
+import select
+import signal
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import NoReturn
+
+from setproctitle import setproctitle
+
+from wasmvisor.errors import InvalidArgument, NotFound
+from wasmvisor.spec_linux import CLONE_NEWNS, Namespace
+from wasmvisor.worker import linux, zygote
+
+log = logging.getLogger(__name__)
+
+RELAYED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGCONT,
+    signal.SIGWINCH,
+)
+"""What the relay forwards to the container process (SIGKILL and SIGSTOP cannot be caught)."""
+HARMLESS_SIGNALS = (signal.SIGCONT, signal.SIGWINCH)
+"""Ignored by default: the container's PID 1 takes them and carries on."""
+
+
+def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
+    """Join the namespaces given by path, then unshare the new ones (a new pid namespace only
+    takes effect for children: see `fork_container_process`). Every path is opened before the
+    first setns, so that joining a mount namespace cannot change what a later path names."""
+    joins: list[tuple[Namespace, int]] = []
+    try:
+        for ns in namespaces:
+            if ns.path:
+                joins.append((ns, _open_namespace(ns)))
+        # The mount namespace last: after it, paths resolve in the joined namespace.
+        for ns, fd in sorted(joins, key=lambda j: j[0].flag == CLONE_NEWNS):
+            try:
+                linux.setns(fd, ns.flag)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    raise InvalidArgument(f"{ns.name}: not a {ns.type} namespace") from None
+                raise InvalidArgument(f"{ns.name}: cannot join: {os.strerror(exc.errno or 0)}") from None
+    finally:
+        for _, fd in joins:
+            os.close(fd)
+    flags = 0
+    for ns in namespaces:
+        if not ns.path:
+            flags |= ns.flag
+    if flags:
+        try:
+            linux.unshare(flags)
+        except OSError as exc:
+            names = ", ".join(ns.type for ns in namespaces if not ns.path)
+            raise InvalidArgument(f"cannot create namespaces ({names}): {os.strerror(exc.errno or 0)}") from None
+
+
+def _open_namespace(ns: Namespace) -> int:
+    try:
+        return os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"{ns.name}: no such namespace file") from None
+    except OSError as exc:
+        raise InvalidArgument(f"{ns.name}: cannot open: {exc.strerror}") from None
+
+
+def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> int:
+    """Fork the container process (it enters the pid namespace asked for before). In the child,
+    returns its pid as the host sees it; the parent becomes the relay and never returns.
+
+    The relayed signals (and SIGCHLD) are blocked before the fork: the relay takes them with
+    sigwaitinfo, and the child keeps the guest's ones blocked (see `InitSignals`)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*RELAYED_SIGNALS, signal.SIGCHLD})
+    alive_r, alive_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(alive_w)
+        try:
+            zygote.set_parent_death_signal(signal.SIGKILL)
+            if select.select([alive_r], [], [], 0)[0]:  # EOF: the relay died before the prctl
+                os._exit(128 + signal.SIGKILL)
+        finally:
+            os.close(alive_r)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        # /proc is still the host's here: its `self` is our pid there.
+        return int(os.readlink("/proc/self"))
+    code = 70
+    try:
+        os.close(alive_r)
+        for fd in close_in_relay:
+            os.close(fd)
+        setproctitle(relay_title)
+        relay(child)
+    except BaseException as exc:  # noqa: B036 - the relay never returns into the worker's code
+        log.error("relay of container process %d failed: %s", child, exc)
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def relay(child: int) -> NoReturn:
+    """Forward signals to `child` until it ends, then end the same way."""
+    waited = {*RELAYED_SIGNALS, signal.SIGCHLD}
+    while True:
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo == signal.SIGCHLD:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            if pid == child:
+                end_like(status)
+            continue
+        try:
+            os.kill(child, info.si_signo)
+        except ProcessLookupError:
+            pass
+
+
+def end_like(status: int) -> NoReturn:
+    """Exit with the wait `status` of another process: its exit code, or death by its signal."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the container dumped (or not) already
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # their disposition cannot be set (EINVAL)
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+class InitSignals:
+    """For a container process that is PID 1 of its pid namespace: the guest signals stay
+    blocked (so the kernel queues them) and a thread takes them; `on_signal(sig)` ends the
+    process (it must not return). SIGCONT and SIGWINCH are taken and ignored."""
+
+    def __init__(self, on_signal: Callable[[int], object]) -> None:
+        self.on_signal = on_signal
+        self.thread = threading.Thread(target=self._wait, name="wasmvisor-init-signals", daemon=True)
+
+    @staticmethod
+    def needed() -> bool:
+        """Whether this process is PID 1 of its pid namespace."""
+        return os.getpid() == 1
+
+    def start(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(RELAYED_SIGNALS))
+        self.thread.start()
+
+    def _wait(self) -> None:
+        while True:
+            sig = signal.sigwait(set(RELAYED_SIGNALS))
+            if sig in HARMLESS_SIGNALS:
+                continue
+            log.debug("PID 1 got signal %d: ending", sig)
+            self.on_signal(sig)
+            os._exit(128 + sig)
