@@ -48,6 +48,8 @@ class InstanceConfig:
     engine: str = DEFAULT_ENGINE
     log_level: str = "info"
     pod: str = ""
+    wasm_layers: tuple[messages.LayerFile, ...] = ()
+    """The image's wasm layers, written to the bundle (wasmvisor.supervisor.wasm_layers)."""
 
 
 class Instance(abc.ABC):
@@ -104,13 +106,15 @@ class WorkerInstance(Instance):
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
-    async def new(cls, id: str, cfg: InstanceConfig) -> WorkerInstance:
+    async def new(cls, id: str, cfg: InstanceConfig,
+                  on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
+        """`on_forked(pid)` runs as soon as the worker exists, before it is configured."""
         configure = messages.Configure(
             namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
             stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
-            log_level=cfg.log_level, pod=cfg.pod,
+            log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
         )
-        handle = await cls.launcher.spawn(configure)
+        handle = await cls.launcher.spawn(configure, on_forked)
         inst = cls(id, cfg, handle)
         try:
             await inst._ready
@@ -180,6 +184,10 @@ class WorkerInstance(Instance):
     def _handle(self, msg: messages.Message) -> None:
         log.debug("worker %d of %s says %s", self.pid, self.id, msg)
         if isinstance(msg, messages.Ready):
+            # The container process's host pid: the worker's own, or its child's when the worker
+            # stays outside a pid namespace as a relay (signals sent to the handle reach it).
+            if msg.pid > 0:
+                self.pid = msg.pid
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             if self.on_start is not None:

@@ -55,3 +55,15 @@ def delete(task: Task, exit: Exit) -> ev.TaskDelete:
         container_id=task.id, id=task.id, pid=exit.pid, exit_status=exit.status,
         exited_at=timestamp(exit.at_ns),
     )
+
+
+def oom(task_id: str) -> ev.TaskOOM:
+    return ev.TaskOOM(container_id=task_id)
+
+
+def paused(task: Task) -> ev.TaskPaused:
+    return ev.TaskPaused(container_id=task.id)
+
+
+def resumed(task: Task) -> ev.TaskResumed:
+    return ev.TaskResumed(container_id=task.id)

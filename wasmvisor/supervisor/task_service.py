@@ -34,6 +34,7 @@ _STATUS = {
     Status.CREATED: types_pb.CREATED,
     Status.STARTING: types_pb.CREATED,
     Status.RUNNING: types_pb.RUNNING,
+    Status.PAUSED: types_pb.PAUSED,
     Status.STOPPED: types_pb.STOPPED,
     Status.DELETING: types_pb.STOPPED,
 }
@@ -153,8 +154,7 @@ class TaskService:
 
     async def Pids(self, req: pb.PidsRequest, call: Call) -> pb.PidsResponse:
         task = self._task("pids", req)
-        procs = [types_pb.ProcessInfo(pid=task.pid)] if task.state.alive else []
-        return pb.PidsResponse(processes=procs)
+        return pb.PidsResponse(processes=[types_pb.ProcessInfo(pid=pid) for pid in self.registry.pids(task)])
 
     async def Connect(self, req: pb.ConnectRequest, call: Call) -> pb.ConnectResponse:
         task_pid = 0
@@ -189,20 +189,24 @@ class TaskService:
             log.info("a new task arrived after shutdown was requested: staying")
 
     async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
-        self._task("stats", req)
-        raise errors.Unimplemented("stats: cgroup metrics are not implemented yet")
+        task = self._task("stats", req)
+        if task.cgroup is None:
+            raise errors.Unimplemented(f"stats {req.id}: the task has no cgroup (its spec has no linux section)")
+        return pb.StatsResponse(stats=task.cgroup.stats())
 
     async def Exec(self, req: pb.ExecProcessRequest, call: Call) -> Empty:
         self._task("exec", pb.StateRequest(id=req.id))
         raise errors.Unimplemented(f"exec {req.exec_id!r} in task {req.id}: wasmvisor does not support exec")
 
     async def Pause(self, req: pb.PauseRequest, call: Call) -> Empty:
-        self._task("pause", req)
-        raise errors.Unimplemented("pause: not implemented yet")
+        await self.registry.pause(self._task("pause", req))
+        log.info("paused task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
 
     async def Resume(self, req: pb.ResumeRequest, call: Call) -> Empty:
-        self._task("resume", req)
-        raise errors.Unimplemented("resume: not implemented yet")
+        await self.registry.resume(self._task("resume", req))
+        log.info("resumed task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
 
     async def Checkpoint(self, req: pb.CheckpointTaskRequest, call: Call) -> Empty:
         self._task("checkpoint", req)
@@ -213,5 +217,6 @@ class TaskService:
         raise errors.Unimplemented("resizepty: wasm guests have no tty")
 
     async def Update(self, req: pb.UpdateTaskRequest, call: Call) -> Empty:
-        self._task("update", req)
-        raise errors.Unimplemented("update: resource updates are not implemented yet")
+        self.registry.update(self._task("update", req), req.resources)
+        log.info("updated the resources of task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()

@@ -15,6 +15,7 @@ class Status(enum.Enum):
     CREATED = "created"
     STARTING = "starting"
     RUNNING = "running"
+    PAUSED = "paused"
     STOPPED = "stopped"
     DELETING = "deleting"
 
@@ -41,9 +42,17 @@ class TaskState:
         """The guest runs: STARTING => RUNNING."""
         self._move((Status.STARTING,), Status.RUNNING)
 
+    def pause(self) -> None:
+        """Pause froze the task's cgroup: RUNNING => PAUSED."""
+        self._move((Status.RUNNING,), Status.PAUSED)
+
+    def resume(self) -> None:
+        """Resume thawed it: PAUSED => RUNNING."""
+        self._move((Status.PAUSED,), Status.RUNNING)
+
     def stop(self) -> None:
-        """The worker ended, whenever that happened (even before Start)."""
-        self._move((Status.CREATED, Status.STARTING, Status.RUNNING), Status.STOPPED)
+        """The worker ended, whenever that happened (even before Start, or while paused)."""
+        self._move((Status.CREATED, Status.STARTING, Status.RUNNING, Status.PAUSED), Status.STOPPED)
 
     def delete(self) -> None:
         """Delete was called: only a task that never started or has stopped can go."""
@@ -57,5 +66,9 @@ class TaskState:
 
     @property
     def alive(self) -> bool:
-        return self.status in (Status.CREATED, Status.STARTING, Status.RUNNING)
+        return self.status in (Status.CREATED, Status.STARTING, Status.RUNNING, Status.PAUSED)
+
+    @property
+    def paused(self) -> bool:
+        return self.status is Status.PAUSED
 

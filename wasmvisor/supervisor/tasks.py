@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 from wasmvisor import errors
 from wasmvisor.spec import Spec
-from wasmvisor.supervisor import logs, mounts, task_events
+from wasmvisor.supervisor import logs, mounts, task_events, wasm_layers
 from wasmvisor.supervisor.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
+from wasmvisor.supervisor.task_cgroup import TaskCgroup
 from wasmvisor.supervisor.task_state import TaskState
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Task:
     rootfs: str
     instance: WorkerInstance
     state: TaskState = field(default_factory=TaskState)
+    cgroup: TaskCgroup | None = None
+    """None when the spec has no `linux` section (or the host no cgroups)."""
 
     @property
     def pid(self) -> int:
@@ -79,6 +82,7 @@ class TaskRegistry:
         self.log_level = log_level
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
         self.empty = asyncio.Event()
         self.empty.set()
 
@@ -116,18 +120,34 @@ class TaskRegistry:
         rootfs = os.path.join(opts.bundle, "rootfs")
         if opts.rootfs:
             mounts.mount_all(opts.rootfs, rootfs)
+        cgroup: TaskCgroup | None = None
         try:
+            # Before the worker exists, so that a cgroupsPath that cannot be made fails Create
+            # early; the worker joins it as soon as it is forked, before it loads anything.
+            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            layers = await wasm_layers.for_container(task_id, self.namespace, opts.bundle, rootfs, opts.spec,
+                                                     self.engine)
             cfg = InstanceConfig(
-                namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs,
+                # No rootfs mounts (`ctr run --config`): the spec's root.path is the root, as for runc.
+                namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs if opts.rootfs else "",
                 stdin=opts.io.stdin, stdout=opts.io.stdout, stderr=opts.io.stderr,
                 terminal=opts.io.terminal, engine=self.engine, log_level=self.log_level, pod=self.group,
+                wasm_layers=layers.files,
             )
-            instance = await WorkerInstance.new(task_id, cfg)
+            instance = await WorkerInstance.new(task_id, cfg, on_forked=cgroup.add if cgroup else None)
         except BaseException:
-            if opts.rootfs:
-                mounts.unmount_all(rootfs)
+            try:
+                if cgroup is not None:
+                    cgroup.destroy()
+            except errors.ShimError as exc:
+                log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+            finally:
+                if opts.rootfs:
+                    mounts.unmount_all(rootfs)
             raise
-        task = Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance)
+        layers.after_ready()  # stores the compiled form of new wasm layers, in the background
+        task = Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
         instance.on_start = lambda inst: self._on_start(task)
         instance.on_exit = lambda inst, exit: self._on_exit(task, exit)
         if instance.exit is not None:  # it died between Ready and now
@@ -152,6 +172,8 @@ class TaskRegistry:
         if not task.state.alive:
             return
         task.state.stop()
+        if task.cgroup is not None:
+            task.cgroup.check_oom()  # TaskOOM goes before the TaskExit of the kill it caused
         log.info("task %s exited with status %d", task.id, exit.status, extra={logs.FIELDS_ATTR: {"instance": task.id}})
         self.events.publish("/tasks/exit", task_events.exit(task, exit))
 
@@ -160,6 +182,63 @@ class TaskRegistry:
         if not 0 < signo < signal.NSIG:
             raise errors.InvalidArgument(f"kill {task.id}: invalid signal {signo}")
         task.instance.kill(signo)
+        if signo == signal.SIGKILL and task.state.paused and task.cgroup is not None:
+            # A frozen v1 cgroup holds even SIGKILL until thawed; runc thaws after sending it too.
+            self._background(task.cgroup.thaw(), f"thaw {task.id} after SIGKILL")
+
+    def _cgroup(self, task: Task, action: str) -> TaskCgroup:
+        if task.cgroup is None:
+            raise errors.Unimplemented(f"{action} {task.id}: the task has no cgroup (its spec has no linux section)")
+        return task.cgroup
+
+    async def pause(self, task: Task) -> None:
+        cgroup = self._cgroup(task, "pause")
+        task.state.pause()
+        try:
+            await cgroup.freeze()
+        except BaseException:
+            if task.state.paused:
+                task.state.resume()
+            raise
+        self.events.publish("/tasks/paused", task_events.paused(task))
+
+    async def resume(self, task: Task) -> None:
+        cgroup = self._cgroup(task, "resume")
+        if not task.state.paused:
+            task.state.resume()  # raises: invalid state transition
+        await cgroup.thaw()
+        if task.state.paused:
+            task.state.resume()
+        self.events.publish("/tasks/resumed", task_events.resumed(task))
+
+    def update(self, task: Task, resources: Any) -> None:
+        cgroup = self._cgroup(task, "update")
+        if not task.state.alive:
+            raise errors.FailedPrecondition(f"update {task.id}: the task has stopped")
+        cgroup.update(resources)
+
+    def pids(self, task: Task) -> list[int]:
+        """Every process of the task's cgroup; the worker alone when there is no cgroup."""
+        if not task.state.alive:
+            return []
+        if task.cgroup is not None:
+            try:
+                found = task.cgroup.pids()
+            except OSError:
+                found = []
+            if found:
+                return found
+        return [task.pid]
+
+    def _background(self, coro: Any, what: str) -> None:
+        def done(t: asyncio.Task[Any]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %s", what, t.exception())
+
+        t = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(t)
+        t.add_done_callback(done)
 
     async def delete(self, task_id: str) -> Exit:
         task = self.get(task_id)
@@ -169,6 +248,8 @@ class TaskRegistry:
         assert exit is not None
         if task.opts.rootfs:
             mounts.unmount_all(task.rootfs)
+        if task.cgroup is not None:
+            await task.cgroup.close()
         try:
             os.unlink(worker_pid_file(task.opts.bundle))
         except FileNotFoundError:
