@@ -1,16 +1,26 @@
-"""The `wasmvisor` command for people: `wasmvisor version` (later: `wasmvisor image build`, ...).
+"""The `wasmvisor` command for people: `wasmvisor version`, `wasmvisor image build`.
 
 Each subcommand registers itself in `build_parser` with a handler taking the parsed namespace and
-returning the exit status.
+returning the exit status. Bad input ends in one line on stderr and a non-zero status.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 
 from wasmvisor.version import NAME, version_text
+
+WASM_MAGIC = b"\0asm"
+DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+
+
+class CommandError(Exception):
+    """A user-facing failure: its message is the one line printed on stderr."""
 
 
 def _version(_: argparse.Namespace) -> int:
@@ -18,18 +28,73 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
+def _image_build(args: argparse.Namespace) -> int:
+    from wasmvisor.image import build_wasm_image  # tarfile and friends: only for this command
+
+    try:
+        with open(args.wasm, "rb") as f:
+            module = f.read()
+    except OSError as exc:
+        raise CommandError(f"{args.wasm}: {exc.strerror}") from None
+    if not module.startswith(WASM_MAGIC):
+        shown = module[:4].hex() if module else "nothing: the file is empty"
+        raise CommandError(f"{args.wasm}: not a wasm module (starts with {shown})")
+    out = args.output or f"{os.path.splitext(os.path.basename(args.wasm))[0]}.tar"
+    try:
+        digest = build_wasm_image(out, args.name, module, layout=args.layout,
+                                  module_name=os.path.basename(args.wasm), env=args.env or None)
+    except OSError as exc:
+        raise CommandError(f"{out}: {exc.strerror}") from None
+    print(f"{args.name} {digest} ({args.layout}) -> {out}")
+    if args.do_import:
+        _ctr_import(out, args.address, args.namespace)
+        print(f"imported {args.name} into namespace {args.namespace}")
+    return 0
+
+
+def _ctr_import(tar: str, address: str, namespace: str) -> None:
+    ctr = shutil.which("ctr")
+    if ctr is None:
+        raise CommandError("--import: ctr not found on PATH")
+    # Wasm images match no host platform: without --all-platforms ctr filters them out.
+    argv = [ctr, "--address", address, "-n", namespace, "images", "import", "--all-platforms", tar]
+    proc = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}").splitlines()
+        raise CommandError(f"ctr images import: {lines[-1]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmvisor", description="Run WebAssembly programs as containers.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     version = commands.add_parser("version", help="print the version and the git revision")
     version.set_defaults(handler=_version)
+
+    image = commands.add_parser("image", help="build wasm images")
+    image_commands = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
+    build = image_commands.add_parser("build", help="build an OCI image tarball from a .wasm file (and import it)")
+    build.add_argument("--wasm", required=True, help="the WASI module to run")
+    build.add_argument("--name", required=True, help="image reference, e.g. docker.io/library/app:1")
+    build.add_argument("--layout", choices=("rootfs", "wasm-layer"), default="rootfs",
+                       help="rootfs: the module as a file of a tar layer (any containerd); wasm-layer: an OCI Wasm "
+                            "image, the module as an application/wasm layer (containerd >= 1.6.25/1.7.7/2.0)")
+    build.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment of the image (repeatable)")
+    build.add_argument("-o", "--output", help="the tarball to write (default: <module name>.tar)")
+    build.add_argument("--import", dest="do_import", action="store_true", help="import it with `ctr images import`")
+    build.add_argument("--address", default=DEFAULT_ADDRESS, help=f"containerd's socket (default {DEFAULT_ADDRESS})")
+    build.add_argument("--namespace", default="default", help="containerd namespace to import into")
+    build.set_defaults(handler=_image_build)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script `wasmvisor`."""
     args = build_parser().parse_args(argv)
-    status: int = args.handler(args)
+    try:
+        status: int = args.handler(args)
+    except CommandError as exc:
+        sys.stderr.write(f"wasmvisor: {exc}\n")
+        return 1
     return status
 
 

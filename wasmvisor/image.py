@@ -83,6 +83,11 @@ class Layer:
     def diff_id(self) -> str:
         return self.digest
 
+    @property
+    def is_tar(self) -> bool:
+        """A layer containerd unpacks into the rootfs (not an OCI Wasm layer)."""
+        return self.media_type.startswith("application/vnd.oci.image.layer.")
+
     @classmethod
     def from_files(cls, files: Mapping[str, bytes | FileSpec]) -> Layer:
         return cls(MEDIA_TYPE_LAYER_TAR, layer_tar(files))
@@ -219,7 +224,9 @@ def image_config(
         "architecture": architecture,
         "os": os,
         "config": runtime,
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        # Only the layers containerd unpacks: it checks diff_ids against the manifest's tar layers
+        # ("mismatched image rootfs and manifest layers" on 1.7 when a wasm layer is listed).
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers if layer.is_tar]},
     }
 
 
@@ -335,3 +342,28 @@ def host_architecture() -> str:
     """This machine's architecture as OCI names it (x86_64 -> amd64, aarch64 -> arm64)."""
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+
+
+LAYOUTS = ("rootfs", "wasm-layer")
+
+
+def build_wasm_image(
+    out_path: str | os.PathLike[str],
+    ref: str,
+    module: bytes,
+    *,
+    layout: str = "rootfs",
+    module_name: str = "app.wasm",
+    env: Sequence[str] | None = None,
+) -> str:
+    """An image that runs one wasm module, as an OCI layout tarball; returns the manifest digest.
+
+    `rootfs`: a tar layer holding `/<module_name>` (runs on every containerd). `wasm-layer`: an
+    OCI Wasm image, the module itself as an `application/wasm` layer (containerd >= 1.6.25 /
+    1.7.7 / 2.0). Both are `wasip1/wasm` images with the entrypoint `/<module_name>`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: want one of {', '.join(LAYOUTS)}")
+    entry = "/" + module_name.lstrip("/")
+    if layout == "rootfs":
+        return build_oci_tar(out_path, ref, {entry: module}, entrypoint=[entry], env=env)
+    return build_oci_tar(out_path, ref, {}, entrypoint=[entry], env=env, extra_layers=[Layer.wasm(module)])

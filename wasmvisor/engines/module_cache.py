@@ -106,6 +106,22 @@ class ModuleCache(Generic[M]):
         module = self._try_load(key, load)
         return module if module is not None else load_serialized(serialized, load, self.root)
 
+    def compiled(self, wasm: bytes) -> bytes | None:
+        """The verified serialized module of `wasm`, or None when there is no good entry."""
+        try:
+            return self.verify(self.key(wasm)).read_bytes()
+        except (OSError, CacheEntryError):
+            return None
+
+    def put(self, wasm: bytes, serialized: bytes) -> None:
+        """Store a serialized module made elsewhere (the precompiled copy kept in containerd's
+        content store) as the entry of `wasm`, under the entry's lock. Raises OSError."""
+        key = self.key(wasm)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock(key):
+            self._store(key, serialized)
+        self.evict()
+
     def verify(self, key: str) -> Path:
         """The entry's `.cwasm`, after checking its record and checksum; FileNotFoundError when
         there is no entry, CacheEntryError when it must not be loaded."""

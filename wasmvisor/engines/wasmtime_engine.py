@@ -22,11 +22,9 @@ entry instead of copying it, so workers running the same module share its code p
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import wasmtime
@@ -40,13 +38,13 @@ from wasmvisor.engines.base import (
     PreparedGuest,
     RuntimeContext,
     Stdio,
+    WasmLayer,
 )
+from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.module_cache import ModuleCache
 
 log = logging.getLogger(__name__)
 
-MODULE_LAYER = "application/wasm"
-COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
 _COMPONENT_VERSION = b"\x0d\x00\x01\x00"
 """Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
 
@@ -54,8 +52,8 @@ _COMPONENT_VERSION = b"\x0d\x00\x01\x00"
 class WasmtimeEngine(Engine):
     """Runs core wasm modules (binary, or `.wat` text) with wasmtime and WASI preview 1."""
 
-    name = "wasmtime"
-    supported_layer_types = (MODULE_LAYER, COMPONENT_LAYER)
+    name = WASMTIME.name
+    supported_layer_types = WASMTIME.layer_types
 
     def __init__(
         self, parallel_compilation: bool = True, cache: ModuleCache[wasmtime.Module] | None | Literal["env"] = "env"
@@ -167,6 +165,14 @@ class WasmtimeEngine(Engine):
         except wasmtime.WasmtimeError as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
+    def can_precompile(self) -> str | None:
+        return engine_fingerprint()
+
+    def precompile(self, layers: Sequence[WasmLayer]) -> list[bytes | None]:
+        """The serialized module of each core-module layer (what the module cache and the content
+        store keep). Compiles: call it only where compiling is safe (a worker, never the zygote)."""
+        return [self._compile_serialized(x.data) if x.media_type == MODULE_LAYER else None for x in layers]
+
     def _compile_serialized(self, wasm: bytes) -> bytes:
         text: bytes | str = wasm if wasm.startswith(WASM_MAGIC) else wasm.decode()
         return bytes(wasmtime.Module(self.engine, text).serialize())
@@ -226,22 +232,11 @@ class WasmtimeGuest:
         return wasi
 
 
-ENGINE_SETTINGS = "defaults"
-"""The code-changing wasmtime settings this engine uses (none changed yet: a change to `engine`'s
-Config that alters generated code must change this string, which is part of the cache key)."""
-
-
-@functools.cache
 def engine_fingerprint() -> str:
-    """What compiled code depends on: wasmtime's version and library, the machine, the settings.
+    """What compiled code depends on: wasmtime's version and library, the machine, the settings
+    (wasmvisor.engines.catalog computes it, so the supervisor knows it without importing wasmtime).
     Computed once per process (the zygote, at import: its workers inherit it)."""
-    package = Path(wasmtime.__file__).parent
-    versions = sorted(p.name for p in package.parent.glob("wasmtime-*.dist-info"))
-    try:
-        library = max(p.stat().st_size for p in package.glob("*/*wasmtime*.so*"))
-    except (OSError, ValueError):
-        library = 0
-    return f"wasmtime-py {'/'.join(versions) or 'unknown'} lib={library} {os.uname().machine} {ENGINE_SETTINGS}"
+    return wasmtime_fingerprint()
 
 
 def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:

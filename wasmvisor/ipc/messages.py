@@ -21,6 +21,16 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True)
+class LayerFile:
+    """A wasm layer of the container's image that the supervisor wrote to a file of the bundle
+    (the pipe carries the path, never the bytes)."""
+
+    media_type: str
+    digest: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Configure:
     """supervisor -> worker, first line: what container to prepare."""
 
@@ -38,6 +48,14 @@ class Configure:
     log_level: str = "info"
     pod: str = ""
     """The supervisor's group, for the worker's log lines (pod=)."""
+    wasm_layers: tuple[LayerFile, ...] = ()
+    """The image's wasm layers (OCI Wasm image): the module comes from them, not from the rootfs.
+    Optional (added within protocol version 1: a Configure without it means none)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):
+            layers = tuple(layer if isinstance(layer, LayerFile) else LayerFile(**layer) for layer in self.wasm_layers)
+            object.__setattr__(self, "wasm_layers", layers)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,79 @@
+"""`wasmvisor image build`: both image forms, and one line on stderr for bad input."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from wasmvisor.cli import main
+
+MODULE = b"\0asm\x01\0\0\0"
+
+
+def layout(tar: Path) -> dict[str, object]:
+    with tarfile.open(tar) as t:
+        def blob(digest: str) -> bytes:
+            f = t.extractfile(f"blobs/sha256/{digest.partition(':')[2]}")
+            assert f is not None
+            return f.read()
+
+        index_file = t.extractfile("index.json")
+        assert index_file is not None
+        index = json.loads(index_file.read())
+        manifest = json.loads(blob(index["manifests"][0]["digest"]))
+        config = json.loads(blob(manifest["config"]["digest"]))
+        return {"index": index, "manifest": manifest, "config": config,
+                "layer0": blob(manifest["layers"][0]["digest"])}
+
+
+def test_wasm_layer_form(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "app.wasm").write_bytes(MODULE)
+    out = tmp_path / "app.tar"
+    assert main(["image", "build", "--wasm", str(tmp_path / "app.wasm"), "--name", "docker.io/x/app:1",
+                 "--layout", "wasm-layer", "-o", str(out)]) == 0
+    got = layout(out)
+    assert got["config"]["architecture"] == "wasm" and got["config"]["os"] == "wasip1"  # type: ignore[index]
+    assert got["config"]["config"]["Entrypoint"] == ["/app.wasm"]  # type: ignore[index]
+    assert [x["mediaType"] for x in got["manifest"]["layers"]] == ["application/wasm"]  # type: ignore[index]
+    assert got["layer0"] == MODULE
+    assert "docker.io/x/app:1" in capsys.readouterr().out
+
+
+def test_rootfs_form(tmp_path: Path) -> None:
+    (tmp_path / "app.wasm").write_bytes(MODULE)
+    out = tmp_path / "app.tar"
+    assert main(["image", "build", "--wasm", str(tmp_path / "app.wasm"), "--name", "x/app:1", "-o", str(out)]) == 0
+    got = layout(out)
+    assert [x["mediaType"] for x in got["manifest"]["layers"]] == [  # type: ignore[index]
+        "application/vnd.oci.image.layer.v1.tar"]
+    assert got["config"]["config"]["Entrypoint"] == ["/app.wasm"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "No such file or directory"),
+    (b"\x7fELF\x02\x01", "not a wasm module (starts with 7f454c46)"),
+    (b"", "not a wasm module (starts with nothing: the file is empty)"),
+])
+def test_bad_input_is_one_line_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, message: str
+) -> None:
+    wasm = tmp_path / "app.wasm"
+    if content is not None:
+        wasm.write_bytes(content)
+    assert main(["image", "build", "--wasm", str(wasm), "--name", "x/app:1", "-o", str(tmp_path / "o.tar")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("wasmvisor: ")
+    assert not (tmp_path / "o.tar").exists()
+
+
+def test_import_without_ctr_on_path_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "app.wasm").write_bytes(MODULE)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["image", "build", "--wasm", str(tmp_path / "app.wasm"), "--name", "x/app:1",
+                 "-o", str(tmp_path / "o.tar"), "--import"]) == 1
+    assert capsys.readouterr().err == "wasmvisor: --import: ctr not found on PATH\n"
