@@ -7,10 +7,11 @@ Names are imported on first use so that `import wasmvisor` stays cheap on the sh
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from wasmvisor.version import NAME, VERSION, revision, version_text
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the shim's `start` imports this package, typing costs ms
+if TYPE_CHECKING:
+    from typing import Any
 
 _LAZY = {
     "Engine": "wasmvisor.engines.base",
@@ -32,4 +33,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'wasmvisor' has no attribute {name!r}")
+    import importlib
+
     return getattr(importlib.import_module(module), name)

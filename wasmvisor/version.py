@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import os
 
 NAME = "wasmvisor"
 VERSION = "0.1.0"
@@ -11,12 +10,14 @@ VERSION = "0.1.0"
 
 def revision() -> str:
     """The git revision the package was installed from, or "unknown"."""
-    here = Path(__file__).resolve().parent.parent
-    if not (here / ".git").exists():
+    import subprocess  # here, not at the top: `import wasmvisor` is on the shim's `start` path
+
+    here = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    if not os.path.exists(os.path.join(here, ".git")):
         return "unknown"
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
             capture_output=True, text=True, timeout=2, check=False,
         )
     except (OSError, subprocess.SubprocessError):

@@ -32,11 +32,11 @@ def process_titles() -> dict[int, str]:
 def processes_titled(title: str) -> list[int]:
     """Pids of live processes titled `title` (e.g. `wasmvisor-worker NS/ID`; more words may follow)."""
     return sorted(
-        pid for pid, t in process_titles().items() if (t == title or t.startswith(title + " ")) and _alive(pid)
+        pid for pid, t in process_titles().items() if (t == title or t.startswith(title + " ")) and is_alive(pid)
     )
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

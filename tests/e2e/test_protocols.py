@@ -5,8 +5,9 @@ version 3, WASMVISOR_PROTOCOL=ttrpc-v3), 2.1 gRPC with containerd.task.v3.Task (
 containerd 2.1.9 cannot drive a gRPC shim: it creates its client with grpc.NewClient (state Idle until
 the first call) and a goroutine that treats "not Ready" followed by Idle as a closed connection, so it
 logs "shim disconnected" right after "connecting to shim", runs the shim's `delete` and fails the
-Create (core/runtime/v2/shim.go, grpcDialContext). The gRPC combination is therefore a strict xfail:
-it must keep failing on 2.1.9, and it turns into an XPASS failure when a containerd fixes that.
+Create (core/runtime/v2/shim.go, grpcDialContext). It is a race: some runs get through. A gRPC run
+that fails after containerd logged "shim disconnected" for its container is therefore an xfail; a run
+that succeeds is checked in full, and one that fails without that mark fails the test.
 tests/integration/test_grpc_transport.py proves wasmvisor's gRPC side without containerd.
 
 Each combination gets its own private containerd (the protocol is chosen by the environment containerd
@@ -32,6 +33,10 @@ from tests.e2e.versions import binaries_for, selected_lines
 pytestmark = pytest.mark.e2e
 
 
+CONTAINERD_BUG_MARK = "shim disconnected"
+"""What containerd 2.1.9 logs (with the container id) when its gRPC close watcher fires on Idle."""
+
+
 @dataclass(frozen=True)
 class Combination:
     line: str
@@ -39,7 +44,7 @@ class Combination:
     service: str
     transport: str
     containerd_bug: str = ""
-    """Why this containerd cannot run the combination (the tests are then strict xfails)."""
+    """Why this containerd may fail the combination (see _unless_known_containerd_bug)."""
 
     @property
     def id(self) -> str:
@@ -88,10 +93,17 @@ def setup(request: pytest.FixtureRequest, images: dict[str, ImageTarball]) -> It
         client.remove_all()
 
 
-@pytest.fixture(autouse=True)
-def _known_containerd_bug(request: pytest.FixtureRequest, setup: Setup) -> None:
-    if setup.combination.containerd_bug:
-        request.applymarker(pytest.mark.xfail(reason=setup.combination.containerd_bug, strict=True))
+def _unless_known_containerd_bug(setup: Setup, container_id: str, offset: int, returncode: int) -> None:
+    """On a combination with a known containerd bug, a run that failed after containerd logged the
+    bug's mark for this container is an xfail (the way it then fails varies: containerd runs the
+    shim's `delete` while Create is still under way); a failure without that mark, and every
+    success, is checked by the test like any other."""
+    if not setup.combination.containerd_bug or returncode == 0:
+        return
+    log = setup.containerd.log_text(offset)
+    marked = [line for line in log.splitlines() if CONTAINERD_BUG_MARK in line and container_id in line]
+    if marked:
+        pytest.xfail(f"{setup.combination.containerd_bug}: {marked[0]}")
 
 
 def _eventually(check: Callable[[], str], timeout: float = 5.0) -> None:
@@ -131,6 +143,7 @@ def test_guest_output_and_exit_code_reach_ctr_over_the_chosen_protocol(
 
     result = setup.ctr.run_container(setup.images[name], container_id)
 
+    _unless_known_containerd_bug(setup, container_id, offset, result.returncode)
     assert (result.returncode, result.stdout, result.stderr) == (returncode, stdout, ""), result.output
     _assert_served_as(setup, container_id, offset)
 
@@ -142,8 +155,10 @@ def test_bootstrap_json_on_2x_records_the_protocol(setup: Setup) -> None:
     container_id = f"boot-{setup.combination.id}"
 
     # Detached and without --rm, the task (and so its bundle) stays until the module's cleanup.
+    offset = setup.containerd.log_size()
     created = setup.ctr.run(*setup.ctr.run_args(setup.images["hello"], container_id, rm=False, flags=["-d"]))
 
+    _unless_known_containerd_bug(setup, container_id, offset, created.returncode)
     assert created.returncode == 0, created.stderr
     bundle = setup.containerd.bundle_dir(setup.ctr.namespace, container_id)
     bootstrap = json.loads((bundle / "bootstrap.json").read_text())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
+from tests.e2e.host import is_alive, kill_pids, process_tree
 from tests.guests.build import GUESTS_DIR
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
@@ -29,6 +30,8 @@ from wasmvisor.supervisor.ttrpc import TtrpcClient, TtrpcServer
 
 SHIM = Path(sys.executable).parent / "containerd-shim-wasmvisor-v1"
 TASK = "containerd.task.v2.Task"
+SHUTDOWN_GRACE_SECONDS = 3.0
+"""How long close() waits for a supervisor to exit after Shutdown before it kills its tree."""
 
 
 class EventsRecorder:
@@ -134,12 +137,22 @@ class Harness:
         return self.run(client.call(TASK, method, request, response_type, metadata=md), timeout=timeout)
 
     def close(self) -> None:
+        """Shut every supervisor down; one that still holds tasks (a failed test, a benchmark's
+        sandbox) is killed with its zygote and workers, so nothing outlives the harness."""
+        supervisors: list[int] = []
         for address in set(self.addresses):
             try:
                 c = self.client(address)
+                supervisors.append(self.call(c, "Connect", pb.ConnectRequest(), pb.ConnectResponse).shim_pid)
                 self.run(c.call(TASK, "Shutdown", pb.ShutdownRequest(id="x"), _empty()), timeout=5)
             except Exception:
                 pass
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while any(is_alive(pid) for pid in supervisors) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in supervisors:
+            if is_alive(pid):
+                kill_pids(process_tree(pid))
         for client in self.clients:
             self.run(client.close(), timeout=5)
         self.run(self.server.close())

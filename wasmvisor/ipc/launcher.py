@@ -1,25 +1,25 @@
-"""The supervisor's side of the zygote: fork workers from a multiprocess forkserver and talk to
+"""The supervisor's side of the zygote: fork workers from a multiprocessing forkserver and talk to
 each one over its own socketpair.
 
-The zygote (`wasmvisor-zygote`) is a multiprocess forkserver that preloads wasmtime and the
-worker code once; each `spawn` forks a worker from it in about a millisecond. This module is
-imported by the supervisor: it imports neither wasmtime nor worker code (it names them as
-strings) and imports multiprocess only when the zygote is first needed.
+The zygote (`wasmvisor-zygote`) is a multiprocessing forkserver (the standard library's: see
+MULTIPROCESSING) that preloads wasmtime and the worker code once; each `spawn` forks a worker from
+it in about a millisecond. This module is imported by the supervisor: it imports neither wasmtime
+nor worker code (it names them as strings) and imports multiprocessing only when the zygote is
+first needed.
 
-Three things differ from `multiprocess.get_context("forkserver").Process(...).start()`:
+Three things differ from `multiprocessing.get_context("forkserver").Process(...).start()`:
 - all blocking forkserver calls run on one launcher-owned thread: the zygote sets
   PR_SET_PDEATHSIG, which fires when the *thread* that spawned it ends, so that thread must
   live as long as the launcher;
-- the preparation data sent to each child drops `init_main_from_path/_name`: multiprocess
+- the preparation data sent to each child drops `init_main_from_path/_name`: multiprocessing
   would otherwise re-run the supervisor's `__main__` (a console script, or pytest) in every
   worker;
-- multiprocess's resource tracker (one more Python process) is not started: wasmvisor shares
+- multiprocessing's resource tracker (one more Python process) is not started: wasmvisor shares
   no semaphores or shared memory between processes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import importlib
 import io
@@ -36,7 +36,15 @@ from types import ModuleType
 from typing import Any
 
 from wasmvisor.errors import Unavailable
-from wasmvisor.ipc import messages
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import asyncio
+
+    from wasmvisor.ipc import messages
+
+# asyncio and the message codec (~60 ms of imports) are imported where they are used: the supervisor
+# starts the zygote before it loads them (supervisor/daemon_setup.py), so that both overlap.
 
 log = logging.getLogger(__name__)
 ZYGOTE_MODULE = "wasmvisor.worker.zygote"
@@ -52,8 +60,18 @@ ORPHAN_REAP_RETRY_SECONDS = 0.01
 """How long (tries x seconds) an ended worker of a lost zygote may take to become our child."""
 
 
+MULTIPROCESSING = "multiprocessing"
+"""The forkserver implementation: the standard library's. `multiprocess` (its fork, which pickles with
+dill) costs ~25 ms more to import, in the supervisor and again in the zygote, and nothing here needs
+dill: the targets are module-level functions and the only other argument is a socket."""
+
 FREEZE_MODULE = "wasmvisor.worker.zygote_frozen"
 """Imported last in the zygote: gc.freeze() after the preload, so workers share its heap."""
+
+
+def preload_for(engine: str) -> tuple[str, ...]:
+    """The zygote's preload for the engine named `engine` ("module:Class")."""
+    return ("wasmtime", WORKER_ENTRY, engine.split(":", 1)[0])
 
 
 class WorkerLauncher:
@@ -65,9 +83,9 @@ class WorkerLauncher:
         entry: str = WORKER_ENTRY,
     ) -> None:
         # Always first: the zygote's identity, then what unpickling each child's process object
-        # imports (this module holds the trampoline and imports asyncio: ~30 ms per child if
-        # not preloaded; popen_forkserver holds the fd-passing class: ~1.5 ms).
-        always = [ZYGOTE_MODULE, __name__, "multiprocess.popen_forkserver"]
+        # imports (this module holds the trampoline; popen_forkserver holds the fd-passing
+        # class: ~1.5 ms per child if not preloaded).
+        always = [ZYGOTE_MODULE, __name__, f"{MULTIPROCESSING}.popen_forkserver"]
         last = [FREEZE_MODULE]
         self._preload = [*always, *(m for m in preload if m not in always + last), *last]
         self._entry = entry
@@ -76,6 +94,7 @@ class WorkerLauncher:
         self._mp: dict[str, ModuleType] = {}
         self._lock = threading.Lock()
         self._closing = False
+        self._warming: concurrent.futures.Future[float] | None = None
 
     @property
     def zygote_pid(self) -> int | None:
@@ -86,11 +105,37 @@ class WorkerLauncher:
         """Start the zygote and wait until its preload is done; returns the seconds it took.
 
         Blocking: the supervisor calls it in a thread at startup so it overlaps the first Create.
+        After `begin_warm_up`, it waits for that start rather than making another.
         """
-        return self._executor.submit(self._warm_up).result()
+        return self.begin_warm_up().result()
 
-    async def spawn(self, config: messages.Configure) -> WorkerHandle:
-        """Fork a worker and send it `config` as its first line."""
+    def begin_warm_up(self, wait_spawned: float = 0.0) -> concurrent.futures.Future[float]:
+        """Start the zygote on the launcher's thread and return at once (once only).
+
+        With `wait_spawned` > 0, first wait up to that many seconds until the zygote's process
+        exists (not until its preload is done): the caller's own imports then run while the
+        zygote preloads on another core instead of competing with the launcher's thread for the
+        GIL. Spawns queued behind it (`spawn`) run when the zygote answers.
+        """
+        with self._lock:
+            if self._warming is None:
+                spawned = threading.Event()
+                self._warming = self._executor.submit(self._warm_up, spawned)
+            else:
+                return self._warming
+        if wait_spawned > 0:
+            spawned.wait(wait_spawned)
+        return self._warming
+
+    async def spawn(self, config: messages.Configure,
+                    on_forked: Callable[[int], None] | None = None) -> WorkerHandle:
+        """Fork a worker and send it `config` as its first line.
+
+        `on_forked(pid)` runs before that line is sent, while the worker still waits for it (the
+        supervisor puts it in its cgroup there, so all it loads is accounted); if it raises, the
+        worker is killed and the error propagates."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -108,12 +153,21 @@ class WorkerLauncher:
             os.close(sentinel)
             raise
         handle = WorkerHandle(pid, sentinel, pidfd, reader, writer, launcher_closed=lambda: self._closing)
+        if on_forked is not None:
+            try:
+                on_forked(pid)
+            except BaseException:
+                handle.kill(signal.SIGKILL)
+                handle.close()
+                raise
         await handle.send(config)
         return handle
 
     async def keep_zygote(self) -> None:
         """Restart the zygote whenever it dies; workers forked before keep running (their ends
         are then collected by WorkerHandle itself). Returns when the launcher closes."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while not self._closing:
             pid = self.zygote_pid
@@ -158,7 +212,7 @@ class WorkerLauncher:
         if not self._mp:
             for name in ("context", "forkserver", "popen_forkserver", "reduction", "resource_tracker",
                          "spawn"):
-                self._mp[name] = importlib.import_module(f"multiprocess.{name}")
+                self._mp[name] = importlib.import_module(f"{MULTIPROCESSING}.{name}")
             tracker = self._mp["resource_tracker"]._resource_tracker
             if tracker._fd is None:
                 # An fd that answers the tracker's liveness probe, so none is spawned.
@@ -167,9 +221,14 @@ class WorkerLauncher:
             self._server.set_forkserver_preload(self._preload)
         return self._mp
 
-    def _warm_up(self) -> float:
+    def _warm_up(self, spawned: threading.Event | None = None) -> float:
         began = time.monotonic()
         self._modules()
+        if spawned is not None:
+            try:
+                self._server.ensure_running()  # the zygote's process; its preload goes on alone
+            finally:
+                spawned.set()
         pid, sentinel, pidfd = self._fork(None, "wasmvisor-ping")
         try:
             _read_signed(sentinel)  # the ping child's returncode: the zygote is serving
@@ -284,6 +343,8 @@ class WorkerHandle:
 
     async def receive(self) -> messages.Message:
         """The worker's next message. EOFError at end of stream; ProtocolError on a bad line."""
+        from wasmvisor.ipc import messages
+
         try:
             line = await self._reader.readline()
         except ValueError as exc:  # longer than LINE_LIMIT
@@ -296,6 +357,8 @@ class WorkerHandle:
 
     async def send(self, msg: messages.Message) -> None:
         """Send one message (BrokenPipeError/ConnectionResetError when the worker is gone)."""
+        from wasmvisor.ipc import messages
+
         self._writer.write(messages.encode(msg))
         await self._writer.drain()
 
@@ -303,6 +366,8 @@ class WorkerHandle:
         """The worker's end as the zygote saw it: >= 0 its exit code, < 0 minus the signal
         that killed it. When the zygote died first, the worker's own wait status (it is then
         the supervisor's child); 255 when the launcher closed the zygote, or when neither can tell."""
+        import asyncio
+
         if self._exit is None:
             loop = asyncio.get_running_loop()
             self._exit = loop.create_future()
@@ -358,7 +423,7 @@ class WorkerHandle:
             # going away and its workers outlive it, as runc containers outlive their shim).
             # The worker lives on, re-parented to the supervisor (a child subreaper): watch its
             # pidfd and reap this one pid ourselves (never waitpid(-1): the zygote is our child
-            # too, and multiprocess checks it with waitpid).
+            # too, and multiprocessing checks it with waitpid).
             loop = self._watching
             self._unwatch()
             self._orphan_tries = 0
@@ -410,7 +475,7 @@ class WorkerHandle:
 
 
 class _FdPassing:
-    """Collects the fds multiprocess's reducers pass to the child by SCM_RIGHTS (what its
+    """Collects the fds multiprocessing's reducers pass to the child by SCM_RIGHTS (what its
     forkserver Popen does while pickling)."""
 
     def __init__(self, dupfd: type) -> None:

@@ -9,8 +9,9 @@ a hint. They are recorded in `ShimArgs.ignored` so the caller can log them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `start` imports this module, and typing costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 ACTIONS = frozenset({"start", "delete", "serve"})
 """Actions of the shim binary. `serve` is internal: `start` re-executes the binary with it."""
@@ -35,32 +36,84 @@ class UsageError(Exception):
     """The command line cannot be understood; the message is one line for stderr."""
 
 
-@dataclass(frozen=True)
 class ShimArgs:
-    """What the shim binary was asked to do."""
+    """What the shim binary was asked to do. Immutable; `replace` makes a changed copy.
 
-    namespace: str = ""
-    address: str = ""
+    A plain class rather than a dataclass: `dataclasses` pulls in `inspect` (~25 ms without `site`),
+    more than the rest of the `start` fast path costs (see start.py).
+    """
+
+    __slots__ = ("namespace", "address", "publish_binary", "id", "bundle", "debug", "action", "version", "info",
+                 "socket_fd", "socket", "group", "protocol", "ignored")
+
+    namespace: str
+    address: str
     """containerd's gRPC socket (`-address`); part of the socket-name hash."""
-    publish_binary: str = ""
-    id: str = ""
-    bundle: str = ""
+    publish_binary: str
+    id: str
+    bundle: str
     """`-bundle`; empty means the working directory (always the case for `start`)."""
-    debug: bool = False
-    action: str = ""
+    debug: bool
+    action: str
     """`start`, `delete`, `serve`, or "" when only `-v`/`-info` was asked for."""
-    version: bool = False
-    info: bool = False
-    socket_fd: int | None = None
+    version: bool
+    info: bool
+    socket_fd: int | None
     """Internal (serve): the inherited listening socket's fd."""
-    socket: str = ""
+    socket: str
     """Internal (serve): the path that socket is bound to, for removing it at exit."""
-    group: str = ""
+    group: str
     """Internal (serve): the group key (pod sandbox id, else the first task's id)."""
-    protocol: str = ""
+    protocol: str
     """Internal (serve): `grpc` to serve gRPC (binding `socket` itself); else ttrpc on `socket_fd`."""
-    ignored: tuple[str, ...] = ()
+    ignored: tuple[str, ...]
     """Unknown flags and extra words, as given, in order."""
+
+    def __init__(self, *, namespace: str = "", address: str = "", publish_binary: str = "", id: str = "",
+                 bundle: str = "", debug: bool = False, action: str = "", version: bool = False, info: bool = False,
+                 socket_fd: int | None = None, socket: str = "", group: str = "", protocol: str = "",
+                 ignored: tuple[str, ...] = ()) -> None:
+        values = locals()
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ShimArgs is immutable: cannot set {name!r} (use replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ShimArgs is immutable: cannot delete {name!r}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def replace(self, **changes: object) -> ShimArgs:
+        """A copy with `changes` applied (as `dataclasses.replace`)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"ShimArgs has no field(s) {', '.join(sorted(unknown))}")
+        values.update(changes)
+        return ShimArgs(**values)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"ShimArgs({fields})"
+
+    def __reduce__(self) -> tuple[object, tuple[tuple[object, ...]]]:
+        # copy and pickle would restore the slots with setattr, which an immutable object refuses.
+        return _shim_args_from_values, (self._values(),)
+
+
+def _shim_args_from_values(values: tuple[object, ...]) -> ShimArgs:
+    return ShimArgs(**dict(zip(ShimArgs.__slots__, values, strict=True)))  # type: ignore[arg-type]
 
 
 def _parse_bool(name: str, text: str) -> bool:

@@ -8,18 +8,14 @@ as fd 3, or, with `-protocol grpc`, over gRPC on the socket path (grpc_server.py
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
-
-from setproctitle import setproctitle
 
 from wasmvisor.ipc.launcher import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
-from wasmvisor.supervisor import logs
+from wasmvisor.supervisor import daemon_setup, wasm_layers
 from wasmvisor.supervisor.cliargs import ShimArgs
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.events import EventPublisher
@@ -35,44 +31,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PR_SET_CHILD_SUBREAPER = 36
 TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
 SHUTDOWN_FLUSH_SECONDS = 3.0
 
 
-def serve(args: ShimArgs, config: Config, engine: str) -> int:
-    """Run the supervisor until Shutdown (with no task left) or SIGTERM/SIGINT."""
-    group = args.group or args.id
-    setproctitle(f"wasmvisor-shim {args.namespace}/{group}")
-    level = "debug" if args.debug else config.default_log_level
-    if not config.no_setup_logger:
-        fd = logs.open_log_fifo(args.bundle or os.getcwd())
-        if fd is not None:
-            os.dup2(fd, 2)
-            os.close(fd)
-        logs.configure(sys.stderr, level, namespace=args.namespace, pod=group)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+def serve(args: ShimArgs, config: Config, engine: str, prepared: daemon_setup.Prepared | None = None) -> int:
+    """Run the supervisor until Shutdown (with no task left) or SIGTERM/SIGINT.
+
+    `prepared`: what daemon_setup.prepare did already (main.py calls it before importing this
+    module, so that the zygote starts first); done here when None.
+    """
+    if prepared is None:
+        prepared = daemon_setup.prepare(args, config, engine)
+    group, level = prepared.group, prepared.level
     listener: socket.socket | None = None
     if args.protocol == "grpc":
         if not args.socket:
             log.error("serve -protocol grpc needs -socket (it is started by the start action)")
+            prepared.launcher.close()
             return 1
     elif args.socket_fd is None:
         log.error("serve needs -socket-fd (it is started by the start action)")
+        prepared.launcher.close()
         return 1
     else:
         listener = socket.socket(fileno=args.socket_fd)
     try:
-        return asyncio.run(Supervisor(args, group, engine, level).run(listener))
+        return asyncio.run(Supervisor(args, group, engine, level, prepared.launcher).run(listener))
     finally:
         _remove_socket(listener, args.socket)
 
 
 class Supervisor:
-    def __init__(self, args: ShimArgs, group: str, engine: str, level: str) -> None:
+    def __init__(self, args: ShimArgs, group: str, engine: str, level: str, launcher: WorkerLauncher) -> None:
         self.args = args
+        self.launcher = launcher
         self.group = group
         self.engine = engine
         self.level = level
@@ -82,14 +75,15 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
-        engine_module = self.engine.split(":", 1)[0]
-        launcher = WorkerLauncher(preload=("wasmtime", "wasmvisor.worker.main", engine_module))
+        launcher = self.launcher
         WorkerInstance.launcher = launcher
-        # The zygote boots (imports wasmtime) while the first Create is on its way.
+        # The zygote boots (imports wasmtime) while the first Create is on its way: started in
+        # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
         warm = loop.run_in_executor(None, launcher.warm_up)
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
         registry = TaskRegistry(self.args.namespace, self.group, publisher, engine=self.engine, log_level=self.level)
+        wasm_layers.set_containerd_address(self.args.address or os.environ.get("GRPC_ADDRESS", ""))
         service = TaskService(registry, self.stop.set)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
@@ -119,6 +113,7 @@ class Supervisor:
         if keeper is not None:
             keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
+        await wasm_layers.drain(SHUTDOWN_FLUSH_SECONDS)  # precompiled layers still being stored
         await server.close()
         if serving is not None:
             serving.cancel()

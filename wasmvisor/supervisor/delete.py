@@ -6,6 +6,13 @@ left (found through `<bundle>/init.pid` and checked by its process title, so a r
 killed), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
 stdout. Problems are warnings on stderr, which containerd logs; the exit status stays 0, because a
 failing delete leaves the bundle behind for good.
+
+containerd also runs it after every task whose connection closes normally (1.6: the ttrpc client's
+on-close callback, after Delete and Shutdown), on the path of each `ctr run --rm`. Then the supervisor
+has deleted the task already (and removed init.pid), containerd no longer holds it and reads no field of
+the answer (cleanupAfterDeadShim returns before publishing when the task is gone), so the answer is the
+empty message: all defaults, which is how protobuf encodes it. That spares the protobuf runtime, ~35 ms of
+this action's ~85 ms. Whenever init.pid is still there, the full answer is built with protobuf.
 """
 
 from __future__ import annotations
@@ -75,6 +82,37 @@ def kill_worker(pid: int, title: str, timeout: float = 1.0) -> bool:
     return True
 
 
+def _mountinfo_escape(path: bytes) -> bytes:
+    """/proc/self/mountinfo writes space, tab, newline and backslash as \\ooo octal."""
+    for char in b"\\ \t\n":
+        path = path.replace(bytes([char]), b"\\%03o" % char)
+    return path
+
+
+def mounted_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether anything is mounted at `path` or below it (True when mountinfo cannot be read).
+
+    The cheap check that spares `delete` the mounts module when there is nothing to unmount.
+    """
+    try:
+        with open(mountinfo, "rb") as f:
+            table = f.read()
+    except OSError:
+        return True
+    top = _mountinfo_escape(os.fsencode(os.path.realpath(path)))
+    below = top.rstrip(b"/") + b"/"
+    for line in table.splitlines():
+        fields = line.split(b" ", 5)
+        if len(fields) > 4 and (fields[4] == top or fields[4].startswith(below)):
+            return True
+    return False
+
+
+DELETED_TASK_RESPONSE = b""
+"""The serialized DeleteResponse with every field at its default (the encoding of an empty message):
+the answer for a task the supervisor deleted already, whose response containerd never reads."""
+
+
 def delete_response(pid: int) -> bytes:
     """A serialized containerd.task.v2.DeleteResponse: pid, exit status 137, exited now."""
     from wasmvisor.proto.containerd.task.v2 import shim_pb2  # protobuf only on this path
@@ -93,6 +131,9 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
         err.write(f"wasmvisor delete {args.namespace}/{args.id}: warning: {message}\n")
 
     bundle = args.bundle or os.getcwd()
+    # The supervisor removes init.pid when it deletes the task (before answering Delete), and writes
+    # it only once Create succeeds: without it, containerd holds no task for this id.
+    task_left = os.path.lexists(os.path.join(bundle, PID_FILE))
     pid = read_pid(bundle) or 0
     if pid:
         try:
@@ -100,13 +141,21 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
         except OSError as exc:
             warn(f"kill worker {pid}: {exc.strerror or exc}")
     try:
-        from wasmvisor.supervisor import mounts
+        rootfs = os.path.join(bundle, "rootfs")
+        if mounted_under(rootfs):  # usually not: the supervisor unmounts at Delete
+            from wasmvisor.supervisor import mounts  # ~20 ms of imports (ctypes, dataclasses)
 
-        mounts.unmount_all(os.path.join(bundle, "rootfs"))
+            mounts.unmount_all(rootfs)
     except Exception as exc:  # report it, and still answer containerd
         warn(f"unmount {os.path.join(bundle, 'rootfs')}: {exc}")
+    try:
+        from wasmvisor import cgroups  # the task's leftover cgroup, from config.json
+
+        cgroups.remove_for_bundle(bundle, args.namespace, args.id)
+    except Exception as exc:
+        warn(f"remove cgroup: {exc}")
     err.flush()
     out = stdout if stdout is not None else sys.stdout.buffer
-    out.write(delete_response(pid))
+    out.write(delete_response(pid) if task_left else DELETED_TASK_RESPONSE)
     out.flush()
     return 0

@@ -9,12 +9,12 @@ wasmtime.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds on `start`
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import NoReturn
 
     from wasmvisor.supervisor.config import Config
@@ -43,7 +43,20 @@ def _fail(prefix: str, message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
+def _load_site() -> None:
+    """Run `site` now if the interpreter skipped it (`python -S`, as the generated entry script does).
+
+    Only `start` can do without the venv's site-packages; every other action needs them.
+    """
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
+
+
 def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
+    if args.action != "start":
+        _load_site()
     if args.action == "start":
         from wasmvisor.supervisor import start
 
@@ -53,11 +66,16 @@ def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
         from wasmvisor.supervisor import delete
 
         return delete.run(args)
-    # "serve": the daemon that `start` launched; written elsewhere, loaded only here.
+    # "serve": the daemon that `start` launched. Its zygote is started before the supervisor's
+    # own imports (asyncio, protobuf, the Task API), so that both go on at once (daemon_setup.py).
+    from wasmvisor.supervisor import daemon_setup
     from wasmvisor.supervisor.config import Config
+
+    config = config if config is not None else Config()
+    prepared = daemon_setup.prepare(args, config, engine)
     from wasmvisor.supervisor.daemon import serve
 
-    return serve(args, config if config is not None else Config(), engine)
+    return serve(args, config, engine, prepared)
 
 
 def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, name: str = "wasmvisor",
@@ -72,6 +90,7 @@ def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, nam
     except UsageError as exc:
         _fail(name, str(exc), status=2)
     if args.version:
+        _load_site()
         from wasmvisor.version import version_text
 
         sys.stdout.write(version_text(binary_name(name)))

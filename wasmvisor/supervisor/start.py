@@ -7,30 +7,36 @@ socket is bound here, in the start process, and handed to the daemon as fd 3: co
 containerd opens right after we exit wait in the backlog until the daemon accepts them. A gRPC
 daemon binds the path itself (grpcio cannot adopt a socket), so `start` waits until it serves.
 
-Only cheap modules are imported here (no grpc, protobuf, asyncio, wasmtime): when the group's
-supervisor already runs, `start` is a connect() and two small file writes.
+Fast path: when the group's supervisor already runs (and no bootstrap other than the plain address
+is asked for), `start` is a connect() and one or two small file writes, and this module loads only
+modules that cost nothing (`os`, `_socket`, the built-in sha256), not even `socket`, `hashlib`,
+`json` (unless config.json carries the pod annotation), `enum` or `typing`. Everything else (locking,
+binding, spawning, the bootstrap choice, errors) is imported on the slow path that launches a
+supervisor. Measured with `python -X importtime` and a live socket: see tests/unit/supervisor/
+test_start_fast_path.py, which keeps it that way.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import hashlib
-import json
+import _socket
 import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
-from wasmvisor.errors import InvalidArgument, Unavailable
-from wasmvisor.supervisor import bootstrap
 from wasmvisor.supervisor.cliargs import ShimArgs, to_argv
+
+try:  # the built-in sha256: `hashlib` costs ~5 ms (OpenSSL), more than this whole path
+    from _sha256 import sha256  # Python 3.11
+except ImportError:  # pragma: no cover - 3.12 renamed it; builds without built-in hashes
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found, no-redef]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment]
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Sequence
     from typing import BinaryIO, TextIO
 
 SOCKET_DIR_ENV = "WASMVISOR_SOCKET_DIR"
@@ -48,26 +54,49 @@ RACE_DEADLINE = 2.0
 """Seconds to keep retrying when another process holds the socket path but does not answer."""
 GRPC_BIND_DEADLINE = 15.0
 """Seconds `start` waits for a gRPC supervisor to bind its socket (grpcio cannot adopt our fd)."""
+PROTOCOL_ENV = "WASMVISOR_PROTOCOL"
+"""bootstrap.PROTOCOL_ENV, restated so that the fast path need not import bootstrap (unset: plain)."""
+PLAIN_SCHEME = "unix://"
+"""bootstrap.PLAIN answers `unix://<path>`."""
 
 
-@dataclass(frozen=True)
 class Started:
     """What `run` did: the address printed, and the daemon's pid if it launched one."""
 
-    address: str
-    daemon_pid: int | None
+    __slots__ = ("address", "daemon_pid")
+
+    def __init__(self, address: str, daemon_pid: int | None) -> None:
+        self.address = address
+        self.daemon_pid = daemon_pid
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Started):
+            return NotImplemented
+        return (self.address, self.daemon_pid) == (other.address, other.daemon_pid)
+
+    def __repr__(self) -> str:
+        return f"Started(address={self.address!r}, daemon_pid={self.daemon_pid!r})"
 
 
 def group_of(bundle: str, task_id: str) -> str:
     """The group key: the CRI pod sandbox id from config.json's annotations, else the task id.
 
     A missing or malformed config.json is not an error here (sandbox bundles on containerd 2.x have
-    none); the task simply gets its own supervisor.
+    none); the task simply gets its own supervisor. When the annotation's name is not in the file at
+    all, `json` is not even imported (JSON encoders, Go's included, never escape ASCII letters).
     """
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.load(f)
-    except (OSError, ValueError):
+            raw = f.read()
+    except OSError:
+        return task_id
+    if GROUP_ANNOTATION.encode() not in raw:
+        return task_id
+    import json
+
+    try:
+        spec = json.loads(raw)
+    except ValueError:
         return task_id
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
     if isinstance(annotations, dict):
@@ -94,10 +123,12 @@ def socket_path(address: str, namespace: str, group: str, directory: str | None 
 
     Raises InvalidArgument when the path is longer than a unix socket allows.
     """
-    digest = hashlib.sha256(_go_join(address, namespace, group).encode()).hexdigest()
+    digest = sha256(_go_join(address, namespace, group).encode()).hexdigest()
     path = os.path.join(directory or socket_dir(), digest)
     size = len(os.fsencode(path))
     if size > MAX_SOCKET_PATH:
+        from wasmvisor.errors import InvalidArgument
+
         raise InvalidArgument(
             f"socket path {path} is {size} bytes, longer than the {MAX_SOCKET_PATH} a unix socket allows "
             f"(set {SOCKET_DIR_ENV} to a shorter directory)"
@@ -123,8 +154,8 @@ def shim_command() -> list[str]:
 def daemon_command(args: ShimArgs, *, bundle: str, group: str, socket: str,
                    launcher: Sequence[str] | None = None) -> list[str]:
     """The daemon's argv: the shim re-executed with the `serve` action and the listening socket as fd 3."""
-    serve_args = replace(args, bundle=bundle, group=group, socket=socket,
-                         socket_fd=None if args.protocol == "grpc" else LISTEN_FD, action="serve")
+    serve_args = args.replace(bundle=bundle, group=group, socket=socket,
+                              socket_fd=None if args.protocol == "grpc" else LISTEN_FD, action="serve")
     return [*(launcher if launcher is not None else shim_command()), *to_argv(serve_args), "serve"]
 
 
@@ -134,6 +165,8 @@ def spawn_daemon(command: Sequence[str], listen_fd: int | None) -> int:
     The daemon must not hold start's stdout/stderr: containerd reads them to EOF. Returns its pid
     (nobody waits for it: when `start` exits it is re-parented).
     """
+    import signal
+
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = []
     if listen_fd is not None:
         os.set_inheritable(listen_fd, True)  # for the fd == 3 case, where dup2 alone keeps FD_CLOEXEC
@@ -164,6 +197,8 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         except FileExistsError:
             continue
     else:
+        import errno
+
         raise FileExistsError(errno.EEXIST, f"no free temporary name for {path}")
     try:
         view = memoryview(data)
@@ -184,6 +219,8 @@ def _lock(directory: str) -> int:
 
     Returns the fd; closing it releases the lock. It is close-on-exec, so the daemon never holds it.
     """
+    import fcntl
+
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -195,7 +232,7 @@ def _lock(directory: str) -> int:
 
 def is_serving(path: str, timeout: float = 1.0) -> bool:
     """Whether something accepts connections on the unix socket `path`."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     probe.settimeout(timeout)
     try:
         probe.connect(path)
@@ -215,6 +252,11 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
     concurrent `start` that binds between our unlink and bind makes ours fail with EADDRINUSE; we
     then go round again, find it serving, and reuse it.
     """
+    import errno
+    import socket
+
+    from wasmvisor.errors import InvalidArgument, Unavailable
+
     give_up = time.monotonic() + deadline
     while True:
         if is_serving(path):
@@ -253,6 +295,8 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
 
 def wait_until_serving(path: str, pid: int, deadline: float = GRPC_BIND_DEADLINE) -> None:
     """Wait until the daemon `pid` accepts connections on `path`; Unavailable if it exits or times out."""
+    from wasmvisor.errors import Unavailable
+
     give_up = time.monotonic() + deadline
     while not is_serving(path, timeout=0.5):
         try:
@@ -287,8 +331,7 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     """
     bundle = os.getcwd()
     # containerd 1.7+ also passes these in the environment; they fill in missing flags.
-    args = replace(
-        args,
+    args = args.replace(
         address=args.address or os.environ.get("GRPC_ADDRESS", ""),
         namespace=args.namespace or os.environ.get("NAMESPACE", ""),
     )
@@ -296,6 +339,33 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     directory = socket_dir()
     path = socket_path(args.address, args.namespace, group, directory)
     options = read_options(stdin if stdin is not None else sys.stdin.buffer)
+    pid = None
+    if not os.environ.get(PROTOCOL_ENV) and is_serving(path):
+        # Fast path: the group's supervisor runs and the answer is the plain address. No lock is
+        # needed to reuse a server; only launching one must be serialized.
+        address = PLAIN_SCHEME + path
+    else:
+        address, pid = _claim_or_launch(args, bundle=bundle, group=group, directory=directory, path=path,
+                                        launcher=launcher)
+    # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
+    if options:
+        write_atomic(os.path.join(bundle, OPTIONS_FILE), options, STATE_FILE_MODE)
+    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode(), STATE_FILE_MODE)
+    out = stdout if stdout is not None else sys.stdout
+    out.write(address)
+    out.flush()
+    return Started(address=address, daemon_pid=pid)
+
+
+def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str, path: str,
+                     launcher: Sequence[str] | None) -> tuple[str, int | None]:
+    """Under the socket directory's lock: reuse the group's live supervisor or launch one.
+
+    Returns the answer for containerd and the new daemon's pid (None when one was reused).
+    """
+    from wasmvisor.errors import Unavailable
+    from wasmvisor.supervisor import bootstrap
+
     os.makedirs(directory, mode=0o700, exist_ok=True)
     boot = bootstrap.PLAIN
     requested = bootstrap.requested_protocol(os.environ)
@@ -306,7 +376,7 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     try:
         sock = claim_socket(path)
         if sock is not None:
-            serve_args = replace(args, protocol=boot.protocol if boot.protocol == "grpc" else "")
+            serve_args = args.replace(protocol=boot.protocol if boot.protocol == "grpc" else "")
             command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
             if boot.protocol == "grpc":
                 # grpcio binds the path itself: free it, and answer only once the daemon serves.
@@ -324,12 +394,4 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
                 wait_until_serving(path, pid)
     finally:
         os.close(lock)
-    address = boot.answer(path)
-    # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
-    if options:
-        write_atomic(os.path.join(bundle, OPTIONS_FILE), options, STATE_FILE_MODE)
-    write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode(), STATE_FILE_MODE)
-    out = stdout if stdout is not None else sys.stdout
-    out.write(address)
-    out.flush()
-    return Started(address=address, daemon_pid=pid)
+    return boot.answer(path), pid

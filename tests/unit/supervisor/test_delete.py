@@ -58,7 +58,8 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-def test_empty_bundle_gives_a_killed_response(tmp_path: Path) -> None:
+def test_bundle_with_a_pid_file_but_no_worker_gives_a_killed_response(tmp_path: Path) -> None:
+    (tmp_path / delete.PID_FILE).write_text("0")  # a task was created; its worker is gone
     before = time.time_ns()
     status, response, err = _run(_args(tmp_path))
     assert status == 0 and err == ""
@@ -66,9 +67,17 @@ def test_empty_bundle_gives_a_killed_response(tmp_path: Path) -> None:
     assert before <= response.exited_at.ToNanoseconds() <= time.time_ns()
 
 
+def test_bundle_of_a_task_the_supervisor_deleted_gets_the_empty_response(tmp_path: Path) -> None:
+    # No init.pid: containerd no longer holds the task and reads nothing of the answer.
+    out, err = io.BytesIO(), io.StringIO()
+    assert delete.run(_args(tmp_path), stdout=out, stderr=err) == 0
+    assert (out.getvalue(), err.getvalue()) == (b"", "")
+    assert shim_pb2.DeleteResponse.FromString(out.getvalue()) == shim_pb2.DeleteResponse()
+
+
 def test_bundle_that_is_already_gone_still_gets_a_response(tmp_path: Path) -> None:
     status, response, _ = _run(_args(tmp_path / "removed"))
-    assert status == 0 and response.exit_status == 137
+    assert status == 0 and response == shim_pb2.DeleteResponse()
 
 
 def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
@@ -120,6 +129,7 @@ def test_mounted_rootfs_is_unmounted(tmp_path: Path) -> None:
 
 
 def test_shim_binary_delete_writes_only_the_protobuf(tmp_path: Path) -> None:
+    (tmp_path / delete.PID_FILE).write_text("0")
     result = subprocess.run(
         [sys.executable, "-m", "wasmvisor.supervisor.main", "-namespace", "default", "-address", "/a.sock",
          "-publish-binary", "/c", "-id", "task1", "-bundle", str(tmp_path), "delete"],

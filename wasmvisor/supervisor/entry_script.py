@@ -1,0 +1,74 @@
+"""Writes the shim binary's fast entry script, which replaces pip's console script of the same name.
+
+containerd runs `containerd-shim-wasmvisor-v1 ... start` for every task, and with the group's supervisor
+already running `start` is a connect() and a file write (start.py). What is left is the interpreter's own
+start-up, and there pip's console script pays for `site`: in an editable venv the import hook that
+setuptools installs costs ~25 ms (pathlib, importlib.util, re), and with PYTHONDONTWRITEBYTECODE set,
+wasmvisor's modules are compiled from source on every run. The generated script runs Python with
+`-I -S` instead: no `site`, no PYTHON* variables, no script folder on sys.path; it appends the folder that
+holds the wasmvisor package to sys.path (the standard library keeps precedence) and calls the same
+`main`. `start` needs nothing else; every other action runs `site` itself first (main._load_site), and
+the daemon is re-executed as `python SCRIPT ... serve`, an ordinary interpreter.
+
+Run `python -m wasmvisor.supervisor.entry_script PATH` (scripts/setup.sh does, after pip install). pip's
+own console script stays a working fallback: pip cannot give a console script interpreter flags.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+FLAGS = "-IS"
+"""One word: Linux passes everything after the interpreter in a `#!` line as a single argument."""
+MARKER = "# wasmvisor fast entry script"
+
+
+def package_root() -> str:
+    """The folder that holds the `wasmvisor` package (site-packages, or the repository when editable)."""
+    import wasmvisor
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(wasmvisor.__file__)))
+
+
+def script_text(python: str, root: str, module: str = "wasmvisor.supervisor.main", function: str = "main") -> str:
+    """The script's text: `python` runs it with FLAGS, `root` holds the package named by `module`."""
+    if any(c.isspace() for c in python):
+        raise ValueError(f"interpreter path {python!r} has white space: it cannot go in a #! line")
+    return (
+        f"#!{python} {FLAGS}\n"
+        f"{MARKER} (python -m wasmvisor.supervisor.entry_script): pip's console script, minus `site`.\n"
+        "import sys\n"
+        f"sys.path.append({root!r})\n"
+        f"from {module} import {function}\n"
+        f"{function}()\n"
+    )
+
+
+def write(path: str, text: str) -> bool:
+    """Write `text` to `path` (mode 0755) through a temporary file; False when it was already there."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return False
+    except OSError:
+        pass
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m wasmvisor.supervisor.entry_script PATH\n")
+        return 2
+    write(args[0], script_text(sys.executable, package_root()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
