@@ -29,6 +29,17 @@ def path_error(given: str, action: str, path: str, exc: OSError) -> ShimError:
     return cls(f"linux.cgroupsPath {given}: cannot {action} {path}: {exc.strerror or exc}")
 
 
+def make_folder(given: str, path: str) -> None:
+    """mkdir `path` (one level); an existing folder is fine, an existing file is ENOTDIR."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise path_error(given, "create", path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))) from None
+    except OSError as exc:
+        raise path_error(given, "create", path, exc) from None
+
+
 def read_text(path: str) -> str:
     with open(path) as f:
         return f.read()

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 
 from wasmvisor.cgroups import base
-from wasmvisor.cgroups.base import Cgroup, path_error, read_int, read_keyed, read_text, write_file
+from wasmvisor.cgroups.base import Cgroup, make_folder, path_error, read_int, read_keyed, read_text, write_file
 from wasmvisor.cgroups.resources import Resources, v1_writes
 from wasmvisor.errors import Internal
 
@@ -72,14 +72,7 @@ class V1Cgroup(Cgroup):
         current = mount
         for part in rel.split(os.sep):
             parent, current = current, os.path.join(current, part)
-            try:
-                os.mkdir(current)
-            except FileExistsError:
-                if not os.path.isdir(current):
-                    raise path_error(self.given, "create", current,
-                                     OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))) from None
-            except OSError as exc:
-                raise path_error(self.given, "create", current, exc) from None
+            make_folder(self.given, current)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 target = os.path.join(current, name)
                 try:

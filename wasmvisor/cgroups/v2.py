@@ -8,7 +8,7 @@ import errno
 import os
 
 from wasmvisor.cgroups import base
-from wasmvisor.cgroups.base import Cgroup, path_error, read_int, read_keyed, read_text, write_file
+from wasmvisor.cgroups.base import Cgroup, make_folder, path_error, read_int, read_keyed, read_text, write_file
 from wasmvisor.cgroups.resources import Resources, v2_writes
 from wasmvisor.errors import Internal
 
@@ -41,14 +41,7 @@ class V2Cgroup(Cgroup):
         for part in rel.split(os.sep):
             self._enable_controllers(current)
             current = os.path.join(current, part)
-            try:
-                os.mkdir(current)
-            except FileExistsError:
-                if not os.path.isdir(current):
-                    raise path_error(self.given, "create", current,
-                                     OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))) from None
-            except OSError as exc:
-                raise path_error(self.given, "create", current, exc) from None
+            make_folder(self.given, current)
 
     def _enable_controllers(self, folder: str) -> None:
         """Let `folder`'s children use the controllers it has (those wasmvisor sets)."""
