@@ -8,6 +8,7 @@ unshare/setns/mount calls.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ class MountOptions:
     """MS_PRIVATE/MS_SLAVE/... (with MS_REC for the r* forms), each applied by a call of its own."""
     data: str = ""
     """Everything else, comma-joined for the filesystem (`mode=755,size=65536k`)."""
+    recursive_readonly: bool = False
+    """`rro` (OCI runtime spec 1.1, what CRI asks for a RecursiveReadOnly volume): the mounts under
+    a bind read-only too. `rbind` with `ro` means the same for wasmvisor."""
 
     @property
     def bind(self) -> bool:
@@ -134,8 +138,12 @@ def parse_mount_options(options: Sequence[str]) -> MountOptions:
     flags = 0
     propagation: list[int] = []
     data: list[str] = []
+    recursive_readonly = False
     for option in options:
-        if option in FLAG_OPTIONS:
+        if option in ("rro", "rrw"):
+            recursive_readonly = option == "rro"
+            flags = flags | MS_RDONLY if recursive_readonly else flags & ~MS_RDONLY
+        elif option in FLAG_OPTIONS:
             on, off = FLAG_OPTIONS[option]
             flags = (flags | on) & ~off
         elif option in ("bind", "rbind"):
@@ -144,7 +152,10 @@ def parse_mount_options(options: Sequence[str]) -> MountOptions:
             propagation.append(PROPAGATION_OPTIONS[option])
         elif option:
             data.append(option)
-    return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data))
+    if not flags & MS_RDONLY:
+        recursive_readonly = False  # `rro,rw`: the later option wins
+    return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data),
+                        recursive_readonly=recursive_readonly)
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,7 @@ def parse_mounts(doc: Mapping[str, Any], bundle: str = "") -> list[Mount]:
         parsed = parse_mount_options(options)
         if kind == "bind" or parsed.bind:
             if kind == "bind" and not parsed.bind:
-                parsed = MountOptions(parsed.flags | MS_BIND, parsed.propagation, parsed.data)
+                parsed = dataclasses.replace(parsed, flags=parsed.flags | MS_BIND)
             kind = "bind"
             if not source:
                 raise InvalidArgument(f"mounts[{i}] {dest}: bind mount without a source")
@@ -241,7 +252,7 @@ def parse_namespaces(doc: Mapping[str, Any]) -> list[Namespace]:
         if kind in found:
             raise InvalidArgument(f"linux.namespaces[{i}] {kind}: listed twice")
         if kind in UNSUPPORTED_NAMESPACES:
-            raise Unimplemented(f"linux.namespaces[{i}] {kind}: {kind} namespaces are not supported")
+            raise Unimplemented(f"linux.namespaces[{i}] {kind}: {kind} namespaces are not supported yet")
         found[kind] = Namespace(kind, NAMESPACE_FLAGS[kind], path, i)
     for kind in ALWAYS_NEW:
         found.setdefault(kind, Namespace(kind, NAMESPACE_FLAGS[kind]))
@@ -334,6 +345,56 @@ def rootfs_propagation(doc: Mapping[str, Any]) -> int:
     return PROPAGATION_OPTIONS[value]
 
 
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+               "kernel.shmmni", "kernel.shm_rmid_forced")
+"""The kernel.* sysctls an IPC namespace has its own copy of (as runc's validator lists them)."""
+
+
+def parse_sysctl(doc: Mapping[str, Any], namespaces: Sequence[Namespace]) -> tuple[tuple[str, str], ...]:
+    """`linux.sysctl` as (key, value) pairs, keys dotted (`net/ipv4/ip_forward` is read as
+    `net.ipv4.ip_forward`). Only keys of a namespace the container has are allowed, as runc
+    checks them: IPC ones (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) with an ipc namespace,
+    net.* with a network namespace, kernel.domainname with a uts namespace. Whether a joined
+    network namespace is the host's own is checked by the worker (it needs the filesystem)."""
+    linux = doc.get("linux") or {}
+    raw = (linux.get("sysctl") if isinstance(linux, dict) else None) or {}
+    if not isinstance(raw, dict):
+        raise InvalidArgument("linux.sysctl must be an object of strings")
+    types = {ns.type for ns in namespaces}
+    settings = []
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise InvalidArgument(f"linux.sysctl {key}: value must be a string")
+        name = key.replace("/", ".")
+        if not all(name.split(".")):  # empty, `a..b`, `net/../x`
+            raise InvalidArgument(f"linux.sysctl {key!r}: not a sysctl name")
+        if name in IPC_SYSCTLS or name.startswith("fs.mqueue."):
+            needed = "ipc"
+        elif name.startswith("net."):
+            needed = "network"
+        elif name == "kernel.domainname":
+            needed = "uts"
+        elif name == "kernel.hostname":
+            raise InvalidArgument(f"linux.sysctl {key}: not allowed: use the spec's hostname")
+        else:
+            raise InvalidArgument(f"linux.sysctl {key}: not in a separate kernel namespace of the container")
+        if needed not in types:
+            raise InvalidArgument(f"linux.sysctl {key}: not allowed without a {needed} namespace of the container")
+        settings.append((name, value))
+    return tuple(settings)
+
+
+def parse_oom_score_adj(doc: Mapping[str, Any]) -> int | None:
+    """`process.oomScoreAdj` (-1000..1000), None when absent."""
+    process = doc.get("process") or {}
+    value = process.get("oomScoreAdj") if isinstance(process, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not -1000 <= value <= 1000:
+        raise InvalidArgument(f"process.oomScoreAdj {value!r}: want a number from -1000 to 1000")
+    return value
+
+
 @dataclass(frozen=True)
 class ContainerLayout:
     """Everything the worker builds the container's filesystem and namespaces from."""
@@ -346,6 +407,9 @@ class ContainerLayout:
     readonly_root: bool
     propagation: int
     hostname: str = ""
+    sysctl: tuple[tuple[str, str], ...] = ()
+    """`linux.sysctl`, checked: written in the container's namespaces before pivot_root."""
+    oom_score_adj: int | None = None
 
     @property
     def pid_namespace(self) -> Namespace | None:
@@ -357,8 +421,9 @@ def container_layout(doc: Mapping[str, Any], bundle: str = "") -> ContainerLayou
     hostname = doc.get("hostname") or ""
     if not isinstance(hostname, str) or len(hostname.encode()) > 64:
         raise InvalidArgument("hostname must be a string of at most 64 bytes")
+    namespaces = tuple(parse_namespaces(doc))
     return ContainerLayout(
-        namespaces=tuple(parse_namespaces(doc)),
+        namespaces=namespaces,
         mounts=tuple(parse_mounts(doc, bundle)),
         devices=tuple(parse_devices(doc)),
         masked_paths=tuple(path_list(doc, "maskedPaths")),
@@ -366,4 +431,6 @@ def container_layout(doc: Mapping[str, Any], bundle: str = "") -> ContainerLayou
         readonly_root=root_readonly(doc),
         propagation=rootfs_propagation(doc),
         hostname=hostname,
+        sysctl=parse_sysctl(doc, namespaces),
+        oom_score_adj=parse_oom_score_adj(doc),
     )

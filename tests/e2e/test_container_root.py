@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -310,3 +311,102 @@ def test_ctr_run_rm_time_with_the_container_setup(
     with capsys.disabled():
         print(f"\nctr run --rm hello: min {times[0]:.0f} / median {statistics.median(times):.0f} / "
               f"max {times[-1]:.0f} ms")
+
+
+# --- signals go to the container process ---------------------------------------------------------
+
+
+def _process_state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat (`T` when stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_sigstop_and_sigcont_stop_and_continue_the_container_process_not_its_relay(
+    ctr: Ctr, container_id: str, sleeping: tuple[int, int]
+) -> None:
+    relay, worker = sleeping
+    assert ctr.kill(container_id, "SIGSTOP").returncode == 0
+    assert _eventually(lambda: _process_state(worker) == "T"), _process_state(worker)
+    assert _process_state(relay) != "T", "the relay must not be the one stopped"
+    assert ctr.kill(container_id, "SIGCONT").returncode == 0
+    assert _eventually(lambda: _process_state(worker) != "T"), _process_state(worker)
+    ctr.kill(container_id, "SIGTERM")  # the fixture checks it ends with 143
+
+
+# --- kernel settings ------------------------------------------------------------------------------
+
+
+def run_with_spec(ctr: Ctr, guest_wasm: dict[str, Path], tmp_path: Path, container_id: str, actions: list[str],
+                  process: dict[str, object], linux: dict[str, object]) -> tuple[int, str, str]:
+    """`ctr run --config` of the probe with a whole spec of our own (ctr has no --sysctl)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "fs_probe.wasm").write_bytes(guest_wasm["fs_probe"].read_bytes())
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/fs_probe.wasm", *actions], "cwd": "/", "env": ["PATH=/"], **process},
+        "root": {"path": str(root)},
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "uts", "mount", "ipc", "network")], **linux},
+    }
+    config = tmp_path / "spec.json"
+    config.write_text(json.dumps(spec))
+    argv = [a for a in ctr.run_args("", container_id, flags=["--config", str(config)]) if a]
+    result = ctr.run(*argv)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_spec_sysctl_and_oom_score_adj_are_set_in_the_container_only(
+    ctr: Ctr, guest_wasm: dict[str, Path], tmp_path: Path, container_id: str
+) -> None:
+    host_shmmax = Path("/proc/sys/kernel/shmmax").read_text()
+    code, out, err = run_with_spec(
+        ctr, guest_wasm, tmp_path, container_id,
+        ["cat:/proc/sys/kernel/shmmax", "cat:/proc/sys/net/ipv4/ip_forward", "cat:/proc/self/oom_score_adj"],
+        process={"oomScoreAdj": 321},
+        linux={"sysctl": {"kernel.shmmax": "123456789", "net.ipv4.ip_forward": "1"}},
+    )
+
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert "cat /proc/sys/kernel/shmmax: 123456789|" in lines, out
+    assert "cat /proc/sys/net/ipv4/ip_forward: 1|" in lines, out
+    assert "cat /proc/self/oom_score_adj: 321|" in lines, out
+    assert Path("/proc/sys/kernel/shmmax").read_text() == host_shmmax, "the host's own value is untouched"
+
+
+def test_a_sysctl_outside_the_containers_namespaces_fails_ctr_run_naming_it(
+    ctr: Ctr, guest_wasm: dict[str, Path], tmp_path: Path, container_id: str
+) -> None:
+    code, out, err = run_with_spec(ctr, guest_wasm, tmp_path, container_id, ["ls:/"], process={},
+                                   linux={"sysctl": {"vm.swappiness": "10"}})
+
+    assert code != 0
+    assert "linux.sysctl vm.swappiness: not in a separate kernel namespace" in err, out + err
+
+
+def test_an_rbind_ro_volume_is_read_only_in_its_submounts_too(
+    containerd: PrivateContainerd, ctr: Ctr, probe_images: None, tmp_path: Path, container_id: str
+) -> None:
+    volume = tmp_path / "nested"
+    (volume / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume / "sub")], check=True)
+    try:
+        mount = f"type=bind,src={volume},dst=/data,options=rbind:ro"
+        seen = probe(ctr, container_id, "write:/data/top.txt", "write:/data/sub/below.txt", "ls:/data/sub",
+                     flags=("--mount", mount))
+        assert seen["write /data/top.txt"].startswith("error"), seen
+        assert seen["write /data/sub/below.txt"].startswith("error"), seen  # wasmtime: EROFS as "I/O error"
+        assert not (volume / "sub" / "below.txt").exists()
+        eventually_nothing_left(containerd, ctr, container_id)
+    finally:
+        subprocess.run(["umount", "-l", str(volume / "sub")], check=False)

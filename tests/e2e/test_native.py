@@ -16,6 +16,7 @@ import pytest
 
 import wasmvisor.image
 from tests.e2e.ctr import RUNC_RUNTIME, Ctr
+from tests.e2e.host import is_alive
 from wasmvisor.image import FileSpec, build_busybox_image, build_oci_tar
 from wasmvisor.worker.capabilities import CAP_NUMBERS, cap_mask
 
@@ -223,3 +224,42 @@ def test_missing_native_program_exits_127_with_a_message(
 
     assert result.returncode != 0
     assert "no-such-program" in result.output, result.output
+
+
+def _task_pids(ctr: Ctr, container_id: str) -> list[int]:
+    """`ctr task ps`: the pids of the task's cgroup."""
+    listing = ctr.run("task", "ps", container_id, check=True, timeout=30).stdout
+    return [int(line.split()[0]) for line in listing.splitlines()[1:] if line.split()]
+
+
+def test_kill_all_sigterm_reaches_the_background_child_that_pid_1_would_not_pass_on(
+    ctr: Ctr, native_images: dict[str, str], container_id: str
+) -> None:
+    # sh is PID 1 of its pid namespace without a TERM trap: the kernel drops SIGTERM sent to it.
+    # The sleep is not PID 1: with --all it dies of SIGTERM, which ends `wait $!`, and sh with 143.
+    run = ctr.start_container(native_images["busybox"], container_id, "sh", "-c",
+                              "sleep 1000 & echo ready; wait $!")
+    try:
+        run.wait_for_stdout("ready\n", timeout=20)
+        result = ctr.run("task", "kill", "--all", "-s", "SIGTERM", container_id, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert run.wait(timeout=20).returncode == 143
+    finally:
+        run.kill()
+
+
+def test_kill_all_sigkill_ends_the_shell_and_its_background_child_and_nothing_is_left(
+    ctr: Ctr, native_images: dict[str, str], container_id: str
+) -> None:
+    run = ctr.start_container(native_images["busybox"], container_id, "sh", "-c",
+                              "sleep 1000 & echo ready; wait")
+    try:
+        run.wait_for_stdout("ready\n", timeout=20)
+        pids = _task_pids(ctr, container_id)
+        assert len(pids) >= 2, pids  # sh and sleep (and the relay)
+        result = ctr.run("task", "kill", "--all", "-s", "SIGKILL", container_id, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert run.wait(timeout=20).returncode == 137
+        assert [pid for pid in pids if is_alive(pid)] == []
+    finally:
+        run.kill()

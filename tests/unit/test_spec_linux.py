@@ -144,7 +144,7 @@ def test_a_listed_ipc_namespace_with_a_path_is_joined_not_created() -> None:
         ([{"type": "bogus"}], InvalidArgument, "linux.namespaces[0]: unknown namespace type 'bogus'"),
         ([{"type": "pid"}, {"type": "pid"}], InvalidArgument, "linux.namespaces[1] pid: listed twice"),
         ([{"type": "network", "path": "net"}], InvalidArgument, "path 'net' is not an absolute path"),
-        ([{"type": "user"}], Unimplemented, "linux.namespaces[0] user: user namespaces are not supported"),
+        ([{"type": "user"}], Unimplemented, "linux.namespaces[0] user: user namespaces are not supported yet"),
     ],
 )
 def test_bad_namespaces_are_named(namespaces: list[dict[str, str]], error: type[Exception], message: str) -> None:
@@ -198,3 +198,11 @@ def test_container_layout_of_ctr_default_spec() -> None:
 def test_a_hostname_longer_than_64_bytes_is_refused() -> None:
     with pytest.raises(InvalidArgument, match="hostname"):
         container_layout({"hostname": "x" * 65})
+
+
+def test_rro_is_a_read_only_bind_whose_submounts_are_read_only_too() -> None:
+    rro = parse_mount_options(["rbind", "rro"])
+    assert rro.recursive_readonly and rro.flags & MS_RDONLY
+    assert not parse_mount_options(["rbind", "rro", "rw"]).recursive_readonly
+    assert not parse_mount_options(["rbind", "rro", "rrw"]).flags & MS_RDONLY
+    assert not parse_mount_options(["rbind", "ro"]).recursive_readonly  # rootfs treats rbind+ro as recursive

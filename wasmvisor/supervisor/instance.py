@@ -103,6 +103,8 @@ class WorkerInstance(Instance):
         self._exit: Exit | None = None
         self._exited = asyncio.Event()
         self._reported: messages.Exited | None = None
+        self._container_pidfd = -1
+        """A pidfd of the container process when it is not the worker itself (pid namespace)."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -136,10 +138,50 @@ class WorkerInstance(Instance):
         await self.handle.send(messages.StartGuest())
         return await self._started
 
+    @property
+    def relay_pid(self) -> int | None:
+        """The worker's pid when it stays outside the container's pid namespace as a relay."""
+        return self.handle.pid if self.pid != self.handle.pid else None
+
     def kill(self, signo: int) -> None:
+        """Signal the container process, as runc signals the container's init: with a pid
+        namespace that is the relay's child (SIGSTOP then stops the container itself); the
+        relay is signalled only when no pidfd of that child could be had."""
         if self._exit is not None:
             raise errors.NotFound(f"process already finished: task {self.id}: not found")
-        self.handle.kill(signo)
+        if self._container_pidfd < 0:
+            self.handle.kill(signo)
+            return
+        try:
+            signal.pidfd_send_signal(self._container_pidfd, signo)
+        except ProcessLookupError:
+            pass  # it has just ended: its exit is on its way
+
+    def _open_container_pidfd(self, pid: int) -> None:
+        """A pidfd for the container process `pid`, child of the relay (checked after opening,
+        so that the pidfd cannot name another process that reused the pid)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError as exc:
+            log.warning("no pidfd for container process %d of %s (%s): signals go to its relay",
+                        pid, self.id, exc.strerror)
+            return
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            ppid = -1
+        if ppid != self.handle.pid:
+            os.close(fd)
+            log.warning("process %d is not the container process of %s (its parent is %d, not the relay %d)",
+                        pid, self.id, ppid, self.handle.pid)
+            return
+        self._container_pidfd = fd
+
+    def _close_container_pidfd(self) -> None:
+        if self._container_pidfd >= 0:
+            os.close(self._container_pidfd)
+            self._container_pidfd = -1
 
     async def delete(self) -> None:
         if self._exit is None:
@@ -188,6 +230,8 @@ class WorkerInstance(Instance):
             # stays outside a pid namespace as a relay (signals sent to the handle reach it).
             if msg.pid > 0:
                 self.pid = msg.pid
+                if msg.pid != self.handle.pid and self._container_pidfd < 0:
+                    self._open_container_pidfd(msg.pid)
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             if self.on_start is not None:
@@ -214,6 +258,7 @@ class WorkerInstance(Instance):
         else:
             status, at_ns = returncode & 0xFF, time.time_ns()
         self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns)
+        self._close_container_pidfd()  # the relay ends only once the container process has
         log.debug("worker %d of %s ended: returncode %d, exit status %d", self.pid, self.id, returncode, status)
         gone = errors.FailedPrecondition(f"worker of {self.id} exited with status {status} before it was ready")
         if not self._ready.done():

@@ -181,10 +181,34 @@ class TaskRegistry:
         task.state.check_killable()
         if not 0 < signo < signal.NSIG:
             raise errors.InvalidArgument(f"kill {task.id}: invalid signal {signo}")
-        task.instance.kill(signo)
+        if all and task.cgroup is not None:
+            self._kill_all(task, signo)
+        else:
+            task.instance.kill(signo)
         if signo == signal.SIGKILL and task.state.paused and task.cgroup is not None:
             # A frozen v1 cgroup holds even SIGKILL until thawed; runc thaws after sending it too.
             self._background(task.cgroup.thaw(), f"thaw {task.id} after SIGKILL")
+
+    def _kill_all(self, task: Task, signo: int) -> None:
+        """`Kill` with all: every process of the task's cgroup, as runc's `kill --all` (the
+        relay is left out: it would forward the signal a second time)."""
+        assert task.cgroup is not None
+        try:
+            pids = task.cgroup.pids()
+        except OSError as exc:
+            log.warning("kill --all %s: cannot list its cgroup (%s): signalling the container process only",
+                        task.id, exc.strerror, extra={logs.FIELDS_ATTR: {"instance": task.id}})
+            pids = []
+        others = [pid for pid in pids if pid not in (task.instance.relay_pid, task.pid)]
+        log.debug("kill --all %s: signal %d to %d and %s", task.id, signo, task.pid, others)
+        # The container's other processes first: once its PID 1 is gone, the kernel reaps them
+        # and their pids could be taken again.
+        for pid in others:
+            try:
+                os.kill(pid, signo)
+            except ProcessLookupError:
+                pass
+        task.instance.kill(signo)  # through its pidfd
 
     def _cgroup(self, task: Task, action: str) -> TaskCgroup:
         if task.cgroup is None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from wasmvisor.spec import Spec
 from wasmvisor.spec_linux import ContainerLayout, container_layout
-from wasmvisor.worker import identity, zygote
+from wasmvisor.worker import identity, sysctl, zygote
 from wasmvisor.worker.namespaces import RELAYED_SIGNALS, InitSignals, enter_namespaces, fork_container_process
 from wasmvisor.worker.rootfs import build_rootfs, enter_root, set_hostname
 
@@ -45,6 +45,8 @@ class Container:
         forks: the caller continues in the container process (the relay never returns).
         `on_signal(sig)` reports a guest signal taken by PID 1 (see namespaces.InitSignals)."""
         layout = container_layout(spec.raw, bundle)
+        sysctl.check_network_namespace(layout.sysctl, layout.namespaces)
+        warn_unapplied_security_labels(spec.raw.get("process") or {})
         enter_namespaces(layout.namespaces)
         log.debug("namespaces: %s", ", ".join(ns.name for ns in layout.namespaces))
         if layout.pid_namespace is None:
@@ -63,7 +65,11 @@ class Container:
         log.debug("root %s built: %d mounts", self.root, len(self.layout.mounts))
 
     def seal(self, process: Mapping[str, Any]) -> None:
-        """pivot_root into the root, set the hostname and the process's identity."""
+        """Write the sysctls and oom_score_adj (in the container's namespaces, with the
+        privileges still held), pivot_root into the root, set the hostname and the process's
+        identity."""
+        sysctl.write_sysctl(self.layout.sysctl)
+        sysctl.write_oom_score_adj(self.layout.oom_score_adj)
         enter_root(self.root, self.layout.propagation)
         self.root = "/"
         set_hostname(self.layout.hostname)
@@ -76,3 +82,15 @@ class Container:
     def guest_signal_mask(self) -> set[int]:
         """The signals to keep blocked while the guest runs (those PID 1's thread takes)."""
         return set(RELAYED_SIGNALS) if self.init_signals is not None else set()
+
+
+SECURITY_LABELS = ("apparmorProfile", "selinuxLabel")
+
+
+def warn_unapplied_security_labels(process: Mapping[str, Any]) -> list[str]:
+    """Log a warning for each LSM label of the spec's process, which wasmvisor does not apply
+    (as runc on a host without AppArmor or SELinux ignores them); returns the keys warned of."""
+    found = [key for key in SECURITY_LABELS if isinstance(process, Mapping) and process.get(key)]
+    for key in found:
+        log.warning("process.%s %r is not applied: wasmvisor does not set LSM labels", key, process[key])
+    return found

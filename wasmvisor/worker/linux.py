@@ -17,7 +17,20 @@ _libc.syscall.restype = ctypes.c_long
 
 SYS_PIVOT_ROOT = 155
 """x86_64's syscall number (glibc has no wrapper)."""
+SYS_MOUNT_SETATTR = 442
+"""x86_64 (and every architecture since the unified numbers of Linux 5.1); Linux 5.12+."""
 MNT_DETACH = 2
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+MOUNT_ATTR_RDONLY = 0x1
+
+
+class MountAttr(ctypes.Structure):
+    """struct mount_attr (linux/mount.h), MOUNT_ATTR_SIZE_VER0."""
+
+    _fields_ = (("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64))
 
 
 def _check(result: int, what: str) -> None:
@@ -55,3 +68,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
 def sethostname(name: str) -> None:
     data = name.encode()
     _check(_libc.sethostname(data, len(data)), f"sethostname {name!r}")
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, flags: int = AT_RECURSIVE | AT_SYMLINK_NOFOLLOW) -> None:
+    """Change the attributes of the mount at `path` (and, with AT_RECURSIVE, of every mount
+    under it). OSError ENOSYS on kernels before 5.12."""
+    attr = MountAttr(attr_set, attr_clr, 0, 0)
+    result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _bytes(path),
+                           ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(int(result), f"mount_setattr {path} (set {attr_set:#x}, clear {attr_clr:#x}, flags {flags:#x})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 
 from wasmvisor.errors import InvalidArgument, ShimError
@@ -108,6 +109,45 @@ def _bind(entry: Mount, dest: str) -> None:
     extra = entry.options.remount_flags
     if extra:
         linux.mount(None, dest, None, MS_REMOUNT | MS_BIND | extra | _kept_flags(dest))
+    if entry.options.recursive_readonly or (entry.options.flags & MS_REC and extra & MS_RDONLY):
+        make_tree_readonly(dest)
+
+
+def make_tree_readonly(path: str) -> None:
+    """`rbind` + `ro`: the mounts under `path` read-only too (a bind remount changes one mount
+    only). mount_setattr(2) does it at once; before Linux 5.12 each submount is remounted."""
+    try:
+        linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY)
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+    with open("/proc/self/mountinfo") as f:
+        below = submounts(f.read(), path)
+    for mount_point in below:
+        linux.mount(None, mount_point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(mount_point))
+    log.debug("%s: %d submounts remounted read-only one by one (no mount_setattr)", path, len(below))
+
+
+def submounts(mountinfo: str, path: str) -> list[str]:
+    """The mount points strictly under `path` in a /proc/self/mountinfo text, parents first."""
+    found = []
+    prefix = path.rstrip("/") + "/"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape(fields[4])
+        if point.startswith(prefix) and point not in found:
+            found.append(point)
+    return sorted(found, key=lambda p: p.count("/"))
+
+
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (`\\040` for a space, `\\134` for a backslash...)."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _make_dir(entry: Mount, path: str) -> None:
