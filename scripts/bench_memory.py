@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench_memory: PSS (from /proc/PID/smaps_rollup) of the supervisor, the zygote and the workers with
+"""bench_memory: PSS (from /proc/PID/smaps_rollup) of the supervisor, the zygote, the workers and their
+relays (ctr's default spec asks for a pid namespace: one `wasmvisor-init` per container) with
 1, 10 and 100 sleeping wasm guests in one pod group (`ctr run -d --annotation
 io.kubernetes.cri.sandbox-id=POD`, which ctr 1.6 puts into the OCI annotations the shim groups by),
 and the marginal cost per container; runc's shim + container for one busybox `sleep` for scale.
@@ -17,8 +18,9 @@ from benchlib import IMAGES, POD_ANNOTATION, RUNC_RUNTIME, WASMVISOR_RUNTIME, be
 from tests.e2e.host import process_titles, process_tree
 
 
-def wasmvisor_pss(namespace: str, pod: str) -> tuple[int, int, int, int]:
-    """(supervisor, zygote, workers summed, worker count) in KiB."""
+def wasmvisor_pss(namespace: str, pod: str) -> tuple[int, int, int, int, int]:
+    """(supervisor, zygote, workers summed, relays summed, worker count) in KiB. A relay
+    (`wasmvisor-init`) is the worker's parent outside a pid namespace the spec asks for."""
     titles = process_titles()
     sup = [p for p, t in titles.items() if t.startswith(f"wasmvisor-shim {namespace}/{pod}")]
     if len(sup) != 1:
@@ -26,7 +28,9 @@ def wasmvisor_pss(namespace: str, pod: str) -> tuple[int, int, int, int]:
     tree = process_tree(sup[0])
     zygote = [p for p in tree if titles.get(p, "").startswith("wasmvisor-zygote")]
     workers = [p for p in tree if titles.get(p, "").startswith("wasmvisor-worker")]
-    return pss_kib(sup[0]), sum(map(pss_kib, zygote)), sum(map(pss_kib, workers)), len(workers)
+    relays = [p for p in tree if titles.get(p, "").startswith("wasmvisor-init")]
+    return (pss_kib(sup[0]), sum(map(pss_kib, zygote)), sum(map(pss_kib, workers)), sum(map(pss_kib, relays)),
+            len(workers))
 
 
 def main() -> None:
@@ -46,11 +50,11 @@ def main() -> None:
                                     flags=["-d", "--annotation", f"{POD_ANNOTATION}={pod}"])
                 ctr.run(*argv, check=True)
             time.sleep(1)  # let the last guests settle into their sleep
-            sup, zyg, workers, n = wasmvisor_pss(ctr.namespace, pod)
-            total = sup + zyg + workers
+            sup, zyg, workers, relays, n = wasmvisor_pss(ctr.namespace, pod)
+            total = sup + zyg + workers + relays
             results[target] = total
             rows.append([str(target), str(n), f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}", f"{workers / 1024:.1f}",
-                         f"{total / 1024:.1f}", f"{total / 1024 / target:.2f}"])
+                         f"{relays / 1024:.1f}", f"{total / 1024:.1f}", f"{total / 1024 / target:.2f}"])
         argv = ctr.run_args(IMAGES["busybox"], "memrunc", "/bin/sleep", "1000", runtime=RUNC_RUNTIME, rm=False,
                             flags=["-d"])
         ctr.run(*argv, check=True)
@@ -58,7 +62,8 @@ def main() -> None:
         titles = process_titles()
         runc_shim = [p for p, t in titles.items() if "containerd-shim-runc-v2" in t and ctr.containerd.address in t]
         runc_total = sum(pss_kib(p) for s in runc_shim for p in process_tree(s))
-    print(table(["guests", "workers", "supervisor MB", "zygote MB", "workers MB", "total MB", "MB/guest"], rows))
+    print(table(["guests", "workers", "supervisor MB", "zygote MB", "workers MB", "relays MB", "total MB", "MB/guest"],
+                rows))
     print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024

@@ -20,7 +20,6 @@ Three things differ from `multiprocessing.get_context("forkserver").Process(...)
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib
 import io
 import logging
@@ -33,13 +32,14 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
 
 from wasmvisor.errors import Unavailable
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # typing and concurrent.futures are not loaded in the zygote for this module
 if TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
+    from typing import Any
 
     from wasmvisor.ipc import messages
 
@@ -89,7 +89,9 @@ class WorkerLauncher:
         last = [FREEZE_MODULE]
         self._preload = [*always, *(m for m in preload if m not in always + last), *last]
         self._entry = entry
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
+        from concurrent.futures import ThreadPoolExecutor  # the zygote imports this module, not the class
+
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
         self._server: Any = None
         self._mp: dict[str, ModuleType] = {}
         self._lock = threading.Lock()

@@ -7,7 +7,8 @@ setuptools installs costs ~25 ms (pathlib, importlib.util, re), and with PYTHOND
 wasmvisor's modules are compiled from source on every run. The generated script runs Python with
 `-I -S` instead: no `site`, no PYTHON* variables, no script folder on sys.path; it appends the folder that
 holds the wasmvisor package to sys.path (the standard library keeps precedence) and calls the same
-`main`. `start` needs nothing else; every other action runs `site` itself first (main._load_site), and
+`main`. `start` needs nothing else, nor does `delete` unless it finds work left (it calls `load_site`
+before importing protobuf or orjson); every other action runs `site` itself first (`load_site`), and
 the daemon is re-executed as `python SCRIPT ... serve`, an ordinary interpreter.
 
 Run `python -m wasmvisor.supervisor.entry_script PATH` (scripts/setup.sh does, after pip install). pip's
@@ -22,6 +23,18 @@ import sys
 FLAGS = "-IS"
 """One word: Linux passes everything after the interpreter in a `#!` line as a single argument."""
 MARKER = "# wasmvisor fast entry script"
+
+
+def load_site() -> None:
+    """Run `site` now if the interpreter skipped it (`python -S`, as the generated script does).
+
+    `start` does without the venv's site-packages, and so does the usual `delete`; whatever needs a
+    package installed there (protobuf, orjson, wasmtime) calls this first.
+    """
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
 
 
 def package_root() -> str:

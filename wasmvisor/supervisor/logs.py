@@ -13,8 +13,11 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the supervisor imports this before the zygote starts
+if TYPE_CHECKING:
+    from collections.abc import Mapping, MutableMapping
+    from typing import Any, TextIO
 
 FIELDS_ATTR = "logfields"
 """LogRecord attribute holding per-record key=value fields (set by `for_task` or `extra=`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
+from wasmvisor.supervisor.entry_script import load_site
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds on `start`
 if TYPE_CHECKING:
@@ -43,20 +44,10 @@ def _fail(prefix: str, message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-def _load_site() -> None:
-    """Run `site` now if the interpreter skipped it (`python -S`, as the generated entry script does).
-
-    Only `start` can do without the venv's site-packages; every other action needs them.
-    """
-    if sys.flags.no_site and "site" not in sys.modules:
-        import site
-
-        site.main()
-
-
 def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
-    if args.action != "start":
-        _load_site()
+    # `start` and `delete` do without the venv's site-packages (delete loads them when it needs them).
+    if args.action not in ("start", "delete"):
+        load_site()
     if args.action == "start":
         from wasmvisor.supervisor import start
 
@@ -90,7 +81,7 @@ def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, nam
     except UsageError as exc:
         _fail(name, str(exc), status=2)
     if args.version:
-        _load_site()
+        load_site()
         from wasmvisor.version import version_text
 
         sys.stdout.write(version_text(binary_name(name)))
