@@ -148,7 +148,7 @@ class TaskService:
 
     async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:
         task = self._task("kill", req)
-        self.registry.kill(task, req.signal, req.all)
+        await self.registry.kill(task, req.signal, req.all)
         log.info("sent signal %d to task %s", req.signal, req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return Empty()
 

@@ -177,38 +177,48 @@ class TaskRegistry:
         log.info("task %s exited with status %d", task.id, exit.status, extra={logs.FIELDS_ATTR: {"instance": task.id}})
         self.events.publish("/tasks/exit", task_events.exit(task, exit))
 
-    def kill(self, task: Task, signo: int, all: bool = False) -> None:
+    async def kill(self, task: Task, signo: int, all: bool = False) -> None:
         task.state.check_killable()
         if not 0 < signo < signal.NSIG:
             raise errors.InvalidArgument(f"kill {task.id}: invalid signal {signo}")
         if all and task.cgroup is not None:
-            self._kill_all(task, signo)
+            await self._kill_all(task, task.cgroup, signo)
         else:
             task.instance.kill(signo)
         if signo == signal.SIGKILL and task.state.paused and task.cgroup is not None:
             # A frozen v1 cgroup holds even SIGKILL until thawed; runc thaws after sending it too.
             self._background(task.cgroup.thaw(), f"thaw {task.id} after SIGKILL")
 
-    def _kill_all(self, task: Task, signo: int) -> None:
-        """`Kill` with all: every process of the task's cgroup, as runc's `kill --all` (the
-        relay is left out: it would forward the signal a second time)."""
-        assert task.cgroup is not None
-        try:
-            pids = task.cgroup.pids()
-        except OSError as exc:
-            log.warning("kill --all %s: cannot list its cgroup (%s): signalling the container process only",
-                        task.id, exc.strerror, extra={logs.FIELDS_ATTR: {"instance": task.id}})
-            pids = []
-        others = [pid for pid in pids if pid not in (task.instance.relay_pid, task.pid)]
-        log.debug("kill --all %s: signal %d to %d and %s", task.id, signo, task.pid, others)
-        # The container's other processes first: once its PID 1 is gone, the kernel reaps them
-        # and their pids could be taken again.
-        for pid in others:
+    async def _kill_all(self, task: Task, cgroup: TaskCgroup, signo: int) -> None:
+        """`Kill` with all: every process of the task's cgroup, as runc's `kill --all`, with the
+        cgroup frozen meanwhile so that all get the signal at once (else a shell whose child died
+        first could exit 0 before its own SIGKILL lands). The relay is left out: it would forward
+        the signal a second time."""
+        freezing = not task.state.paused
+        if freezing:
             try:
-                os.kill(pid, signo)
-            except ProcessLookupError:
-                pass
-        task.instance.kill(signo)  # through its pidfd
+                await cgroup.freeze()
+            except Exception as exc:
+                log.warning("kill --all %s: cannot freeze its cgroup (%s): signalling unfrozen", task.id, exc,
+                            extra={logs.FIELDS_ATTR: {"instance": task.id}})
+        try:
+            try:
+                pids = cgroup.pids()
+            except OSError as exc:
+                log.warning("kill --all %s: cannot list its cgroup (%s): signalling the container process only",
+                            task.id, exc.strerror, extra={logs.FIELDS_ATTR: {"instance": task.id}})
+                pids = []
+            others = [pid for pid in pids if pid not in (task.instance.relay_pid, task.pid)]
+            log.debug("kill --all %s: signal %d to %d and %s", task.id, signo, task.pid, others)
+            for pid in others:
+                try:
+                    os.kill(pid, signo)
+                except ProcessLookupError:
+                    pass
+            task.instance.kill(signo)  # through its pidfd
+        finally:
+            if freezing:  # also after a failed freeze: it may have stopped half-way
+                await cgroup.thaw()
 
     def _cgroup(self, task: Task, action: str) -> TaskCgroup:
         if task.cgroup is None:
