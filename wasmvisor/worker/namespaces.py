@@ -4,7 +4,9 @@ unshares new ones, and for a pid namespace forks once, since only children enter
 After that fork the worker is two processes:
 - the relay (`wasmvisor-init NS/ID`, the zygote's child, the pid the supervisor signals): it forwards
   the signals it gets to the container process and exits as that process did (exit n -> n;
-  killed by signal s -> killed by s);
+  killed by signal s -> killed by s). Right after the fork it execs the static C relay
+  (relay.c, ~50 KB a container instead of a Python process's ~3.75 MB); the Python `relay` is the
+  fallback when that binary was not built;
 - the container process (keeps `wasmvisor-worker NS/ID`): it goes on with the whole setup and the
   pipe to the supervisor. It dies with the relay (PR_SET_PDEATHSIG=SIGKILL), so `kill -9` of the
   relay ends the container.
@@ -24,6 +26,7 @@ import select
 import signal
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from setproctitle import setproctitle
@@ -116,6 +119,7 @@ def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> i
         os.close(alive_r)
         for fd in close_in_relay:
             os.close(fd)
+        exec_c_relay(relay_title, child, alive_w)
         setproctitle(relay_title)
         relay(child)
     except BaseException as exc:  # noqa: B036 - the relay never returns into the worker's code
@@ -126,6 +130,23 @@ def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> i
             pass
     finally:
         os._exit(code)
+
+
+RELAY_BINARY = Path(__file__).with_name("_bin") / "wasmvisor-relay"
+"""The relay in C (relay.c, built by scripts/setup.sh): ~50 KB a container instead of a Python process."""
+
+
+def exec_c_relay(title: str, child: int, alive_w: int) -> None:
+    """Become the C relay (same pid, same blocked and pending signals); returns only when it is
+    absent (a pip install without scripts/setup.sh) or cannot run, for the Python `relay` then."""
+    if not os.access(RELAY_BINARY, os.X_OK):
+        log.debug("no %s: the relay stays in Python", RELAY_BINARY)
+        return
+    os.set_inheritable(alive_w, True)  # the child takes EOF on it for the relay's death
+    try:
+        os.execv(RELAY_BINARY, [title, str(child), str(alive_w), *(str(int(sig)) for sig in RELAYED_SIGNALS)])
+    except OSError as exc:
+        log.debug("cannot exec %s (%s): the relay stays in Python", RELAY_BINARY, exc)
 
 
 def relay(child: int) -> NoReturn:
