@@ -21,7 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
-from tests.e2e.host import is_alive, kill_pids, process_tree
+from tests.e2e.host import is_alive, kill_pids, process_titles, process_tree
 from tests.guests.build import GUESTS_DIR
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
@@ -114,8 +114,10 @@ class Harness:
         (bundle / "config.json").write_text(json.dumps(spec))
         return bundle
 
-    def start_shim(self, bundle: Path, task_id: str, namespace: str = "itest") -> str:
-        env = dict(os.environ, TTRPC_ADDRESS=self.events_sock, WASMVISOR_SOCKET_DIR=str(self.sockets))
+    def start_shim(self, bundle: Path, task_id: str, namespace: str = "itest",
+                   env_extra: dict[str, str] | None = None) -> str:
+        env = dict(os.environ, TTRPC_ADDRESS=self.events_sock, WASMVISOR_SOCKET_DIR=str(self.sockets),
+                   **(env_extra or {}))
         out = subprocess.run(
             [str(SHIM), "-namespace", namespace, "-address", str(self.base / "containerd.sock"),
              "-publish-binary", "/bin/false", "-id", task_id, "start"],
@@ -136,6 +138,11 @@ class Harness:
         md = {"containerd-namespace-ttrpc": "itest"}
         return self.run(client.call(TASK, method, request, response_type, metadata=md), timeout=timeout)
 
+    def templates(self) -> list[int]:
+        """Live supervisor templates (supervisor/template.py) that this harness's starts launched."""
+        return [pid for pid, title in process_titles().items()
+                if title.startswith("wasmvisor-template ") and f" {self.sockets}/" in title and is_alive(pid)]
+
     def close(self) -> None:
         """Shut every supervisor down; one that still holds tasks (a failed test, a benchmark's
         sandbox) is killed with its zygote and workers, so nothing outlives the harness."""
@@ -153,6 +160,7 @@ class Harness:
         for pid in supervisors:
             if is_alive(pid):
                 kill_pids(process_tree(pid))
+        kill_pids(self.templates())
         for client in self.clients:
             self.run(client.close(), timeout=5)
         self.run(self.server.close())

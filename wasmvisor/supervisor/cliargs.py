@@ -13,8 +13,9 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `start` imports this module, 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-ACTIONS = frozenset({"start", "delete", "serve"})
-"""Actions of the shim binary. `serve` is internal: `start` re-executes the binary with it."""
+ACTIONS = frozenset({"start", "delete", "serve", "template"})
+"""Actions of the shim binary. `serve` and `template` are internal: `start` runs the binary with them
+(template.py: the node's supervisor template, which needs only -address and -socket)."""
 
 _STRING_FLAGS = {
     "namespace": "namespace",
@@ -55,7 +56,7 @@ class ShimArgs:
     """`-bundle`; empty means the working directory (always the case for `start`)."""
     debug: bool
     action: str
-    """`start`, `delete`, `serve`, or "" when only `-v`/`-info` was asked for."""
+    """`start`, `delete`, `serve`, `template`, or "" when only `-v`/`-info` was asked for."""
     version: bool
     info: bool
     socket_fd: int | None
@@ -185,6 +186,8 @@ def parse_args(argv: Sequence[str]) -> ShimArgs:
         raise UsageError("no action given (expected one of: start, delete)")
     if action not in ACTIONS:
         raise UsageError(f"unknown action {action!r} (expected one of: start, delete)")
+    if action == "template":
+        return args
     if not args.namespace:
         raise UsageError(f"{action}: -namespace is required")
     if not args.id:

@@ -42,9 +42,13 @@ class Prepared:
         self.launcher = launcher
 
 
-def prepare(args: ShimArgs, config: Config, engine: str) -> Prepared:
+def prepare(args: ShimArgs, config: Config, engine: str, *, fork_zygote: bool = False) -> Prepared:
     """Start the zygote (without waiting for its preload) with stderr on the log FIFO; then title,
-    logging and subreaper."""
+    logging and subreaper.
+
+    `fork_zygote`: this process was forked from the node's template (template.py) and has the
+    zygote's preload imported: the zygote is a fork of it, ready at once, instead of a new
+    interpreter."""
     group = args.group or args.id
     level = "debug" if args.debug else config.default_log_level
     if not config.no_setup_logger:
@@ -53,7 +57,10 @@ def prepare(args: ShimArgs, config: Config, engine: str) -> Prepared:
             os.dup2(fd, 2)
             os.close(fd)
     launcher = WorkerLauncher(preload=preload_for(engine))
-    launcher.begin_warm_up(wait_spawned=ZYGOTE_SPAWN_WAIT)
+    if fork_zygote:
+        launcher.fork_zygote()
+    else:
+        launcher.begin_warm_up(wait_spawned=ZYGOTE_SPAWN_WAIT)
     # The zygote preloads on the other core from here on.
     from setproctitle import setproctitle
 

@@ -57,13 +57,22 @@ def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
         from wasmvisor.supervisor import delete
 
         return delete.run(args)
-    # "serve": the daemon that `start` launched. Its zygote is started before the supervisor's
-    # own imports (asyncio, protobuf, the Task API), so that both go on at once (daemon_setup.py).
+    if args.action == "template":
+        from wasmvisor.supervisor import template
+
+        return template.serve(args, config, engine)
+    return run_supervisor(args, config, engine)
+
+
+def run_supervisor(args: ShimArgs, config: Config | None, engine: str, *, fork_zygote: bool = False) -> int:
+    """The `serve` action: the daemon that `start` launched (a new interpreter, or a fork of the
+    node's template with `fork_zygote`). A new interpreter starts its zygote before its own imports
+    (asyncio, protobuf, the Task API), so that both go on at once (daemon_setup.py)."""
     from wasmvisor.supervisor import daemon_setup
     from wasmvisor.supervisor.config import Config
 
     config = config if config is not None else Config()
-    prepared = daemon_setup.prepare(args, config, engine)
+    prepared = daemon_setup.prepare(args, config, engine, fork_zygote=fork_zygote)
     from wasmvisor.supervisor.daemon import serve
 
     return serve(args, config, engine, prepared)

@@ -383,7 +383,10 @@ def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
                 sock.close()
                 os.unlink(path)
             try:
-                pid = spawn_daemon(command, sock.fileno() if boot.protocol != "grpc" else None)
+                if launcher is None and boot.protocol != "grpc":
+                    pid = _from_template(args.address, directory, command, sock.fileno())
+                if pid is None:
+                    pid = spawn_daemon(command, sock.fileno() if boot.protocol != "grpc" else None)
             except OSError as exc:
                 if os.path.exists(path):
                     os.unlink(path)
@@ -395,3 +398,18 @@ def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
     finally:
         os.close(lock)
     return boot.answer(path), pid
+
+
+def _from_template(address: str, directory: str, command: list[str], listen_fd: int) -> int | None:
+    """The supervisor forked by the node's template (template_client.py), or None to spawn it."""
+    import wasmvisor
+    from wasmvisor.supervisor import template_client
+
+    prefix = shim_command()
+    if command[:len(prefix)] != prefix:
+        return None
+    return template_client.launch_supervisor(
+        directory=directory, address=address, command=prefix, serve_argv=command[len(prefix):],
+        listen_fd=listen_fd, package_root=os.path.dirname(os.path.abspath(wasmvisor.__file__)),
+        spawn=spawn_daemon, claim=claim_socket,
+    )

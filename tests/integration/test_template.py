@@ -1,0 +1,133 @@
+"""The node's supervisor template (supervisor/template.py): a new group's supervisor is forked from it,
+and its zygote from the supervisor; a missing, killed or disabled template never fails a start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+from tests.e2e.host import is_alive, process_titles
+from tests.integration.harness import HELLO, SLEEPER, Harness
+from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+
+
+def ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def children(pid: int) -> dict[int, str]:
+    titles = process_titles()
+    return {p: t for p, t in titles.items() if is_alive(p) and ppid(p) == pid}
+
+
+def run_group(h: Harness, task_id: str, module: bytes = HELLO, env: dict[str, str] | None = None) -> tuple[int, object]:
+    """Start a group of its own for `task_id`, create and run it; returns (supervisor pid, client)."""
+    bundle = h.bundle(task_id, {"m.wasm": module}, ["/m.wasm"])
+    client = h.client(h.start_shim(bundle, task_id, env_extra=env))
+    out = bundle / "stdout"
+    out.touch()
+    h.call(client, "Create", pb.CreateTaskRequest(id=task_id, bundle=str(bundle), stdout=str(out)),
+           pb.CreateTaskResponse)
+    h.call(client, "Start", pb.StartRequest(id=task_id), pb.StartResponse)
+    shim_pid = h.call(client, "Connect", pb.ConnectRequest(id=task_id), pb.ConnectResponse).shim_pid
+    return shim_pid, client
+
+
+def finish(h: Harness, client: object, task_id: str) -> int:
+    status = h.call(client, "Wait", pb.WaitRequest(id=task_id), pb.WaitResponse).exit_status
+    h.call(client, "Delete", pb.DeleteRequest(id=task_id), pb.DeleteResponse)
+    return status
+
+
+def test_a_new_groups_supervisor_is_forked_by_the_template_and_forks_its_own_zygote(harness: Harness) -> None:
+    h = harness
+    shim, client = run_group(h, "first")
+    assert finish(h, client, "first") == 0
+    assert (h.base / "bundles" / "first" / "stdout").read_bytes() == b"hello\n"
+    [template] = h.templates()
+    assert ppid(shim) == template
+    title = process_titles()[template]
+    assert title.startswith(f"wasmvisor-template -address {h.base / 'containerd.sock'} {h.sockets}/")
+    assert "wasmvisor-zygote" in children(shim).values()
+    assert process_titles()[shim] == "wasmvisor-shim itest/first"
+
+
+def test_later_groups_reuse_the_one_template(harness: Harness) -> None:
+    h = harness
+    shims = []
+    for name in ("g1", "g2", "g3"):
+        shim, client = run_group(h, name)
+        assert finish(h, client, name) == 0
+        shims.append(shim)
+    [template] = h.templates()
+    assert {ppid(s) for s in shims if is_alive(s)} <= {template}
+    assert len(set(shims)) == 3
+
+
+def test_a_supervisor_that_shuts_down_is_reaped_by_the_template(harness: Harness) -> None:
+    h = harness
+    shim, client = run_group(h, "reaped")
+    assert finish(h, client, "reaped") == 0
+    h.run(client.call("containerd.task.v2.Task", "Shutdown", pb.ShutdownRequest(id="reaped"), _empty()),
+          timeout=5)
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{shim}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{shim}"), "the ended supervisor is left as a zombie"
+    assert h.templates(), "the template ends only when idle"
+
+
+def test_a_killed_template_is_replaced_and_running_guests_are_untouched(harness: Harness) -> None:
+    h = harness
+    shim, sleeper = run_group(h, "sleeper", SLEEPER)
+    [old] = h.templates()
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_alive(old) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    new_shim, client = run_group(h, "after")
+    assert finish(h, client, "after") == 0
+    [new] = h.templates()
+    assert new != old and ppid(new_shim) == new
+    assert is_alive(shim)
+    state = h.call(sleeper, "State", pb.StateRequest(id="sleeper"), pb.StateResponse)
+    assert state.status == 2  # RUNNING
+    h.call(sleeper, "Kill", pb.KillRequest(id="sleeper", signal=9), _empty())
+    assert finish(h, sleeper, "sleeper") == 137
+
+
+def test_with_the_template_disabled_the_supervisor_is_spawned(harness: Harness) -> None:
+    h = harness
+    shim, client = run_group(h, "plain", env={"WASMVISOR_TEMPLATE": "0"})
+    assert finish(h, client, "plain") == 0
+    assert h.templates() == []
+    assert "wasmvisor-zygote" in children(shim).values()
+
+
+def test_a_bad_request_gets_an_error_answer_and_the_template_keeps_serving(harness: Harness) -> None:
+    h = harness
+    shim, client = run_group(h, "before")
+    assert finish(h, client, "before") == 0
+    [template] = h.templates()
+    path = process_titles()[template].split()[-1]
+    for line in (b"not json\n", b'{"version": 1, "argv": ["x"], "env": {}, "cwd": "/"}\n',
+                 b'{"version": 1, "argv": ["-id", "x", "serve"], "env": {}, "cwd": "/"}\n'):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(line)
+            answer = json.loads(sock.makefile("rb").readline())
+        assert "error" in answer and "pid" not in answer, answer
+    shim2, client2 = run_group(h, "after-bad")
+    assert finish(h, client2, "after-bad") == 0
+    assert ppid(shim2) == template
+
+
+def _empty():  # type: ignore[no-untyped-def]
+    from google.protobuf.empty_pb2 import Empty
+
+    return Empty

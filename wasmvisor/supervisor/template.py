@@ -1,0 +1,289 @@
+"""The node's supervisor template (`wasmvisor-template`): one process per containerd and shim build that
+has imported what a supervisor and its zygote need, and forks a new group's supervisor on request.
+
+Without it a new group costs three interpreters in a row (`start`, the supervisor importing asyncio,
+protobuf and the Task API, then its zygote importing wasmtime and the worker code): ~300 ms before the
+first Create is answered. Forked from here, the supervisor has all of it already and forks its own
+zygote from itself (WorkerLauncher.fork_zygote), so a new group is ready in a few milliseconds, and
+supervisors, zygotes and the template share their imported pages (less memory per group as well).
+
+`start` (template_client.py) connects to the template's socket, sends one JSON line, the `serve`
+command line with its environment and working directory, with the listening socket of the new
+supervisor attached (SCM_RIGHTS), and reads back one JSON line: `{"pid": N}` or `{"error": "..."}`.
+Whatever goes wrong there, `start` falls back to spawning the supervisor itself. The socket is 0600
+and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
+
+The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
+(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe. It exits after IDLE_ENV
+seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
+run on (each is in its own session).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+
+from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from wasmvisor.supervisor.config import Config
+
+TITLE = "wasmvisor-template"
+IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
+DEFAULT_IDLE_SECONDS = 600.0
+REQUEST_LIMIT = 4 << 20
+"""Bytes of one request: the environment and the command line (Linux allows 2 MiB of each)."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a connected client has to send its whole request."""
+LISTEN_FD = 3
+
+PRELOAD = (
+    # The supervisor: its Task API, transport, events, registry, mounts, cgroups, logging.
+    "asyncio", "concurrent.futures", "ctypes", "setproctitle",
+    "wasmvisor.supervisor.daemon", "wasmvisor.supervisor.daemon_setup", "wasmvisor.supervisor.logs",
+    "wasmvisor.supervisor.task_service", "wasmvisor.supervisor.tasks", "wasmvisor.supervisor.instance",
+    "wasmvisor.supervisor.mounts", "wasmvisor.supervisor.task_cgroup", "wasmvisor.supervisor.wasm_layers",
+    "wasmvisor.supervisor.events", "wasmvisor.supervisor.ttrpc", "wasmvisor.spec", "wasmvisor.spec_linux",
+    "wasmvisor.cgroups", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher", "orjson",
+    # The zygote's forkserver (the standard library's) and what its children unpickle.
+    "multiprocessing.connection", "multiprocessing.context", "multiprocessing.forkserver",
+    "multiprocessing.popen_forkserver", "multiprocessing.reduction", "multiprocessing.resource_tracker",
+    "multiprocessing.spawn",
+    # The zygote's own preload: the worker and the engine (wasmtime).
+    "wasmvisor.worker.zygote",
+)
+
+
+def preload(engine: str) -> list[str]:
+    """Every module the template imports: PRELOAD, then the zygote's preload for `engine`."""
+    from wasmvisor.ipc.launcher import preload_for
+
+    return [*PRELOAD, *(m for m in preload_for(engine) if m not in PRELOAD)]
+
+
+def idle_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
+    """The idle time after which the template exits (IDLE_ENV; a bad or negative value: the default)."""
+    try:
+        value = float(environ.get(IDLE_ENV, ""))
+    except ValueError:
+        return DEFAULT_IDLE_SECONDS
+    return value if value >= 0 else DEFAULT_IDLE_SECONDS
+
+
+class Request:
+    """One parsed request: the `serve` command line (no program name), environment, working directory."""
+
+    __slots__ = ("argv", "env", "cwd")
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode one request line; ValueError naming what is wrong."""
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"request is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != 1:
+        raise ValueError("request is not a version 1 object")
+    argv, env, cwd = data.get("argv"), data.get("env"), data.get("cwd")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or not argv:
+        raise ValueError("request argv is not a non-empty list of strings")
+    if argv[-1] != "serve":
+        raise ValueError(f"request argv ends with {argv[-1]!r}, not the serve action")
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ValueError("request env is not an object of strings")
+    if not isinstance(cwd, str) or not os.path.isabs(cwd):
+        raise ValueError("request cwd is not an absolute path")
+    return Request(argv, env, cwd)
+
+
+def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
+    """The `template` action: preload, then fork supervisors on request until idle or SIGTERM."""
+    if args.socket_fd is None:
+        sys.stderr.write("template needs -socket-fd (it is started by the start action)\n")
+        return 1
+    listener = socket.socket(fileno=args.socket_fd)
+    for name in preload(engine):
+        importlib.import_module(name)
+    from setproctitle import setproctitle
+
+    setproctitle(f"{TITLE} -address {args.address} {args.socket}")
+    gc.freeze()  # what is loaded now is shared with every supervisor, zygote and worker forked from here
+    return Template(listener, args.socket, config, engine, idle_seconds(os.environ)).run()
+
+
+class Template:
+    def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float) -> None:
+        self.listener = listener
+        self.path = path
+        self.config = config
+        self.engine = engine
+        self.idle = idle
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, _wake_only)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        last = time.monotonic()
+        try:
+            while not self.stopping:
+                ready, _, _ = select.select([self.listener.fileno(), wake_r], [], [], 1.0)
+                if wake_r in ready:
+                    _drain(wake_r)
+                self.reap()
+                if self.listener.fileno() in ready:
+                    self.accept(wake_r, wake_w)
+                    last = time.monotonic()
+                elif not self.children and time.monotonic() - last > self.idle:
+                    break
+        finally:
+            self.remove_socket()
+            self.listener.close()
+        return 0
+
+    def _stop(self, signo: int, frame: object) -> None:
+        self.stopping = True  # the loop acts on it (select returns on EINTR or the wake-up byte)
+
+    def reap(self) -> None:
+        """The one place children are reaped: every supervisor that has ended."""
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if not pid:
+                return
+            self.children.discard(pid)
+
+    def accept(self, wake_r: int, wake_w: int) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            fds: list[int] = []
+            try:
+                if not _same_uid(conn):
+                    return  # another user's process: closed unanswered, as supervisors do
+                conn.settimeout(REQUEST_TIMEOUT)
+                line, fds = _receive(conn)
+                request = parse_request(line)
+                parse_args(request.argv)  # a command line the child would refuse is refused here
+                pid = os.fork()
+                if pid == 0:
+                    self._become_supervisor(conn, fds, request, (wake_r, wake_w))
+                self.children.add(pid)
+                answer: dict[str, object] = {"pid": pid}
+            except (OSError, ValueError, UsageError) as exc:
+                answer = {"error": str(exc)}
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            try:
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except OSError:
+                pass
+
+    def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request,
+                           wake: tuple[int, int]) -> NoReturn:
+        """The forked child: become the supervisor `request` describes. Never returns."""
+        status = 70
+        try:
+            signal.set_wakeup_fd(-1)
+            for signo in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signo, signal.SIG_DFL)
+            self.listener.detach()  # closed below with the rest; the objects must not close reused fds
+            conn.detach()
+            os.setsid()
+            os.chdir(request.cwd)
+            os.environ.clear()
+            os.environ.update(request.env)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            keep: tuple[int, ...] = ()
+            if fds:
+                os.dup2(fds[0], LISTEN_FD, inheritable=False)
+                keep = (LISTEN_FD,)
+            from wasmvisor.ipc.launcher import close_fds_except
+
+            close_fds_except(keep)
+            sys.argv[1:] = request.argv
+            from wasmvisor.supervisor.main import run_supervisor
+
+            status = run_supervisor(parse_args(request.argv), self.config, self.engine, fork_zygote=True)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: B036 - nothing may return into the template's loop
+            traceback.print_exc()
+        finally:
+            os._exit(status & 0xFF)
+
+    def remove_socket(self) -> None:
+        """Unlink the socket path if it is still this template's (a newer one may have taken it)."""
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _wake_only(signo: int, frame: object) -> None:
+    """SIGCHLD: the wake-up fd carries it to the loop, which reaps."""
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _same_uid(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    return uid == os.getuid()
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """One request line and the fds sent with it (at most one)."""
+    data, fds, flags, _ = socket.recv_fds(conn, 65536, 1)
+    try:
+        if flags & socket.MSG_CTRUNC:
+            raise ValueError("request carries more than one fd")
+        while not data.endswith(b"\n"):
+            if len(data) > REQUEST_LIMIT:
+                raise ValueError(f"request longer than {REQUEST_LIMIT} bytes")
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ValueError("request ended before its newline")
+            data += chunk
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return data, fds
+
