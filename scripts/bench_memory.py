@@ -18,19 +18,21 @@ from benchlib import IMAGES, POD_ANNOTATION, RUNC_RUNTIME, WASMVISOR_RUNTIME, be
 from tests.e2e.host import process_titles, process_tree
 
 
-def wasmvisor_pss(namespace: str, pod: str) -> tuple[int, int, int, int, int]:
-    """(supervisor, zygote, workers summed, relays summed, worker count) in KiB. A relay
-    (`wasmvisor-init`) is the worker's parent outside a pid namespace the spec asks for."""
+def wasmvisor_pss(namespace: str, pod: str, address: str) -> tuple[int, int, int, int, int, int]:
+    """(template, supervisor, zygote, workers summed, relays summed, worker count) in KiB. A relay
+    (`wasmvisor-init`) is the worker's parent outside a pid namespace the spec asks for. The template
+    (`wasmvisor-template`, one per containerd, shared by every group) is counted with the first group."""
     titles = process_titles()
     sup = [p for p, t in titles.items() if t.startswith(f"wasmvisor-shim {namespace}/{pod}")]
     if len(sup) != 1:
         raise SystemExit(f"want one supervisor for {namespace}/{pod}, found {sup}")
+    templates = [p for p, t in titles.items() if t.startswith(f"wasmvisor-template -address {address} ")]
     tree = process_tree(sup[0])
     zygote = [p for p in tree if titles.get(p, "").startswith("wasmvisor-zygote")]
     workers = [p for p in tree if titles.get(p, "").startswith("wasmvisor-worker")]
     relays = [p for p in tree if titles.get(p, "").startswith("wasmvisor-init")]
-    return (pss_kib(sup[0]), sum(map(pss_kib, zygote)), sum(map(pss_kib, workers)), sum(map(pss_kib, relays)),
-            len(workers))
+    return (sum(map(pss_kib, templates)), pss_kib(sup[0]), sum(map(pss_kib, zygote)), sum(map(pss_kib, workers)),
+            sum(map(pss_kib, relays)), len(workers))
 
 
 def main() -> None:
@@ -43,6 +45,7 @@ def main() -> None:
     with bench_containerd() as (_, ctr, _cache):
         running = 0
         results: dict[int, int] = {}
+        without_template: dict[int, int] = {}
         for target in counts:
             while running < target:
                 running += 1
@@ -50,11 +53,13 @@ def main() -> None:
                                     flags=["-d", "--annotation", f"{POD_ANNOTATION}={pod}"])
                 ctr.run(*argv, check=True)
             time.sleep(1)  # let the last guests settle into their sleep
-            sup, zyg, workers, relays, n = wasmvisor_pss(ctr.namespace, pod)
-            total = sup + zyg + workers + relays
+            tpl, sup, zyg, workers, relays, n = wasmvisor_pss(ctr.namespace, pod, ctr.containerd.address)
+            total = tpl + sup + zyg + workers + relays
             results[target] = total
-            rows.append([str(target), str(n), f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}", f"{workers / 1024:.1f}",
-                         f"{relays / 1024:.1f}", f"{total / 1024:.1f}", f"{total / 1024 / target:.2f}"])
+            without_template[target] = total - tpl
+            rows.append([str(target), str(n), f"{tpl / 1024:.1f}", f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}",
+                         f"{workers / 1024:.1f}", f"{relays / 1024:.1f}", f"{total / 1024:.1f}",
+                         f"{total / 1024 / target:.2f}"])
         argv = ctr.run_args(IMAGES["busybox"], "memrunc", "/bin/sleep", "1000", runtime=RUNC_RUNTIME, rm=False,
                             flags=["-d"])
         ctr.run(*argv, check=True)
@@ -62,12 +67,13 @@ def main() -> None:
         titles = process_titles()
         runc_shim = [p for p, t in titles.items() if "containerd-shim-runc-v2" in t and ctr.containerd.address in t]
         runc_total = sum(pss_kib(p) for s in runc_shim for p in process_tree(s))
-    print(table(["guests", "workers", "supervisor MB", "zygote MB", "workers MB", "relays MB", "total MB", "MB/guest"],
+    print(table(["guests", "workers", "template MB", "supervisor MB", "zygote MB", "workers MB", "relays MB", "total MB", "MB/guest"],
                 rows))
     print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
-    print(f"ratio: first container {first / 1024:.1f} MB (target <= 40), marginal {marginal:.2f} MB per "
+    print(f"ratio: first container {first / 1024:.1f} MB with the node's template, "
+          f"{without_template[counts[0]] / 1024:.1f} MB without it (target <= 40), marginal {marginal:.2f} MB per "
           f"additional guest (target <= 3); {marginal * 1024 / max(1, runc_total):.2f}x runc's one container")
 
 
