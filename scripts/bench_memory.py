@@ -67,8 +67,8 @@ def main() -> None:
         titles = process_titles()
         runc_shim = [p for p, t in titles.items() if "containerd-shim-runc-v2" in t and ctr.containerd.address in t]
         runc_total = sum(pss_kib(p) for s in runc_shim for p in process_tree(s))
-    print(table(["guests", "workers", "template MB", "supervisor MB", "zygote MB", "workers MB", "relays MB", "total MB", "MB/guest"],
-                rows))
+    print(table(["guests", "workers", "template MB", "supervisor MB", "zygote MB", "workers MB", "relays MB",
+                 "total MB", "MB/guest"], rows))
     print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
