@@ -39,6 +39,7 @@ from wasmvisor.engines.base import (
 )
 from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
+from wasmvisor.ipc.launcher import close_fds_except
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Message, Ready, Started, StartGuest
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import zygote
@@ -176,13 +177,7 @@ def detach_from_zygote(keep: tuple[int, ...]) -> None:
     except PermissionError:
         pass
     setproctitle("wasmvisor-worker")
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listing's own directory fd
+    close_fds_except(keep)
 
 
 class Channel:
