@@ -3,7 +3,6 @@ and its zygote from the supervisor; a missing, killed or disabled template never
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,6 +12,7 @@ from pathlib import Path
 from tests.e2e.host import is_alive, process_titles
 from tests.integration.harness import HELLO, SLEEPER, Harness
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+from wasmvisor.supervisor import template_client
 
 
 def ppid(pid: int) -> int:
@@ -35,6 +35,10 @@ def run_group(h: Harness, task_id: str, module: bytes = HELLO, env: dict[str, st
     h.call(client, "Start", pb.StartRequest(id=task_id), pb.StartResponse)
     shim_pid = h.call(client, "Connect", pb.ConnectRequest(id=task_id), pb.ConnectResponse).shim_pid
     return shim_pid, client
+
+
+def frame(payload: bytes) -> bytes:
+    return b"%d\n" % len(payload) + payload
 
 
 def finish(h: Harness, client: object, task_id: str) -> int:
@@ -114,14 +118,19 @@ def test_a_bad_request_gets_an_error_answer_and_the_template_keeps_serving(harne
     assert finish(h, client, "before") == 0
     [template] = h.templates()
     path = process_titles()[template].split()[-1]
-    for line in (b"not json\n", b'{"version": 1, "argv": ["x"], "env": {}, "cwd": "/"}\n',
-                 b'{"version": 1, "argv": ["-id", "x", "serve"], "env": {}, "cwd": "/"}\n'):
+    magic = template_client.MAGIC.encode()
+    bad = [b"not a length\n", b"5\nshort",
+           frame(b"\0".join([magic, b"/", b"1", b"start"])),
+           frame(b"\0".join([magic, b"/", b"3", b"-id", b"x", b"serve"]))]  # no -namespace
+    for request in bad:
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(5)
+            sock.settimeout(10)
             sock.connect(path)
-            sock.sendall(line)
-            answer = json.loads(sock.makefile("rb").readline())
-        assert "error" in answer and "pid" not in answer, answer
+            sock.sendall(request)
+            if request == b"5\nshort":
+                sock.shutdown(socket.SHUT_WR)
+            answer = sock.makefile("rb").readline()
+        assert answer.startswith(b"error "), (request, answer)
     shim2, client2 = run_group(h, "after-bad")
     assert finish(h, client2, "after-bad") == 0
     assert ppid(shim2) == template

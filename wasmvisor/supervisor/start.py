@@ -35,7 +35,6 @@ except ImportError:  # pragma: no cover - 3.12 renamed it; builds without built-
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Sequence
     from typing import BinaryIO, TextIO
 
@@ -245,7 +244,7 @@ def is_serving(path: str, timeout: float = 1.0) -> bool:
     return True
 
 
-def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | None:
+def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> _socket.socket | None:
     """Bind and listen on `path`, or return None if a live server already owns it.
 
     A path that refuses connections is a stale socket from a dead supervisor: it is removed. A
@@ -253,9 +252,6 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
     then go round again, find it serving, and reuse it.
     """
     import errno
-    import socket
-
-    from wasmvisor.errors import InvalidArgument, Unavailable
 
     give_up = time.monotonic() + deadline
     while True:
@@ -266,8 +262,10 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
         except FileNotFoundError:
             pass
         except IsADirectoryError:
+            from wasmvisor.errors import InvalidArgument
+
             raise InvalidArgument(f"socket path {path} is a directory") from None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         # Created 0600 from the start (the chmod below only restates it): no other user can
         # connect in the moment between bind and chmod. `start` is one short-lived thread.
         umask = os.umask(0o177)
@@ -278,6 +276,8 @@ def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> socket.socket | 
             if exc.errno != errno.EADDRINUSE:
                 raise
             if time.monotonic() > give_up:
+                from wasmvisor.errors import Unavailable
+
                 raise Unavailable(f"socket {path} is in use but does not accept connections") from None
             time.sleep(0.01)
             continue
@@ -363,41 +363,45 @@ def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
 
     Returns the answer for containerd and the new daemon's pid (None when one was reused).
     """
-    from wasmvisor.errors import Unavailable
-    from wasmvisor.supervisor import bootstrap
-
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    boot = bootstrap.PLAIN
-    requested = bootstrap.requested_protocol(os.environ)
-    if requested != "ttrpc":
-        boot = bootstrap.choose(requested, bootstrap.containerd_major(os.environ, args.publish_binary, directory))
+    protocol = "ttrpc"
+    boot = None
+    if os.environ.get(PROTOCOL_ENV):  # bootstrap (dataclasses, hashlib, json: ~15 ms) only when asked
+        from wasmvisor.supervisor import bootstrap
+
+        requested = bootstrap.requested_protocol(os.environ)
+        if requested != "ttrpc":
+            boot = bootstrap.choose(requested, bootstrap.containerd_major(os.environ, args.publish_binary, directory))
+            protocol = boot.protocol
     pid = None
     lock = _lock(directory)
     try:
         sock = claim_socket(path)
         if sock is not None:
-            serve_args = args.replace(protocol=boot.protocol if boot.protocol == "grpc" else "")
+            serve_args = args.replace(protocol=protocol if protocol == "grpc" else "")
             command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
-            if boot.protocol == "grpc":
+            if protocol == "grpc":
                 # grpcio binds the path itself: free it, and answer only once the daemon serves.
                 sock.close()
                 os.unlink(path)
             try:
-                if launcher is None and boot.protocol != "grpc":
+                if launcher is None and protocol != "grpc":
                     pid = _from_template(args.address, directory, command, sock.fileno())
                 if pid is None:
-                    pid = spawn_daemon(command, sock.fileno() if boot.protocol != "grpc" else None)
+                    pid = spawn_daemon(command, sock.fileno() if protocol != "grpc" else None)
             except OSError as exc:
                 if os.path.exists(path):
                     os.unlink(path)
+                from wasmvisor.errors import Unavailable
+
                 raise Unavailable(f"cannot run the shim daemon {command[0]}: {exc.strerror}") from exc
             finally:
                 sock.close()
-            if boot.protocol == "grpc":
+            if protocol == "grpc":
                 wait_until_serving(path, pid)
     finally:
         os.close(lock)
-    return boot.answer(path), pid
+    return (boot.answer(path) if boot is not None else PLAIN_SCHEME + path), pid
 
 
 def _from_template(address: str, directory: str, command: list[str], listen_fd: int) -> int | None:

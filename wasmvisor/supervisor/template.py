@@ -7,9 +7,10 @@ first Create is answered. Forked from here, the supervisor has all of it already
 zygote from itself (WorkerLauncher.fork_zygote), so a new group is ready in a few milliseconds, and
 supervisors, zygotes and the template share their imported pages (less memory per group as well).
 
-`start` (template_client.py) connects to the template's socket, sends one JSON line, the `serve`
-command line with its environment and working directory, with the listening socket of the new
-supervisor attached (SCM_RIGHTS), and reads back one JSON line: `{"pid": N}` or `{"error": "..."}`.
+`start` (template_client.py) connects to the template's socket, sends one request, the `serve`
+command line with its environment and working directory (NUL-separated fields after a length line),
+with the listening socket of the new supervisor attached (SCM_RIGHTS), and reads back one line:
+`pid N` or `error MESSAGE`.
 Whatever goes wrong there, `start` falls back to spawning the supervisor itself. The socket is 0600
 and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import select
 import signal
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 TITLE = "wasmvisor-template"
 IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 600.0
+MAGIC = "wasmvisor-template/1"
+"""template_client.MAGIC, restated so that neither module imports the other."""
 REQUEST_LIMIT = 4 << 20
 """Bytes of one request: the environment and the command line (Linux allows 2 MiB of each)."""
 REQUEST_TIMEOUT = 5.0
@@ -94,23 +96,26 @@ class Request:
         self.cwd = cwd
 
 
-def parse_request(line: bytes) -> Request:
-    """Decode one request line; ValueError naming what is wrong."""
-    try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"request is not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != 1:
-        raise ValueError("request is not a version 1 object")
-    argv, env, cwd = data.get("argv"), data.get("env"), data.get("cwd")
-    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or not argv:
-        raise ValueError("request argv is not a non-empty list of strings")
+def parse_request(data: bytes) -> Request:
+    """Decode one request's payload (template_client.encode_request, after its length line);
+    ValueError naming what is wrong."""
+    fields = [os.fsdecode(f) for f in data.split(b"\0")]
+    if len(fields) < 3 or fields[0] != MAGIC:
+        raise ValueError(f"request does not start with {MAGIC}")
+    cwd, count = fields[1], fields[2]
+    if not count.isdigit() or not 0 < int(count) <= len(fields) - 3:
+        raise ValueError(f"request argument count {count[:20]!r} does not fit the request")
+    argv = fields[3:3 + int(count)]
+    env: dict[str, str] = {}
+    for item in fields[3 + int(count):]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"request environment entry {item[:40]!r} is not KEY=VALUE")
+        env[key] = value
     if argv[-1] != "serve":
         raise ValueError(f"request argv ends with {argv[-1]!r}, not the serve action")
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise ValueError("request env is not an object of strings")
-    if not isinstance(cwd, str) or not os.path.isabs(cwd):
-        raise ValueError("request cwd is not an absolute path")
+    if not os.path.isabs(cwd):
+        raise ValueError(f"request cwd {cwd[:80]!r} is not an absolute path")
     return Request(argv, env, cwd)
 
 
@@ -188,21 +193,21 @@ class Template:
                 if not _same_uid(conn):
                     return  # another user's process: closed unanswered, as supervisors do
                 conn.settimeout(REQUEST_TIMEOUT)
-                line, fds = _receive(conn)
-                request = parse_request(line)
+                payload, fds = _receive(conn)
+                request = parse_request(payload)
                 parse_args(request.argv)  # a command line the child would refuse is refused here
                 pid = os.fork()
                 if pid == 0:
                     self._become_supervisor(conn, fds, request, (wake_r, wake_w))
                 self.children.add(pid)
-                answer: dict[str, object] = {"pid": pid}
+                answer = f"pid {pid}"
             except (OSError, ValueError, UsageError) as exc:
-                answer = {"error": str(exc)}
+                answer = "error " + " ".join(str(exc).split())
             finally:
                 for fd in fds:
                     os.close(fd)
             try:
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+                conn.sendall(answer.encode(errors="replace") + b"\n")
             except OSError:
                 pass
 
@@ -269,21 +274,29 @@ def _same_uid(conn: socket.socket) -> bool:
 
 
 def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    """One request line and the fds sent with it (at most one)."""
+    """One request's payload and the fds sent with it (at most one)."""
     data, fds, flags, _ = socket.recv_fds(conn, 65536, 1)
     try:
         if flags & socket.MSG_CTRUNC:
             raise ValueError("request carries more than one fd")
-        while not data.endswith(b"\n"):
-            if len(data) > REQUEST_LIMIT:
-                raise ValueError(f"request longer than {REQUEST_LIMIT} bytes")
+        while b"\n" not in data[:24]:
+            if len(data) >= 24:
+                raise ValueError("request does not start with its length")
             chunk = conn.recv(65536)
             if not chunk:
-                raise ValueError("request ended before its newline")
+                raise ValueError("request ended before its length")
+            data += chunk
+        head, _, data = data.partition(b"\n")
+        if not head.isdigit() or int(head) > REQUEST_LIMIT:
+            raise ValueError(f"request length {head[:24]!r} is not a number up to {REQUEST_LIMIT}")
+        size = int(head)
+        while len(data) < size:
+            chunk = conn.recv(min(65536, size - len(data)))
+            if not chunk:
+                raise ValueError("request ended early")
             data += chunk
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    return data, fds
-
+    return data[:size], fds

@@ -131,3 +131,41 @@ def test_group_of_ignores_the_annotation_name_as_a_value_only_when_it_parses(tmp
     assert start.group_of(str(tmp_path), "t1") == "t1"
     (tmp_path / "config.json").write_text('{"annotations": {"' + start.GROUP_ANNOTATION + '": "p"}')  # truncated
     assert start.group_of(str(tmp_path), "t1") == "t1"
+
+
+def test_start_of_a_new_group_asks_the_template_and_loads_no_heavy_module(live: tuple[Path, Path]) -> None:
+    """The slow path with a live template: still no json, dataclasses, enum, hashlib, socket or typing
+    (the bootstrap and errors modules load only when a protocol is requested or something fails)."""
+    import threading
+
+    import wasmvisor
+    from wasmvisor.supervisor import template, template_client
+
+    bundle, sockets = live
+    sockets.mkdir(exist_ok=True)
+    command = [sys.executable, os.path.join(str(bundle), "-c")]  # shim_command() under `python -c`
+    stamp = template_client.code_stamp(os.path.dirname(wasmvisor.__file__))
+    server = listen(template_client.template_path(str(sockets), "/run/c.sock", command, stamp))
+    seen: list[template.Request] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            payload, fds = template._receive(conn)
+            seen.append(template.parse_request(payload))
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(b"pid %d\n" % os.getpid())
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    with server:
+        out, modules = run_start(bundle, sockets, "-I", "-S")
+    thread.join(10)
+    path = start.socket_path("/run/c.sock", "ns", "task1", str(sockets))
+    assert out == "unix://" + path
+    [request] = seen
+    assert request.argv[-1] == "serve" and request.cwd == str(bundle)
+    assert "-socket-fd" in request.argv and request.env[start.SOCKET_DIR_ENV] == str(sockets)
+    # fcntl (a small extension module) takes the socket directory's lock, which launching needs.
+    assert loaded(modules, ("json", *(n for n in NEVER_ON_THE_FAST_PATH if n != "fcntl"))) == []

@@ -10,24 +10,35 @@ import pytest
 from wasmvisor.supervisor import template, template_client
 
 
+def payload(line: bytes) -> bytes:
+    head, _, rest = line.partition(b"\n")
+    assert int(head) == len(rest)
+    return rest
+
+
 def test_a_request_round_trips() -> None:
-    line = template_client.encode_request(["-namespace", "ns", "-id", "a", "serve"], {"PATH": "/bin"}, "/b")
-    request = template.parse_request(line)
-    assert (request.argv, request.env, request.cwd) == (["-namespace", "ns", "-id", "a", "serve"],
-                                                        {"PATH": "/bin"}, "/b")
+    env = {"PATH": "/bin", "ODD": "a=b c\nd", "EMPTY": ""}
+    line = template_client.encode_request(["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
+    request = template.parse_request(payload(line))
+    assert (request.argv, request.env, request.cwd) == (["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
 
 
-@pytest.mark.parametrize(("line", "complaint"), [
-    (b"{", "not JSON"),
-    (b'{"version": 2, "argv": ["serve"], "env": {}, "cwd": "/"}', "version 1"),
-    (b'{"version": 1, "argv": [], "env": {}, "cwd": "/"}', "argv"),
-    (b'{"version": 1, "argv": ["-id", "x", "start"], "env": {}, "cwd": "/"}', "not the serve action"),
-    (b'{"version": 1, "argv": ["serve"], "env": {"A": 1}, "cwd": "/"}', "env"),
-    (b'{"version": 1, "argv": ["serve"], "env": {}, "cwd": "relative"}', "cwd"),
+def test_the_client_and_the_template_agree_on_the_magic() -> None:
+    assert template.MAGIC == template_client.MAGIC
+
+
+@pytest.mark.parametrize(("fields", "complaint"), [
+    ([b"other/1", b"/", b"1", b"serve"], "does not start with"),
+    ([template_client.MAGIC.encode(), b"/", b"x", b"serve"], "argument count"),
+    ([template_client.MAGIC.encode(), b"/", b"0"], "argument count"),
+    ([template_client.MAGIC.encode(), b"/", b"5", b"serve"], "argument count"),
+    ([template_client.MAGIC.encode(), b"/", b"2", b"-id", b"start"], "not the serve action"),
+    ([template_client.MAGIC.encode(), b"/", b"1", b"serve", b"NOEQUALS"], "KEY=VALUE"),
+    ([template_client.MAGIC.encode(), b"relative", b"1", b"serve"], "absolute"),
 ])
-def test_a_bad_request_is_refused_naming_the_field(line: bytes, complaint: str) -> None:
+def test_a_bad_request_is_refused_naming_the_field(fields: list[bytes], complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
-        template.parse_request(line)
+        template.parse_request(b"\0".join(fields))
 
 
 def test_the_socket_name_depends_on_address_command_and_code(tmp_path: Path) -> None:
