@@ -169,6 +169,7 @@ class WorkerLauncher:
         import asyncio
 
         loop = asyncio.get_running_loop()
+        began = time.monotonic()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             name = f"wasmvisor-worker {config.namespace}/{config.id}"
@@ -185,6 +186,7 @@ class WorkerLauncher:
             os.close(sentinel)
             raise
         handle = WorkerHandle(pid, sentinel, pidfd, reader, writer, launcher_closed=lambda: self._closing)
+        forked = time.monotonic()
         if on_forked is not None:
             try:
                 on_forked(pid)
@@ -193,6 +195,8 @@ class WorkerLauncher:
                 handle.close()
                 raise
         await handle.send(config)
+        log.debug("worker %d of %s forked in %.1f ms, configured %.1f ms later", pid, config.id,
+                  (forked - began) * 1000, (time.monotonic() - forked) * 1000)
         return handle
 
     async def keep_zygote(self) -> None:
