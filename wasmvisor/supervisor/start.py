@@ -82,7 +82,7 @@ def group_of(bundle: str, task_id: str) -> str:
 
     A missing or malformed config.json is not an error here (sandbox bundles on containerd 2.x have
     none); the task simply gets its own supervisor. When the annotation's name is not in the file at
-    all, `json` is not even imported (JSON encoders, Go's included, never escape ASCII letters).
+    all, nothing is parsed (JSON encoders, Go's included, never escape ASCII letters).
     """
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
@@ -91,10 +91,8 @@ def group_of(bundle: str, task_id: str) -> str:
         return task_id
     if GROUP_ANNOTATION.encode() not in raw:
         return task_id
-    import json
-
     try:
-        spec = json.loads(raw)
+        spec = load_json(raw)
     except ValueError:
         return task_id
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
@@ -103,6 +101,38 @@ def group_of(bundle: str, task_id: str) -> str:
         if isinstance(group, str) and group:
             return group
     return task_id
+
+
+class _ScanContext:
+    """What the C JSON scanner reads off a JSONDecoder: the defaults of `json.loads`."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = float
+    memo: dict[str, str] = {}
+
+
+def load_json(raw: bytes) -> object:
+    """`json.loads(raw)` for a UTF-8 document, through the C scanner that `json` itself uses but
+    without importing `json`, whose decoder imports `re`: ~7 ms of a pod's `start` (measured: 25 ->
+    18 ms). ValueError for anything json.loads would refuse."""
+    try:
+        import _json
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        import json
+
+        return json.loads(raw)
+    text = raw.decode("utf-8").strip(" \t\n\r")
+    try:
+        value, end = _json.make_scanner(_ScanContext())(text, 0)  # type: ignore[arg-type]
+    except StopIteration:
+        raise ValueError("config.json: not a complete JSON document") from None
+    if end != len(text):
+        raise ValueError("config.json: extra data after the JSON document")
+    return value
 
 
 def socket_dir() -> str:

@@ -90,15 +90,35 @@ def test_start_with_a_live_supervisor_loads_no_heavy_module(live: tuple[Path, Pa
     assert loaded(modules, NEVER_ON_THE_FAST_PATH if "-S" in flags else HEAVY) == []
 
 
-def test_pod_annotation_costs_only_json_and_re(live: tuple[Path, Path]) -> None:
+def test_pod_annotation_is_read_without_json_or_re(live: tuple[Path, Path]) -> None:
     bundle, sockets = live
     (bundle / "config.json").write_text(json.dumps({"annotations": {start.GROUP_ANNOTATION: "pod-7"}}))
     path = start.socket_path("/run/c.sock", "ns", "pod-7", str(sockets))
     with listen(path):
         out, modules = run_start(bundle, sockets, "-I", "-S", task_id="task2")
     assert out == "unix://" + path
-    assert "json" in modules
-    assert loaded(modules, tuple(n for n in NEVER_ON_THE_FAST_PATH if n not in ("typing", "dataclasses", "enum"))) == []
+    assert loaded(modules, ("json", "re", *NEVER_ON_THE_FAST_PATH)) == []
+
+
+@pytest.mark.parametrize("text", [
+    '{"annotations": {"io.kubernetes.cri.sandbox-id": "p\\u00e9\\n"}, "n": [1, -2.5e3, true, null]}',
+    '  \n{"a": "\\"quoted\\"", "b": {}}\n', '[]', '"s"', '{"big": 123456789012345678901234567890}',
+])
+def test_load_json_reads_what_json_loads_reads(text: str) -> None:
+    assert start.load_json(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ['{"a":', '{"a": 1} x', '', '{"a": 1,}', "{'a': 1}", '{"a": tru}'])
+def test_load_json_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        start.load_json(text.encode())
+
+
+def test_load_json_refuses_bytes_that_are_not_utf8() -> None:
+    with pytest.raises(ValueError):
+        start.load_json(b'{"a": "\xff"}')
 
 
 def test_a_requested_protocol_takes_the_full_path_and_still_reuses_the_supervisor(live: tuple[Path, Path]) -> None:
