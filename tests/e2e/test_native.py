@@ -18,6 +18,7 @@ import wasmvisor.image
 from tests.e2e.ctr import RUNC_RUNTIME, Ctr
 from tests.e2e.host import is_alive
 from wasmvisor.image import FileSpec, build_busybox_image, build_oci_tar
+from wasmvisor.supervisor import instance
 from wasmvisor.worker.capabilities import CAP_NUMBERS, cap_mask
 
 APPLETS = ("sh", "true", "false", "sleep", "cat", "echo", "env", "pwd", "ls", "id", "grep", "mkdir", "unshare")
@@ -104,6 +105,18 @@ def test_busybox_sh_prints_hi_and_exits_3(ctr: Ctr, native_images: dict[str, str
     result = ctr.run_container(native_images["busybox"], container_id, "sh", "-c", "echo hi; exit 3")
 
     assert (result.returncode, result.stdout) == (3, "hi\n"), result.output
+
+
+def test_a_native_container_runs_past_the_workers_exit_grace(
+    ctr: Ctr, native_images: dict[str, str], container_id: str
+) -> None:
+    # The worker's pipe closes when the native program is exec'd; the supervisor must not take
+    # that for a worker that is exiting (it kills such a worker after EXIT_GRACE_SECONDS).
+    seconds = instance.EXIT_GRACE_SECONDS + 2
+    result = ctr.run_container(native_images["busybox"], container_id, "sh", "-c", f"sleep {seconds:.0f}; exit 3",
+                               timeout=seconds + 30)
+
+    assert result.returncode == 3, result.output
 
 
 def test_shebang_script_entrypoint_runs_through_its_interpreter(

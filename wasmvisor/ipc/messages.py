@@ -92,6 +92,8 @@ class Started:
     kind: ClassVar[str] = "started"
     pid: int
     at_ns: int
+    execs: bool = False
+    """A native program is exec'd next: the pipe closes then (close-on-exec) while the program runs on."""
 
 
 @dataclass(frozen=True)

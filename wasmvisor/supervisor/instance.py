@@ -103,6 +103,8 @@ class WorkerInstance(Instance):
         self._exit: Exit | None = None
         self._exited = asyncio.Event()
         self._reported: messages.Exited | None = None
+        self._execs = False
+        """The worker said it execs a native program: its pipe closes while that program runs."""
         self._container_pidfd = -1
         """A pidfd of the container process when it is not the worker itself (pid namespace)."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
@@ -214,7 +216,10 @@ class WorkerInstance(Instance):
 
     async def _wait_exit(self) -> int:
         """The worker's returncode once it is gone. Its pipe has closed, so it is exiting: one
-        that still runs after EXIT_GRACE_SECONDS (a stuck thread, a wedged flush) is killed."""
+        that still runs after EXIT_GRACE_SECONDS (a stuck thread, a wedged flush) is killed; but
+        a native program closed the pipe when it was exec'd, and runs for as long as it runs."""
+        if self._execs:
+            return await self.handle.wait_exit()
         try:
             return await asyncio.wait_for(self.handle.wait_exit(), EXIT_GRACE_SECONDS)
         except TimeoutError:
@@ -234,6 +239,7 @@ class WorkerInstance(Instance):
                     self._open_container_pidfd(msg.pid)
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
+            self._execs = msg.execs
             if self.on_start is not None:
                 self.on_start(self)
             if self._started is not None:

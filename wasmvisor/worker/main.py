@@ -144,7 +144,7 @@ def serve(sock_fd: int) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
-    channel.send(Started(pid=box.pid, at_ns=time.time_ns()))
+    channel.send(Started(pid=box.pid, at_ns=time.time_ns(), execs=native is not None))
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own

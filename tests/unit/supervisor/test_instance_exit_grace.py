@@ -55,3 +55,30 @@ def test_worker_hanging_after_its_exit_is_killed_and_keeps_its_reported_status(
     sent, status = asyncio.run(scenario())
     assert sent == [signal.SIGKILL]
     assert status == 0, "the status the guest reported stands"
+
+
+class ExecingWorker(HangingWorker):
+    """Says it execs a native program, closes its pipe (close-on-exec), and ends by itself later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines = [messages.Started(pid=self.pid, at_ns=1, execs=True)]
+
+    async def wait_exit(self) -> int:
+        await asyncio.sleep(0.3)  # the program runs well past the grace
+        return 3
+
+
+def test_a_native_program_closing_the_pipe_at_exec_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(instance, "EXIT_GRACE_SECONDS", 0.05)
+
+    async def scenario() -> tuple[list[int], int]:
+        worker = ExecingWorker()
+        inst = WorkerInstance("native", InstanceConfig(namespace="ns", bundle="/b", rootfs="/b/rootfs"),
+                              worker)  # type: ignore[arg-type]
+        exit = await asyncio.wait_for(inst.wait(), 5)
+        return worker.sent, exit.status
+
+    sent, status = asyncio.run(scenario())
+    assert sent == []
+    assert status == 3
