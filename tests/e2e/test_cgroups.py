@@ -231,11 +231,8 @@ def test_oom_kill_of_a_child_is_published_while_the_container_goes_on(
 ) -> None:
     container_id = new_container_id("")
     # The subshell is OOM-killed; the shell itself survives, says so, and sleeps until killed, so the
-    # TaskOOM seen comes from the cgroup's OOM notification, not from the exit path. The subshell raises
-    # its own oom_score_adj (no privilege needed to raise it) so that under memory pressure from other
-    # tests the kernel still picks it, not the shell.
-    script = ('(echo 1000 > /proc/self/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr "\\0" a)); '
-              'echo survived; sleep 1000')
+    # TaskOOM seen comes from the cgroup's OOM notification, not from the exit path.
+    script = '(x=$(head -c 200000000 /dev/zero | tr "\\0" a)); echo survived; sleep 1000'
     with ctr.events() as events:
         run = ctr.start_container(cgroup_images["busybox"], container_id, "/bin/sh", "-c", script,
                                   flags=["--memory-limit", str(64 * MIB)])

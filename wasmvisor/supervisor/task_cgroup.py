@@ -24,6 +24,8 @@ from wasmvisor.supervisor import logs
 
 log = logging.getLogger(__name__)
 
+OOM_RECHECK_SECONDS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""After an OOM notification with no kill counted yet: when to look at the counter again."""
 LINUX_RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 
 
@@ -85,7 +87,18 @@ class TaskCgroup:
 
     def _on_memory_event(self) -> None:
         self.cgroup.drain_oom_events(self._oom_fd)
-        self.check_oom()
+        if not self.check_oom():
+            # v1 notifies when the cgroup runs out of memory, before the OOM killer has chosen and
+            # counted its victim: look again until the counter moves (or the moment has passed).
+            self._recheck(OOM_RECHECK_SECONDS)
+
+    def _recheck(self, delays: tuple[float, ...]) -> None:
+        if delays and self._loop is not None:
+            self._loop.call_later(delays[0], self._recheck_now, delays[1:])
+
+    def _recheck_now(self, rest: tuple[float, ...]) -> None:
+        if self._oom_fd >= 0 and not self.check_oom():
+            self._recheck(rest)
 
     def check_oom(self) -> bool:
         """Report (once) an OOM kill the cgroup counted since the last check. True if one was."""

@@ -54,3 +54,31 @@ def test_each_oom_kill_is_reported_once():
 def test_spec_without_linux_section_gets_no_cgroup():
     assert TaskCgroup.create("t", "ns", {"process": {}}, on_oom=lambda: None) is None
     assert TaskCgroup.create("t", "ns", None, on_oom=lambda: None) is None
+
+def test_an_oom_notification_before_the_kill_is_counted_is_looked_at_again():
+    """cgroup v1 signals the eventfd when the cgroup runs out of memory, before the OOM killer has
+    counted its victim: the kill that lands a little later is still reported, without another wake-up."""
+    import asyncio
+    import os
+
+    async def scenario() -> list[int]:
+        reported: list[int] = []
+        cg = CountingCgroup()
+        cg.drain_oom_events = lambda fd: None  # type: ignore[assignment,method-assign]
+        tc = TaskCgroup("t", cg, Resources(), on_oom=lambda: reported.append(cg.kills))
+        tc._loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        tc._oom_fd = r  # what _unwatch would close
+        try:
+            tc._on_memory_event()  # the notification: nothing counted yet
+            assert reported == []
+            await asyncio.sleep(0.03)
+            cg.kills = 1  # the OOM killer is done
+            await asyncio.sleep(0.3)
+        finally:
+            os.close(r)
+            os.close(w)
+            tc._oom_fd = -1
+        return reported
+
+    assert asyncio.run(scenario()) == [1]
