@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmvisor import errors
+from wasmvisor.cgroups import migration
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor import logs, mounts, task_events, wasm_layers
 from wasmvisor.supervisor.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
@@ -118,14 +119,22 @@ class TaskRegistry:
 
     async def _create(self, task_id: str, opts: CreateOpts) -> Task:
         rootfs = os.path.join(opts.bundle, "rootfs")
-        if opts.rootfs:
-            mounts.mount_all(opts.rootfs, rootfs)
-        cgroup: TaskCgroup | None = None
+        # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
+        # the worker joins it as soon as it is forked, before it loads anything.
+        cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                                   on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+        if cgroup is not None:
+            # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount and
+            # the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that the
+            # mkdir above needs.
+            migration.prime()
         try:
-            # Before the worker exists, so that a cgroupsPath that cannot be made fails Create
-            # early; the worker joins it as soon as it is forked, before it loads anything.
-            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
-                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            if opts.rootfs:
+                mounts.mount_all(opts.rootfs, rootfs)
+        except BaseException:
+            _destroy_quietly(task_id, cgroup)
+            raise
+        try:
             layers = await wasm_layers.for_container(task_id, self.namespace, opts.bundle, rootfs, opts.spec,
                                                      self.engine)
             cfg = InstanceConfig(
@@ -138,10 +147,7 @@ class TaskRegistry:
             instance = await WorkerInstance.new(task_id, cfg, on_forked=cgroup.add if cgroup else None)
         except BaseException:
             try:
-                if cgroup is not None:
-                    cgroup.destroy()
-            except errors.ShimError as exc:
-                log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+                _destroy_quietly(task_id, cgroup)
             finally:
                 if opts.rootfs:
                     mounts.unmount_all(rootfs)
@@ -306,3 +312,13 @@ def _write_pid_file(bundle: str, pid: int) -> None:
         f.write(str(pid))
     os.replace(tmp, path)
 
+
+def _destroy_quietly(task_id: str, cgroup: TaskCgroup | None) -> None:
+    """Remove the cgroup of a Create that failed; a cgroup that stays is logged, not raised (the
+    Create's own error is the one to report)."""
+    if cgroup is None:
+        return
+    try:
+        cgroup.destroy()
+    except errors.ShimError as exc:
+        log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)

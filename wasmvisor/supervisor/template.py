@@ -59,7 +59,7 @@ PRELOAD = (
     "wasmvisor.supervisor.task_service", "wasmvisor.supervisor.tasks", "wasmvisor.supervisor.instance",
     "wasmvisor.supervisor.mounts", "wasmvisor.supervisor.task_cgroup", "wasmvisor.supervisor.wasm_layers",
     "wasmvisor.supervisor.events", "wasmvisor.supervisor.ttrpc", "wasmvisor.spec", "wasmvisor.spec_linux",
-    "wasmvisor.cgroups", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher", "orjson",
+    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher", "orjson",
     # The zygote's forkserver (the standard library's) and what its children unpickle.
     "multiprocessing.connection", "multiprocessing.context", "multiprocessing.forkserver",
     "multiprocessing.popen_forkserver", "multiprocessing.reduction", "multiprocessing.resource_tracker",
