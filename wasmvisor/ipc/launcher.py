@@ -1,27 +1,20 @@
-"""The supervisor's side of the zygote: fork workers from a multiprocessing forkserver and talk to
-each one over its own socketpair.
+"""The supervisor's side of the zygote: fork workers from it and talk to each one over its own
+socketpair.
 
-The zygote (`wasmvisor-zygote`) is a multiprocessing forkserver (the standard library's: see
-MULTIPROCESSING) that preloads wasmtime and the worker code once; each `spawn` forks a worker from
-it in about a millisecond. This module is imported by the supervisor: it imports neither wasmtime
-nor worker code (it names them as strings) and imports multiprocessing only when the zygote is
-first needed.
+The zygote (`wasmvisor-zygote`, wasmvisor/worker/forkserver.py) has wasmtime and the worker code
+imported and forks a worker per request in about a millisecond. It is either a fork of the supervisor
+itself (`fork_zygote`: a supervisor forked from the node's template has all of it imported already) or
+a new interpreter that imports it (`begin_warm_up`). The two talk over one SOCK_SEQPACKET socketpair:
+no socket file, and no other process can reach the zygote. This module is imported by the supervisor:
+it imports neither wasmtime nor worker code (it names them as strings).
 
-Three things differ from `multiprocessing.get_context("forkserver").Process(...).start()`:
-- all blocking forkserver calls run on one launcher-owned thread: the zygote sets
-  PR_SET_PDEATHSIG, which fires when the *thread* that spawned it ends, so that thread must
-  live as long as the launcher;
-- the preparation data sent to each child drops `init_main_from_path/_name`: multiprocessing
-  would otherwise re-run the supervisor's `__main__` (a console script, or pytest) in every
-  worker;
-- multiprocessing's resource tracker (one more Python process) is not started: wasmvisor shares
-  no semaphores or shared memory between processes.
+All blocking zygote calls run on one launcher-owned thread: a spawned zygote sets PR_SET_PDEATHSIG,
+which fires when the *thread* that spawned it ends, so that thread must live as long as the launcher.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
 import logging
 import os
 import signal
@@ -31,7 +24,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from types import ModuleType
 
 from wasmvisor.errors import Unavailable
 
@@ -39,7 +31,6 @@ TYPE_CHECKING = False  # typing and concurrent.futures are not loaded in the zyg
 if TYPE_CHECKING:
     import asyncio
     import concurrent.futures
-    from typing import Any
 
     from wasmvisor.ipc import messages
 
@@ -60,13 +51,10 @@ ORPHAN_REAP_RETRY_SECONDS = 0.01
 """How long (tries x seconds) an ended worker of a lost zygote may take to become our child."""
 
 
-MULTIPROCESSING = "multiprocessing"
-"""The forkserver implementation: the standard library's. `multiprocess` (its fork, which pickles with
-dill) costs ~25 ms more to import, in the supervisor and again in the zygote, and nothing here needs
-dill: the targets are module-level functions and the only other argument is a socket."""
-
-FREEZE_MODULE = "wasmvisor.worker.zygote_frozen"
-"""Imported last in the zygote: gc.freeze() after the preload, so workers share its heap."""
+FORKSERVER_MODULE = "wasmvisor.worker.forkserver"
+"""The zygote's loop; a spawned zygote runs its `main`."""
+SPAWN_FLAGS = ("-I", "-S")
+"""A spawned zygote's interpreter: no `site` nor PYTHON* variables; it gets the supervisor's sys.path."""
 
 
 def preload_for(engine: str) -> tuple[str, ...]:
@@ -82,18 +70,13 @@ class WorkerLauncher:
         preload: Sequence[str] = DEFAULT_PRELOAD,
         entry: str = WORKER_ENTRY,
     ) -> None:
-        # Always first: the zygote's identity, then what unpickling each child's process object
-        # imports (this module holds the trampoline; popen_forkserver holds the fd-passing
-        # class: ~1.5 ms per child if not preloaded).
-        always = [ZYGOTE_MODULE, __name__, f"{MULTIPROCESSING}.popen_forkserver"]
-        last = [FREEZE_MODULE]
-        self._preload = [*always, *(m for m in preload if m not in always + last), *last]
+        self._preload = [ZYGOTE_MODULE, *(m for m in preload if m != ZYGOTE_MODULE)]
         self._entry = entry
         from concurrent.futures import ThreadPoolExecutor  # the zygote imports this module, not the class
 
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
-        self._server: Any = None
-        self._mp: dict[str, ModuleType] = {}
+        self._conn: socket.socket | None = None
+        self._zygote: int | None = None
         self._lock = threading.Lock()
         self._closing = False
         self._warming: concurrent.futures.Future[float] | None = None
@@ -101,13 +84,13 @@ class WorkerLauncher:
     @property
     def zygote_pid(self) -> int | None:
         """The zygote's pid, once started."""
-        return None if self._server is None else self._server._forkserver_pid
+        return self._zygote
 
     def warm_up(self) -> float:
         """Start the zygote and wait until its preload is done; returns the seconds it took.
 
         Blocking: the supervisor calls it in a thread at startup so it overlaps the first Create.
-        After `begin_warm_up`, it waits for that start rather than making another.
+        After `begin_warm_up` or `fork_zygote`, it waits for that zygote rather than making another.
         """
         return self.begin_warm_up().result()
 
@@ -136,27 +119,16 @@ class WorkerLauncher:
         starts: the zygote's parent-death signal follows the forking thread, and a fork from a
         threaded process copies locks that other threads may hold. Returns the zygote's pid.
         """
-        mp = self._modules()
-        connection = importlib.import_module(f"{MULTIPROCESSING}.connection")
-        address = connection.arbitrary_address("AF_UNIX")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(address)
-            os.chmod(address, 0o600)
-            listener.listen()
-            alive_r, alive_w = os.pipe()
-        except BaseException:
-            listener.close()
-            _unlink(address)
-            raise
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the zygote: never returns
-            _zygote_after_fork(mp["forkserver"], listener.detach(), alive_r)
-        os.close(alive_r)
-        listener.close()
-        self._server._forkserver_address = address
-        self._server._forkserver_alive_fd = alive_w
-        self._server._forkserver_pid = pid
+            ours.detach()  # closed with the rest below; the object must not close a reused fd
+            _zygote_after_fork(theirs.detach(), self._entry)
+        theirs.close()
+        with self._lock:
+            self._conn, self._zygote = ours, pid
+            if self._warming is None:
+                self._warming = self._executor.submit(self._ping_zygote)
         return pid
 
     async def spawn(self, config: messages.Configure,
@@ -224,14 +196,11 @@ class WorkerLauncher:
             if self._closing or self.zygote_pid != pid:
                 continue
             log.warning("zygote %d died; starting a new one", pid)
-            address = self._server._forkserver_address
             try:
-                seconds = await loop.run_in_executor(self._executor, self._warm_up)
+                seconds = await loop.run_in_executor(self._executor, self._restart, pid)
             except Exception as exc:
                 log.error("zygote restart failed: %s; trying again on the next spawn", exc)
                 return
-            if address and address != self._server._forkserver_address:
-                _unlink(address)  # the dead zygote's listening socket
             log.info("zygote %s restarted in %.3f s", self.zygote_pid, seconds)
 
     def close(self, timeout: float = 2.0) -> None:
@@ -244,30 +213,67 @@ class WorkerLauncher:
 
     # -- on the launcher's thread ---------------------------------------------------------
 
-    def _modules(self) -> dict[str, ModuleType]:
-        if not self._mp:
-            for name in ("context", "forkserver", "popen_forkserver", "reduction", "resource_tracker",
-                         "spawn"):
-                self._mp[name] = importlib.import_module(f"{MULTIPROCESSING}.{name}")
-            tracker = self._mp["resource_tracker"]._resource_tracker
-            if tracker._fd is None:
-                # An fd that answers the tracker's liveness probe, so none is spawned.
-                tracker._fd = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-            self._server = self._mp["forkserver"].ForkServer()
-            self._server.set_forkserver_preload(self._preload)
-        return self._mp
-
     def _warm_up(self, spawned: threading.Event | None = None) -> float:
         began = time.monotonic()
-        self._modules()
-        if spawned is not None:
-            try:
-                self._server.ensure_running()  # the zygote's process; its preload goes on alone
-            finally:
-                spawned.set()
-        pid, sentinel, pidfd = self._fork(None, "wasmvisor-ping")
         try:
-            _read_signed(sentinel)  # the ping child's returncode: the zygote is serving
+            self._spawn_zygote()
+        finally:
+            if spawned is not None:
+                spawned.set()
+        self._ping_zygote()
+        return time.monotonic() - began
+
+    def _zygote_alive(self) -> bool:
+        """Whether the zygote (our child) still runs; a dead one is reaped here."""
+        if self._zygote is None:
+            return False
+        try:
+            done, _ = os.waitpid(self._zygote, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return not done
+
+    def _restart(self, dead: int | None) -> float:
+        """A new zygote for the one that died (`dead`, reaped here), as a new interpreter; nothing
+        when a live one has replaced it already (a spawn found it dead before keep_zygote did)."""
+        if dead is not None and self._zygote not in (None, dead) and self._zygote_alive():
+            return 0.0
+        if dead is not None:
+            try:
+                os.waitpid(dead, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if self._conn is not None:
+            self._conn.close()
+            self._conn, self._zygote = None, None
+        return self._warm_up()
+
+    def _spawn_zygote(self) -> None:
+        """A new interpreter running the zygote's loop (wasmvisor.worker.forkserver.main)."""
+        import sys
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            fd = theirs.fileno()
+            code = f"import sys; sys.path[:] = {sys.path!r}; from {FORKSERVER_MODULE} import main; main()"
+            argv = [sys.executable, *SPAWN_FLAGS, "-c", code, str(fd), self._entry, *self._preload]
+            os.set_inheritable(fd, True)
+            pid = os.posix_spawn(sys.executable, argv, os.environ)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._conn, self._zygote = ours, pid
+
+    def _ping_zygote(self) -> float:
+        """Fork a child that exits at once and wait for its end: the zygote is serving."""
+        began = time.monotonic()
+        pid, sentinel, pidfd = self._fork(None, "")
+        try:
+            _read_signed(sentinel)
+        except EOFError as exc:
+            raise Unavailable(f"zygote: no answer to a ping: {exc}") from None
         finally:
             os.close(sentinel)
             if pidfd >= 0:
@@ -275,50 +281,38 @@ class WorkerLauncher:
         return time.monotonic() - began
 
     def _fork(self, sock: socket.socket | None, name: str) -> tuple[int, int, int]:
-        """Ask the zygote for a child running `_run_worker(entry, sock)` (`_ping` without a
-        socket). Returns (pid, sentinel fd, pidfd or -1)."""
-        mp = self._modules()
-        context = mp["context"]
-        if sock is None:
-            process = context.ForkServerProcess(target=_ping, name=name)
-        else:
-            process = context.ForkServerProcess(target=_run_worker, args=(self._entry, sock), name=name)
-        prep = mp["spawn"].get_preparation_data(name)
-        prep.pop("init_main_from_path", None)
-        prep.pop("init_main_from_name", None)
-        passing = _FdPassing(mp["popen_forkserver"]._DupFd)
-        buf = io.BytesIO()
-        context.set_spawning_popen(passing)
+        """Ask the zygote for a worker on `sock` (titled `name`), or a ping without a socket.
+        Returns (pid, status pipe's read end: the sentinel, pidfd or -1)."""
+        if self._conn is None or not self._zygote_alive():
+            self._restart(self._zygote)  # never started, or died (keep_zygote may not have seen it yet)
+        assert self._conn is not None
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        fds = [status_w] if sock is None else [status_w, sock.fileno()]
+        message = b"ping" if sock is None else b"run " + name.encode("utf-8", "replace")[:4000]
         try:
-            mp["reduction"].dump(prep, buf)
-            mp["reduction"].dump(process, buf)
-        finally:
-            context.set_spawning_popen(None)
-        try:
-            sentinel, data_w = self._server.connect_to_new_process(passing.fds)
+            socket.send_fds(self._conn, [message], fds)
         except OSError as exc:
+            os.close(status_r)
             raise Unavailable(f"zygote: cannot reach it: {exc}") from None
+        finally:
+            os.close(status_w)
         try:
-            with open(data_w, "wb", closefd=True) as f:
-                f.write(buf.getbuffer())
-            pid = _read_signed(sentinel)
+            pid = _read_signed(status_r)
         except (OSError, EOFError) as exc:
-            os.close(sentinel)
+            os.close(status_r)
             raise Unavailable(f"zygote: no child from it: {exc}") from None
         try:
             pidfd = os.pidfd_open(pid)
         except (OSError, AttributeError):
             pidfd = -1  # already gone (its exit is in the sentinel), or no pidfd support
-        return pid, sentinel, pidfd
+        return pid, status_r, pidfd
 
     def _stop(self, timeout: float) -> None:
-        server = self._server
-        if server is None or server._forkserver_pid is None:
+        pid, conn = self._zygote, self._conn
+        self._zygote, self._conn = None, None
+        if pid is None or conn is None:
             return
-        pid = server._forkserver_pid
-        os.close(server._forkserver_alive_fd)  # EOF on its alive pipe: the zygote exits
-        server._forkserver_alive_fd = None
-        server._forkserver_pid = None
+        conn.close()  # EOF on its socketpair: the zygote exits
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -332,10 +326,6 @@ class WorkerLauncher:
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.005)
-        address = server._forkserver_address
-        server._forkserver_address = None
-        if address:
-            _unlink(address)
 
 
 class WorkerHandle:
@@ -459,7 +449,7 @@ class WorkerHandle:
             # going away and its workers outlive it, as runc containers outlive their shim).
             # The worker lives on, re-parented to the supervisor (a child subreaper): watch its
             # pidfd and reap this one pid ourselves (never waitpid(-1): the zygote is our child
-            # too, and multiprocessing checks it with waitpid).
+            # too, and the launcher checks it with waitpid).
             loop = self._watching
             self._unwatch()
             self._orphan_tries = 0
@@ -510,29 +500,9 @@ class WorkerHandle:
             self._watched_fd = -1
 
 
-class _FdPassing:
-    """Collects the fds multiprocessing's reducers pass to the child by SCM_RIGHTS (what its
-    forkserver Popen does while pickling)."""
-
-    def __init__(self, dupfd: type) -> None:
-        self.fds: list[int] = []
-        self.DupFd = dupfd
-
-    def duplicate_for_child(self, fd: int) -> int:
-        self.fds.append(fd)
-        return len(self.fds) - 1
-
-
 def _resolve_once(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _read_signed(fd: int) -> int:
@@ -557,39 +527,23 @@ def close_fds_except(keep: Sequence[int]) -> None:
                 pass  # the listing's own directory fd
 
 
-def _zygote_after_fork(forkserver: ModuleType, listener_fd: int, alive_r: int) -> None:
-    """The forked zygote's life: become the zygote, then multiprocessing's forkserver loop, whose
-    preload is done already. Ends the process; never returns into the supervisor's code."""
+def _zygote_after_fork(conn_fd: int, entry: str) -> None:
+    """The forked zygote's life: become the zygote, then serve fork requests on `conn_fd`. Ends the
+    process; never returns into the supervisor's code."""
     code = 0
     try:
         # The supervisor's listening socket and log pipes must not stay open here (nor, through
         # here, in workers): a supervisor that died would still seem to serve.
-        close_fds_except((listener_fd, alive_r))
+        close_fds_except((conn_fd,))
         zygote = importlib.import_module(ZYGOTE_MODULE)
         zygote.become_zygote()
+        forkserver = importlib.import_module(FORKSERVER_MODULE)
         import gc
 
-        gc.freeze()  # as zygote_frozen does for a spawned zygote
-        forkserver.main(listener_fd, alive_r, [])
+        gc.freeze()  # as a spawned zygote does after its preload
+        forkserver.serve(socket.socket(fileno=conn_fd), forkserver.entry_runner(entry))
     except BaseException:  # noqa: B036 - nothing may escape into the supervisor's code
         code = 70
         traceback.print_exc()
     finally:
         os._exit(code)
-
-
-def _run_worker(entry: str, sock: socket.socket) -> None:
-    """Runs in the forked child: import the worker entry module by name and hand it the pipe.
-    Never returns into the forkserver's code."""
-    code = 70
-    try:
-        fd = sock.detach()
-        importlib.import_module(entry).run(fd)
-    except BaseException:  # noqa: B036
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
-def _ping() -> None:
-    """The warm-up child: proves the zygote has finished its preload and forks."""

@@ -60,12 +60,8 @@ PRELOAD = (
     "wasmvisor.supervisor.mounts", "wasmvisor.supervisor.task_cgroup", "wasmvisor.supervisor.wasm_layers",
     "wasmvisor.supervisor.events", "wasmvisor.supervisor.ttrpc", "wasmvisor.spec", "wasmvisor.spec_linux",
     "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher", "orjson",
-    # The zygote's forkserver (the standard library's) and what its children unpickle.
-    "multiprocessing.connection", "multiprocessing.context", "multiprocessing.forkserver",
-    "multiprocessing.popen_forkserver", "multiprocessing.reduction", "multiprocessing.resource_tracker",
-    "multiprocessing.spawn",
-    # The zygote's own preload: the worker and the engine (wasmtime).
-    "wasmvisor.worker.zygote",
+    # The zygote: its loop and identity, then its own preload: the worker and the engine (wasmtime).
+    "wasmvisor.worker.forkserver", "wasmvisor.worker.zygote",
 )
 
 

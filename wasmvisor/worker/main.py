@@ -75,7 +75,7 @@ def run(sock_fd: int) -> NoReturn:
     code = EX_SOFTWARE
     try:
         code = serve(sock_fd)
-    except BaseException as exc:  # noqa: B036 - nothing may escape into the forkserver's code
+    except BaseException as exc:  # noqa: B036 - nothing may escape into the zygote's loop
         log.error("worker failed: %s", _exception_line(exc))
     finally:
         os._exit(code & 0xFF)
@@ -164,8 +164,8 @@ def serve(sock_fd: int) -> int:
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
     """Undo what the worker inherited from the zygote: its signal dispositions, its parent-death
-    signal, its session, and every fd but 0, 1, 2 and `keep` (multiprocessing's alive pipe among
-    them: held by a worker, it would keep the zygote alive after the supervisor closed it)."""
+    signal, its session, and every fd but 0, 1, 2 and `keep` (the log pipe's duplicates, the
+    supervisor's sockets of a forked zygote: none of them is the container's business)."""
     for sig in GUEST_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -1,0 +1,160 @@
+"""The zygote's loop: fork one worker per request; report its pid and, once it is reaped, its end.
+
+The supervisor (wasmvisor.ipc.launcher) and its zygote share one SOCK_SEQPACKET socketpair, made before
+the zygote exists, so no other process can ask it for anything. A request is one message: `run TITLE`
+with two fds attached (SCM_RIGHTS), the write end of a status pipe and the worker's end of its own
+socketpair; or `ping` with the status pipe alone. The zygote forks; the child becomes the worker
+(`run(fd)` of the worker entry module, which never returns) or, for a ping, exits 0; the zygote writes
+the child's pid on the status pipe (8 bytes, native signed) and, when it has reaped the child, its
+returncode (>= 0: exit code; < 0: minus the signal) before closing it. The supervisor's WorkerHandle
+reads both from the pipe's other end. EOF on the socketpair (the supervisor closed it, or died) ends
+the zygote; workers forked before run on.
+
+This replaces multiprocessing's forkserver: no pickled Process object per fork in the supervisor, and
+no spawn bootstrap (unpickling, `prepare`, `_bootstrap`) in each worker.
+
+The zygote only imports and forks: it never compiles wasm (a child forked from a process that compiled
+with wasmtime's parallel compiler hangs at its own first compile).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+from collections.abc import Callable
+
+STATUS = struct.Struct("q")
+REQUEST_LIMIT = 4096
+"""Bytes of one request (`run ` and a process title)."""
+EX_SOFTWARE = 70
+
+
+def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
+    """Serve fork requests on `conn` until it reaches EOF. Single-threaded; SIGCHLD only wakes the
+    loop (a wake-up fd), which reaps in one place."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, _wake_only)
+    status_fds: dict[int, int] = {}
+    try:
+        while True:
+            ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
+            if wake_r in ready:
+                _drain(wake_r)
+                _reap(status_fds)
+            if conn.fileno() in ready:
+                message, fds, _, _ = socket.recv_fds(conn, REQUEST_LIMIT, 2)
+                if not message and not fds:
+                    return  # EOF: the supervisor is gone or done
+                _fork_one(conn, message, fds, status_fds, (wake_r, wake_w), run_worker)
+    finally:
+        signal.set_wakeup_fd(previous)
+        for fd in (*status_fds.values(), wake_r, wake_w):
+            os.close(fd)  # workers still running: their supervisor sees EOF and reaps them itself
+
+
+def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: dict[int, int],
+              wake: tuple[int, int], run_worker: Callable[[int], object]) -> None:
+    if not fds:
+        return  # nothing to report on: not a request of ours
+    status_w, worker_fd = fds[0], (fds[1] if len(fds) > 1 else -1)
+    ping = message == b"ping"
+    if not ping and (not message.startswith(b"run ") or worker_fd < 0):
+        for fd in fds:
+            os.close(fd)
+        return
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into this loop
+        code = EX_SOFTWARE
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in (status_w, *status_fds.values(), *wake):
+                os.close(fd)
+            conn.close()
+            if ping:
+                code = 0
+            else:
+                run_worker(worker_fd)
+        except BaseException:  # noqa: B036 - nothing may escape into the zygote's loop
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    if worker_fd >= 0:
+        os.close(worker_fd)
+    try:
+        os.write(status_w, STATUS.pack(pid))
+    except OSError:
+        pass  # the supervisor gave up on this request; the child is still reaped below
+    status_fds[pid] = status_w
+
+
+def _reap(status_fds: dict[int, int]) -> None:
+    """Collect every ended child and write its returncode on its status pipe."""
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        fd = status_fds.pop(pid, None)
+        if fd is None:
+            continue
+        try:
+            os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(wait_status)))
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _wake_only(signo: int, frame: object) -> None:
+    """SIGCHLD: the wake-up fd carries it to the loop."""
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def entry_runner(entry: str) -> Callable[[int], object]:
+    """The `run(fd)` function of the worker entry module `entry` (imported by now)."""
+    run: Callable[[int], object] = importlib.import_module(entry).run
+    return run
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A zygote spawned as a new interpreter: `... CONN_FD ENTRY PRELOAD...`. Imports the preload,
+    becomes the zygote (title, parent-death signal, ignored signals), freezes its heap so that
+    workers share it, and serves until EOF. Ends the process."""
+    args = sys.argv[1:] if argv is None else argv
+    code = 0
+    try:
+        conn = socket.socket(fileno=int(args[0]))
+        for name in args[2:]:
+            importlib.import_module(name)
+        from wasmvisor.worker import zygote
+
+        zygote.become_zygote()
+        runner = entry_runner(args[1])
+        gc.freeze()  # after the preload: the collector in a worker never copies these pages
+        serve(conn, runner)
+    except BaseException:  # noqa: B036
+        code = EX_SOFTWARE
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
