@@ -15,7 +15,7 @@ Whatever goes wrong there, `start` falls back to spawning the supervisor itself.
 and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
 
 The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
-(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe. It exits after IDLE_ENV
+(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (ipc/child_wakeup.py). It exits after IDLE_ENV
 seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
 run on (each is in its own session).
 """
@@ -33,6 +33,7 @@ import sys
 import time
 import traceback
 
+from wasmvisor.ipc.child_wakeup import ChildWakeup
 from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
 
 TYPE_CHECKING = False
@@ -141,26 +142,25 @@ class Template:
         self.stopping = False
 
     def run(self) -> int:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGCHLD, _wake_only)
+        wakeup = ChildWakeup()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         last = time.monotonic()
         try:
             while not self.stopping:
-                ready, _, _ = select.select([self.listener.fileno(), wake_r], [], [], 1.0)
-                if wake_r in ready:
-                    _drain(wake_r)
+                ready, _, _ = select.select([self.listener.fileno(), wakeup.fd], [], [], 1.0)
+                if wakeup.fd in ready:
+                    wakeup.drain()
                 self.reap()
                 if self.listener.fileno() in ready:
-                    self.accept(wake_r, wake_w)
+                    self.accept(wakeup)
                     last = time.monotonic()
                 elif not self.children and time.monotonic() - last > self.idle:
                     break
         finally:
             self.remove_socket()
             self.listener.close()
+            wakeup.close()
         return 0
 
     def _stop(self, signo: int, frame: object) -> None:
@@ -178,7 +178,7 @@ class Template:
                 return
             self.children.discard(pid)
 
-    def accept(self, wake_r: int, wake_w: int) -> None:
+    def accept(self, wakeup: ChildWakeup) -> None:
         try:
             conn, _ = self.listener.accept()
         except OSError:
@@ -194,7 +194,7 @@ class Template:
                 parse_args(request.argv)  # a command line the child would refuse is refused here
                 pid = os.fork()
                 if pid == 0:
-                    self._become_supervisor(conn, fds, request, (wake_r, wake_w))
+                    self._become_supervisor(conn, fds, request, wakeup)
                 self.children.add(pid)
                 answer = f"pid {pid}"
             except (OSError, ValueError, UsageError) as exc:
@@ -208,12 +208,12 @@ class Template:
                 pass
 
     def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request,
-                           wake: tuple[int, int]) -> NoReturn:
+                           wakeup: ChildWakeup) -> NoReturn:
         """The forked child: become the supervisor `request` describes. Never returns."""
         status = 70
         try:
-            signal.set_wakeup_fd(-1)
-            for signo in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            wakeup.after_fork()
+            for signo in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signo, signal.SIG_DFL)
             self.listener.detach()  # closed below with the rest; the objects must not close reused fds
             conn.detach()
@@ -249,18 +249,6 @@ class Template:
                 os.unlink(self.path)
         except OSError:
             pass
-
-
-def _wake_only(signo: int, frame: object) -> None:
-    """SIGCHLD: the wake-up fd carries it to the loop, which reaps."""
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _same_uid(conn: socket.socket) -> bool:

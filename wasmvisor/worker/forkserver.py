@@ -23,12 +23,13 @@ import gc
 import importlib
 import os
 import select
-import signal
 import socket
 import struct
 import sys
 import traceback
 from collections.abc import Callable
+
+from wasmvisor.ipc.child_wakeup import ChildWakeup
 
 STATUS = struct.Struct("q")
 REQUEST_LIMIT = 4096
@@ -38,30 +39,28 @@ EX_SOFTWARE = 70
 
 def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
     """Serve fork requests on `conn` until it reaches EOF. Single-threaded; SIGCHLD only wakes the
-    loop (a wake-up fd), which reaps in one place."""
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    previous = signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, _wake_only)
+    loop, which reaps in one place."""
+    wakeup = ChildWakeup()
     status_fds: dict[int, int] = {}
     try:
         while True:
-            ready, _, _ = select.select([conn.fileno(), wake_r], [], [])
-            if wake_r in ready:
-                _drain(wake_r)
+            ready, _, _ = select.select([conn.fileno(), wakeup.fd], [], [])
+            if wakeup.fd in ready:
+                wakeup.drain()
                 _reap(status_fds)
             if conn.fileno() in ready:
                 message, fds, _, _ = socket.recv_fds(conn, REQUEST_LIMIT, 2)
                 if not message and not fds:
                     return  # EOF: the supervisor is gone or done
-                _fork_one(conn, message, fds, status_fds, (wake_r, wake_w), run_worker)
+                _fork_one(conn, message, fds, status_fds, wakeup, run_worker)
     finally:
-        signal.set_wakeup_fd(previous)
-        for fd in (*status_fds.values(), wake_r, wake_w):
+        wakeup.close()
+        for fd in status_fds.values():
             os.close(fd)  # workers still running: their supervisor sees EOF and reaps them itself
 
 
 def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: dict[int, int],
-              wake: tuple[int, int], run_worker: Callable[[int], object]) -> None:
+              wakeup: ChildWakeup, run_worker: Callable[[int], object]) -> None:
     if not fds:
         return  # nothing to report on: not a request of ours
     status_w, worker_fd = fds[0], (fds[1] if len(fds) > 1 else -1)
@@ -74,9 +73,8 @@ def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: d
     if pid == 0:  # the worker: never returns into this loop
         code = EX_SOFTWARE
         try:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (status_w, *status_fds.values(), *wake):
+            wakeup.after_fork()
+            for fd in (status_w, *status_fds.values()):
                 os.close(fd)
             conn.close()
             if ping:
@@ -113,18 +111,6 @@ def _reap(status_fds: dict[int, int]) -> None:
         except OSError:
             pass
         os.close(fd)
-
-
-def _wake_only(signo: int, frame: object) -> None:
-    """SIGCHLD: the wake-up fd carries it to the loop."""
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def entry_runner(entry: str) -> Callable[[int], object]:
