@@ -49,6 +49,33 @@ _COMPONENT_VERSION = b"\x0d\x00\x01\x00"
 """Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
 
 
+_SHARED: dict[bool, tuple[wasmtime.Engine, wasmtime.Linker]] = {}
+"""The zygote's Engine and WASI linker (by parallel_compilation), made by `zygote_preload`."""
+
+
+def _new_engine(parallel: bool) -> wasmtime.Engine:
+    config = wasmtime.Config()
+    config.parallel_compilation = parallel
+    return wasmtime.Engine(config)
+
+
+def _wasi_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    return linker
+
+
+def zygote_preload() -> None:
+    """Make the default Engine and its WASI linker once, in the zygote (or the node's template) after
+    its imports, so that every worker forked afterwards uses them instead of making its own (measured:
+    ~0.4 MB of private memory and ~0.7 ms a worker). Making an Engine compiles nothing and starts no
+    thread, so the process stays safe to fork: only a compile would not be (module docstring); a
+    worker forked from here compiles with this Engine fine, its compile threads start in the worker."""
+    if True not in _SHARED:
+        engine = _new_engine(True)
+        _SHARED[True] = (engine, _wasi_linker(engine))
+
+
 class WasmtimeEngine(Engine):
     """Runs core wasm modules (binary, or `.wat` text) with wasmtime and WASI preview 1."""
 
@@ -71,10 +98,16 @@ class WasmtimeEngine(Engine):
     def engine(self) -> wasmtime.Engine:
         """The wasmtime Engine, made on first use (never at import: see the module docstring)."""
         if self._engine is None:
-            config = wasmtime.Config()
-            config.parallel_compilation = self._parallel
-            self._engine = wasmtime.Engine(config)
+            shared = _SHARED.get(self._parallel)
+            self._engine = shared[0] if shared is not None else _new_engine(self._parallel)
         return self._engine
+
+    def _linker(self) -> wasmtime.Linker:
+        """A linker with WASI defined for `engine`: the zygote's when that is the engine in use."""
+        shared = _SHARED.get(self._parallel)
+        if shared is not None and shared[0] is self.engine:
+            return shared[1]
+        return _wasi_linker(self.engine)
 
     def can_handle(self, ctx: RuntimeContext) -> None:
         source = ctx.entrypoint.source
@@ -114,8 +147,7 @@ class WasmtimeEngine(Engine):
                 "an entrypoint takes none"
             )
 
-        linker = wasmtime.Linker(self.engine)
-        linker.define_wasi()
+        linker = self._linker()
         probe = wasmtime.Store(self.engine)
         missing = []
         for imp in module.imports:

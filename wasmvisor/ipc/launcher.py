@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from wasmvisor.errors import Unavailable
 
@@ -513,6 +514,15 @@ def _read_signed(fd: int) -> int:
             raise EOFError("zygote closed the status pipe")
         data += chunk
     return int(struct.unpack("q", data)[0])
+
+
+def run_preload_hooks(modules: list[ModuleType]) -> None:
+    """Call `zygote_preload()` of each module that has one (an engine's shared state, made once
+    before any worker is forked: wasmtime_engine.zygote_preload)."""
+    for module in modules:
+        hook = getattr(module, "zygote_preload", None)
+        if callable(hook):
+            hook()
 
 
 def close_fds_except(keep: Sequence[int]) -> None:

@@ -122,8 +122,9 @@ def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
         sys.stderr.write("template needs -socket-fd (it is started by the start action)\n")
         return 1
     listener = socket.socket(fileno=args.socket_fd)
-    for name in preload(engine):
-        importlib.import_module(name)
+    from wasmvisor.ipc.launcher import run_preload_hooks
+
+    run_preload_hooks([importlib.import_module(name) for name in preload(engine)])
     from setproctitle import setproctitle
 
     setproctitle(f"{TITLE} -address {args.address} {args.socket}")

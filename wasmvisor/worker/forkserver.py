@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable
 
 from wasmvisor.ipc.child_wakeup import ChildWakeup
+from wasmvisor.ipc.launcher import run_preload_hooks
 
 STATUS = struct.Struct("q")
 REQUEST_LIMIT = 4096
@@ -127,8 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     code = 0
     try:
         conn = socket.socket(fileno=int(args[0]))
-        for name in args[2:]:
-            importlib.import_module(name)
+        run_preload_hooks([importlib.import_module(name) for name in args[2:]])
         from wasmvisor.worker import zygote
 
         zygote.become_zygote()
