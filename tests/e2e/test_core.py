@@ -168,6 +168,30 @@ def test_task_ls_shows_running_then_stopped_and_events_come_in_order(
     assert container_id not in ctr.containers()
 
 
+# --- processes ---------------------------------------------------------------------------------
+
+
+def test_a_new_groups_supervisor_is_forked_by_this_containerds_template(
+    containerd: PrivateContainerd, ctr: Ctr, image: ImageRef, container_id: str
+) -> None:
+    run = ctr.start_container(image("sleep"), container_id)
+    try:
+        run.wait_for_stdout("sleeping\n", timeout=20)
+        [supervisor] = processes_titled(f"wasmvisor-shim {ctr.namespace}/{container_id}")
+        parent = _ppid(supervisor)
+        assert process_titles()[parent].startswith(f"wasmvisor-template -address {containerd.address} ")
+        assert parent in containerd.leftover_shims(), "the fixture's stop would not find the template"
+        ctr.kill(container_id, "SIGKILL")
+        assert run.wait(timeout=20).returncode == 137
+    finally:
+        run.kill()
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 # --- nothing left behind -----------------------------------------------------------------------
 
 
