@@ -140,3 +140,19 @@ def _empty():  # type: ignore[no-untyped-def]
     from google.protobuf.empty_pb2 import Empty
 
     return Empty
+
+
+def test_an_idle_template_exits_and_removes_its_socket(harness: Harness) -> None:
+    h = harness
+    shim, client = run_group(h, "idle", env={"WASMVISOR_TEMPLATE_IDLE_SECONDS": "1"})
+    assert finish(h, client, "idle") == 0
+    [template] = h.templates()
+    path = process_titles()[template].split()[-1]
+    assert os.path.exists(path)
+    h.run(client.call("containerd.task.v2.Task", "Shutdown", pb.ShutdownRequest(id="idle"), _empty()),
+          timeout=5)
+    deadline = time.monotonic() + 10
+    while is_alive(template) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_alive(template), "the template outlived its idle time"
+    assert not os.path.exists(path)

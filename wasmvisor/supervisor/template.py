@@ -141,6 +141,10 @@ class Template:
         self.idle = idle
         self.children: set[int] = set()
         self.stopping = False
+        try:
+            self._inode: int | None = os.stat(path).st_ino  # the file `start` bound for us
+        except OSError:
+            self._inode = None
 
     def run(self) -> int:
         wakeup = ChildWakeup()
@@ -152,7 +156,8 @@ class Template:
                 ready, _, _ = select.select([self.listener.fileno(), wakeup.fd], [], [], 1.0)
                 if wakeup.fd in ready:
                     wakeup.drain()
-                self.reap()
+                if self.reap() and not self.children:
+                    last = time.monotonic()  # idle from the end of the last group
                 if self.listener.fileno() in ready:
                     self.accept(wakeup)
                     last = time.monotonic()
@@ -167,17 +172,20 @@ class Template:
     def _stop(self, signo: int, frame: object) -> None:
         self.stopping = True  # the loop acts on it (select returns on EINTR or the wake-up byte)
 
-    def reap(self) -> None:
-        """The one place children are reaped: every supervisor that has ended."""
+    def reap(self) -> bool:
+        """The one place children are reaped: every supervisor that has ended. True if one had."""
+        reaped = False
         while self.children:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
-                return
+                return True
             if not pid:
-                return
+                break
             self.children.discard(pid)
+            reaped = True
+        return reaped
 
     def accept(self, wakeup: ChildWakeup) -> None:
         try:
@@ -246,7 +254,7 @@ class Template:
     def remove_socket(self) -> None:
         """Unlink the socket path if it is still this template's (a newer one may have taken it)."""
         try:
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
         except OSError:
             pass
