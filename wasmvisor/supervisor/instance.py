@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from wasmvisor import errors
 from wasmvisor.ipc import messages
-from wasmvisor.ipc.launcher import WorkerHandle, WorkerLauncher
+from wasmvisor.ipc.launcher import WorkerLauncher
+from wasmvisor.ipc.worker_handle import WorkerHandle
 
 log = logging.getLogger(__name__)
 

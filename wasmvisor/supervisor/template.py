@@ -60,7 +60,8 @@ PRELOAD = (
     "wasmvisor.supervisor.task_service", "wasmvisor.supervisor.tasks", "wasmvisor.supervisor.instance",
     "wasmvisor.supervisor.mounts", "wasmvisor.supervisor.task_cgroup", "wasmvisor.supervisor.wasm_layers",
     "wasmvisor.supervisor.events", "wasmvisor.supervisor.ttrpc", "wasmvisor.spec", "wasmvisor.spec_linux",
-    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher", "orjson",
+    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher",
+    "wasmvisor.ipc.worker_handle", "orjson",
     # The zygote: its loop and identity, then its own preload: the worker and the engine (wasmtime).
     "wasmvisor.worker.forkserver", "wasmvisor.worker.zygote",
 )

@@ -40,19 +40,19 @@ class HangingWorker:
         pass
 
 
+async def run_to_exit(worker: HangingWorker) -> tuple[list[int], int]:
+    """Watch `worker` as the supervisor does until its exit: (signals sent to it, exit status)."""
+    inst = WorkerInstance("t", InstanceConfig(namespace="ns", bundle="/b", rootfs="/b/rootfs"),
+                          worker)  # type: ignore[arg-type]
+    exit = await asyncio.wait_for(inst.wait(), 5)
+    return worker.sent, exit.status
+
+
 def test_worker_hanging_after_its_exit_is_killed_and_keeps_its_reported_status(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(instance, "EXIT_GRACE_SECONDS", 0.05)
-
-    async def scenario() -> tuple[list[int], int]:
-        worker = HangingWorker()
-        inst = WorkerInstance("stuck", InstanceConfig(namespace="ns", bundle="/b", rootfs="/b/rootfs"),
-                              worker)  # type: ignore[arg-type]
-        exit = await asyncio.wait_for(inst.wait(), 5)
-        return worker.sent, exit.status
-
-    sent, status = asyncio.run(scenario())
+    sent, status = asyncio.run(run_to_exit(HangingWorker()))
     assert sent == [signal.SIGKILL]
     assert status == 0, "the status the guest reported stands"
 
@@ -71,14 +71,6 @@ class ExecingWorker(HangingWorker):
 
 def test_a_native_program_closing_the_pipe_at_exec_is_not_killed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(instance, "EXIT_GRACE_SECONDS", 0.05)
-
-    async def scenario() -> tuple[list[int], int]:
-        worker = ExecingWorker()
-        inst = WorkerInstance("native", InstanceConfig(namespace="ns", bundle="/b", rootfs="/b/rootfs"),
-                              worker)  # type: ignore[arg-type]
-        exit = await asyncio.wait_for(inst.wait(), 5)
-        return worker.sent, exit.status
-
-    sent, status = asyncio.run(scenario())
+    sent, status = asyncio.run(run_to_exit(ExecingWorker()))
     assert sent == []
     assert status == 3

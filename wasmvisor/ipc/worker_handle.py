@@ -1,0 +1,210 @@
+"""The supervisor's view of one worker: its JSON pipe, its pid, and its end.
+
+The zygote (wasmvisor/worker/forkserver.py) writes a worker's returncode on the worker's status pipe
+when it reaps it; WorkerHandle reads it from the other end (its `sentinel`). When the zygote died first,
+the worker is the supervisor's child (a child subreaper) and is reaped here, by its pid alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+from collections.abc import Callable
+
+TYPE_CHECKING = False  # typing is not loaded in the zygote for this module
+if TYPE_CHECKING:
+    import asyncio
+
+    from wasmvisor.ipc import messages
+
+LINE_LIMIT = 1 << 20
+"""The longest IPC line a worker may send."""
+ZYGOTE_LOST = 255
+"""wait_exit's answer when neither the zygote nor the worker's own status could tell its end."""
+ORPHAN_REAP_TRIES = 200
+ORPHAN_REAP_RETRY_SECONDS = 0.01
+"""How long (tries x seconds) an ended worker of a lost zygote may take to become our child."""
+
+
+class WorkerHandle:
+    """The supervisor's view of one worker: its pipe, its pid and its exit."""
+
+    def __init__(
+        self,
+        pid: int,
+        sentinel: int,
+        pidfd: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        launcher_closed: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.pid = pid
+        self._launcher_closed = launcher_closed
+        self._sentinel = sentinel
+        self._pidfd = pidfd
+        self._reader = reader
+        self._writer = writer
+        self._status = b""
+        self._exit: asyncio.Future[int] | None = None
+        self._watching: asyncio.AbstractEventLoop | None = None
+        self._watched_fd = -1
+        self._orphan_tries = 0
+        self._closed = False
+        os.set_blocking(sentinel, False)
+
+    @property
+    def sentinel(self) -> int:
+        """Readable when the worker has ended (the zygote writes its returncode there). Read
+        it only through `wait_exit`."""
+        return self._sentinel
+
+    @property
+    def returncode(self) -> int | None:
+        """As `wait_exit`'s result, once known."""
+        if self._exit is not None and self._exit.done() and not self._exit.cancelled():
+            return self._exit.result()
+        return None
+
+    async def receive(self) -> messages.Message:
+        """The worker's next message. EOFError at end of stream; ProtocolError on a bad line."""
+        from wasmvisor.ipc import messages
+
+        try:
+            line = await self._reader.readline()
+        except ValueError as exc:  # longer than LINE_LIMIT
+            raise messages.ProtocolError(f"ipc line from worker {self.pid} too long: {exc}") from None
+        if not line:
+            raise EOFError(f"worker {self.pid} closed its pipe")
+        if not line.endswith(b"\n"):
+            raise messages.ProtocolError(f"worker {self.pid} ended its pipe mid-line: {line[:200]!r}")
+        return messages.decode(line)
+
+    async def send(self, msg: messages.Message) -> None:
+        """Send one message (BrokenPipeError/ConnectionResetError when the worker is gone)."""
+        from wasmvisor.ipc import messages
+
+        self._writer.write(messages.encode(msg))
+        await self._writer.drain()
+
+    async def wait_exit(self) -> int:
+        """The worker's end as the zygote saw it: >= 0 its exit code, < 0 minus the signal
+        that killed it. When the zygote died first, the worker's own wait status (it is then
+        the supervisor's child); 255 when the launcher closed the zygote, or when neither can tell."""
+        import asyncio
+
+        if self._exit is None:
+            loop = asyncio.get_running_loop()
+            self._exit = loop.create_future()
+            if self._closed:
+                self._exit.set_result(ZYGOTE_LOST)
+            else:
+                self._watching = loop
+                self._watched_fd = self._sentinel
+                loop.add_reader(self._sentinel, self._on_sentinel)
+                self._on_sentinel()
+        return await asyncio.shield(self._exit)
+
+    def kill(self, sig: int) -> None:
+        """Send `sig` to the worker; nothing when it has ended already. Through a pidfd: the
+        pid cannot have been reused by another process in the meantime."""
+        try:
+            if self._pidfd >= 0:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            elif self.returncode is None and not self._closed:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        """Forget the worker (it keeps running): close the pipe and the fds."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unwatch()
+        if self._exit is not None and not self._exit.done():
+            self._exit.cancel()
+        self._writer.close()
+        os.close(self._sentinel)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def _on_sentinel(self) -> None:
+        assert self._exit is not None
+        try:
+            chunk = os.read(self._sentinel, 8 - len(self._status))
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            self._status += chunk
+            if len(self._status) < 8:
+                return
+            code = struct.unpack("q", self._status)[0]
+        elif self._pidfd >= 0 and self._watching is not None and not self._launcher_closed():
+            # The zygote died first (not stopped by a closing launcher: then the supervisor is
+            # going away and its workers outlive it, as runc containers outlive their shim).
+            # The worker lives on, re-parented to the supervisor (a child subreaper): watch its
+            # pidfd and reap this one pid ourselves (never waitpid(-1): the zygote is our child
+            # too, and the launcher checks it with waitpid).
+            loop = self._watching
+            self._unwatch()
+            self._orphan_tries = 0
+            self._watching = loop
+            self._watched_fd = self._pidfd
+            loop.add_reader(self._pidfd, self._reap_orphan)
+            return
+        else:
+            code = ZYGOTE_LOST
+        self._settle(code)
+
+    def _reap_orphan(self) -> None:
+        """The worker of a lost zygote has ended (its pidfd is readable): collect its status."""
+        assert self._exit is not None
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+            if self._orphan_tries >= ORPHAN_REAP_TRIES:
+                self._settle(ZYGOTE_LOST)
+                return
+        if pid:
+            self._settle(os.waitstatus_to_exitcode(status))
+            return
+        # Not re-parented to us yet (the zygote's exit is still being torn down): look again soon.
+        self._orphan_tries += 1
+        loop = self._watching
+        self._unwatch()
+        if loop is not None:
+            self._watching = loop
+            loop.call_later(ORPHAN_REAP_RETRY_SECONDS, self._retry_orphan)
+
+    def _retry_orphan(self) -> None:
+        if self._exit is not None and not self._exit.done() and not self._closed:
+            self._reap_orphan()
+
+    def _settle(self, code: int) -> None:
+        assert self._exit is not None
+        self._unwatch()
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    def _unwatch(self) -> None:
+        if self._watching is not None:
+            if self._watched_fd >= 0:
+                self._watching.remove_reader(self._watched_fd)
+            self._watching = None
+            self._watched_fd = -1
+
+
+def read_status(fd: int) -> int:
+    """One 8-byte signed number from a status pipe (a pid, then a returncode); EOFError at EOF."""
+    data = b""
+    while len(data) < 8:
+        chunk = os.read(fd, 8 - len(data))
+        if not chunk:
+            raise EOFError("zygote closed the status pipe")
+        data += chunk
+    return int(struct.unpack("q", data)[0])
