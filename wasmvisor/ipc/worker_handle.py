@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
     from wasmvisor.ipc import messages
 
+STATUS = struct.Struct("q")
+"""A status pipe's numbers (the worker's pid, then its returncode), as the zygote writes them
+(wasmvisor/worker/forkserver.py)."""
 LINE_LIMIT = 1 << 20
 """The longest IPC line a worker may send."""
 ZYGOTE_LOST = 255
@@ -133,16 +136,16 @@ class WorkerHandle:
     def _on_sentinel(self) -> None:
         assert self._exit is not None
         try:
-            chunk = os.read(self._sentinel, 8 - len(self._status))
+            chunk = os.read(self._sentinel, STATUS.size - len(self._status))
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
         if chunk:
             self._status += chunk
-            if len(self._status) < 8:
+            if len(self._status) < STATUS.size:
                 return
-            code = struct.unpack("q", self._status)[0]
+            code = STATUS.unpack(self._status)[0]
         elif self._pidfd >= 0 and self._watching is not None and not self._launcher_closed():
             # The zygote died first (not stopped by a closing launcher: then the supervisor is
             # going away and its workers outlive it, as runc containers outlive their shim).
@@ -202,9 +205,9 @@ class WorkerHandle:
 def read_status(fd: int) -> int:
     """One 8-byte signed number from a status pipe (a pid, then a returncode); EOFError at EOF."""
     data = b""
-    while len(data) < 8:
-        chunk = os.read(fd, 8 - len(data))
+    while len(data) < STATUS.size:
+        chunk = os.read(fd, STATUS.size - len(data))
         if not chunk:
             raise EOFError("zygote closed the status pipe")
         data += chunk
-    return int(struct.unpack("q", data)[0])
+    return int(STATUS.unpack(data)[0])

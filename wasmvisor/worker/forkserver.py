@@ -5,7 +5,7 @@ the zygote exists, so no other process can ask it for anything. A request is one
 with two fds attached (SCM_RIGHTS), the write end of a status pipe and the worker's end of its own
 socketpair; or `ping` with the status pipe alone. The zygote forks; the child becomes the worker
 (`run(fd)` of the worker entry module, which never returns) or, for a ping, exits 0; the zygote writes
-the child's pid on the status pipe (8 bytes, native signed) and, when it has reaped the child, its
+the child's pid on the status pipe (worker_handle.STATUS) and, when it has reaped the child, its
 returncode (>= 0: exit code; < 0: minus the signal) before closing it. The supervisor's WorkerHandle
 reads both from the pipe's other end. EOF on the socketpair (the supervisor closed it, or died) ends
 the zygote; workers forked before run on.
@@ -24,15 +24,14 @@ import importlib
 import os
 import select
 import socket
-import struct
 import sys
 import traceback
 from collections.abc import Callable
 
 from wasmvisor.ipc.child_wakeup import ChildWakeup
 from wasmvisor.ipc.launcher import run_preload_hooks
+from wasmvisor.ipc.worker_handle import STATUS
 
-STATUS = struct.Struct("q")
 REQUEST_LIMIT = 4096
 """Bytes of one request (`run ` and a process title)."""
 EX_SOFTWARE = 70
