@@ -201,10 +201,10 @@ class Template:
                 conn.settimeout(REQUEST_TIMEOUT)
                 payload, fds = _receive(conn)
                 request = parse_request(payload)
-                parse_args(request.argv)  # a command line the child would refuse is refused here
+                args = parse_args(request.argv)  # a command line the child would refuse is refused here
                 pid = os.fork()
                 if pid == 0:
-                    self._become_supervisor(conn, fds, request, wakeup)
+                    self._become_supervisor(conn, fds, request, args, wakeup)
                 self.children.add(pid)
                 answer = f"pid {pid}"
             except (OSError, ValueError, UsageError) as exc:
@@ -217,7 +217,7 @@ class Template:
             except OSError:
                 pass
 
-    def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request,
+    def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request, args: ShimArgs,
                            wakeup: ChildWakeup) -> NoReturn:
         """The forked child: become the supervisor `request` describes. Never returns."""
         status = 70
@@ -244,7 +244,7 @@ class Template:
             sys.argv[1:] = request.argv
             from wasmvisor.supervisor.main import run_supervisor
 
-            status = run_supervisor(parse_args(request.argv), self.config, self.engine, fork_zygote=True)
+            status = run_supervisor(args, self.config, self.engine, fork_zygote=True)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: B036 - nothing may return into the template's loop
