@@ -148,6 +148,23 @@ class WasmtimeEngine(Engine):
             )
 
         linker = self._linker()
+        try:
+            pre = linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            # Only now are the imports looked at one by one (a worker that links fine is spared a
+            # probe Store and an object per import): the message names what this engine lacks.
+            missing = self._missing_imports(linker, module)
+            if missing:
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise GuestError(
+                    f"module {source}: unknown import {missing[0]}{more}; "
+                    "this engine provides WASI preview 1 (wasi_snapshot_preview1) only"
+                ) from None
+            raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
+        return WasmtimeGuest(self.engine, pre, ctx)
+
+    def _missing_imports(self, linker: wasmtime.Linker, module: wasmtime.Module) -> list[str]:
+        """`module::name` of each import of `module` that `linker` does not define."""
         probe = wasmtime.Store(self.engine)
         missing = []
         for imp in module.imports:
@@ -155,17 +172,7 @@ class WasmtimeEngine(Engine):
                 linker.get(probe, imp.module, imp.name or "")
             except wasmtime.WasmtimeError:
                 missing.append(f"{imp.module}::{imp.name}")
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise GuestError(
-                f"module {source}: unknown import {missing[0]}{more}; "
-                "this engine provides WASI preview 1 (wasi_snapshot_preview1) only"
-            )
-        try:
-            pre = linker.instantiate_pre(module)
-        except wasmtime.WasmtimeError as exc:
-            raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
-        return WasmtimeGuest(self.engine, pre, ctx)
+        return missing
 
     def run_wasi(self, ctx: RuntimeContext, stdio: Stdio) -> int:
         return self.prepare(ctx)(stdio)

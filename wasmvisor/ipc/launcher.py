@@ -340,16 +340,18 @@ def run_preload_hooks(modules: list[ModuleType]) -> None:
             hook()
 
 
+MAX_FD = 1 << 30
+"""Above any fd a process can have (the kernel's nr_open is at most 2**30 - 64)."""
+
+
 def close_fds_except(keep: Sequence[int]) -> None:
     """Close every fd of this process but 0, 1, 2 and `keep` (after a fork: the parent's sockets
     must not stay open in a child that outlives their use)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # the listing's own directory fd
+    low = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, MAX_FD)  # close_range(2): no listing of /proc/self/fd
 
 
 def _zygote_after_fork(conn_fd: int, entry: str) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from wasmvisor.ipc.child_wakeup import ChildWakeup
 from wasmvisor.ipc.launcher import run_preload_hooks
 from wasmvisor.ipc.worker_handle import STATUS
+from wasmvisor.worker import linux
 
 REQUEST_LIMIT = 4096
 """Bytes of one request (`run ` and a process title)."""
@@ -42,6 +43,7 @@ def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
     loop, which reaps in one place."""
     wakeup = ChildWakeup()
     status_fds: dict[int, int] = {}
+    fork = linux.quiet_fork if linux.single_threaded() else os.fork
     try:
         while True:
             ready, _, _ = select.select([conn.fileno(), wakeup.fd], [], [])
@@ -52,7 +54,7 @@ def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
                 message, fds, _, _ = socket.recv_fds(conn, REQUEST_LIMIT, 2)
                 if not message and not fds:
                     return  # EOF: the supervisor is gone or done
-                _fork_one(conn, message, fds, status_fds, wakeup, run_worker)
+                _fork_one(conn, message, fds, status_fds, wakeup, run_worker, fork)
     finally:
         wakeup.close()
         for fd in status_fds.values():
@@ -60,7 +62,7 @@ def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
 
 
 def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: dict[int, int],
-              wakeup: ChildWakeup, run_worker: Callable[[int], object]) -> None:
+              wakeup: ChildWakeup, run_worker: Callable[[int], object], fork: Callable[[], int]) -> None:
     if not fds:
         return  # nothing to report on: not a request of ours
     status_w, worker_fd = fds[0], (fds[1] if len(fds) > 1 else -1)
@@ -69,7 +71,7 @@ def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: d
         for fd in fds:
             os.close(fd)
         return
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # the worker: never returns into this loop
         code = EX_SOFTWARE
         try:

@@ -1,11 +1,13 @@
 """Linux system calls Python 3.11's `os` lacks (unshare, setns, mount, umount2, pivot_root,
-sethostname), through ctypes. Each raises OSError(errno, "<call> <args>: <strerror>") on failure.
+sethostname), through ctypes, and a fork without Python's at-fork hooks. Each raises
+OSError(errno, "<call> <args>: <strerror>") on failure.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
@@ -14,6 +16,7 @@ _libc.unshare.argtypes = (ctypes.c_int,)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
 _libc.syscall.restype = ctypes.c_long
+_libc.fork.restype = ctypes.c_int
 
 SYS_PIVOT_ROOT = 155
 """x86_64's syscall number (glibc has no wrapper)."""
@@ -77,3 +80,33 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, flags: int = AT_R
     result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _bytes(path),
                            ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(int(result), f"mount_setattr {path} (set {attr_set:#x}, clear {attr_clr:#x}, flags {flags:#x})")
+
+
+def single_threaded() -> bool:
+    """True when the calling process has one thread (only then is `quiet_fork` safe)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def quiet_fork() -> int:
+    """fork(2) without the at-fork hooks Python runs around `os.fork` (threading's, logging's,
+    concurrent.futures'): returns 0 in the child, the child's pid in the parent.
+
+    Why: those hooks are Python code run in a process whose pages are all shared with its parent,
+    and Python 3.11 writes to every object and code object it runs (reference counts, the adaptive
+    interpreter's counters), so each fork copied ~0.4-0.6 MB that the child then kept (measured with
+    /proc/PID/smaps_rollup). What the hooks do (re-create the locks and thread records that other
+    threads might have held at the fork) has nothing to undo in a process with one thread: call this
+    only where `single_threaded()` said so. The one hook with an effect of its own, random's
+    reseeding, is done here (a child must not repeat its parent's random sequence)."""
+    pid = int(_libc.fork())
+    if pid < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"fork: {os.strerror(errno)}")
+    if pid == 0:
+        random = sys.modules.get("random")
+        if random is not None:
+            random.seed()
+    return pid

@@ -87,8 +87,7 @@ def serve(sock_fd: int) -> int:
     log_fd = os.dup(2)
     handler = ContainerdLogHandler(log_fd)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.handlers[:] = [handler]  # the level stays the supervisor's until Configure says
     channel = Channel(sock_fd)
 
     first = channel.receive()
@@ -101,7 +100,9 @@ def serve(sock_fd: int) -> int:
     handler.fields = f" instance={_quote(config.id)} namespace={_quote(config.namespace)}"
     if config.pod:
         handler.fields += f" pod={_quote(config.pod)}"
-    root.setLevel(LEVELS.get(config.log_level.lower(), logging.INFO))
+    level = LEVELS.get(config.log_level.lower(), logging.INFO)
+    if root.level != level:
+        root.setLevel(level)  # which visits every logger of the process, touching its shared page
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
 
     try:

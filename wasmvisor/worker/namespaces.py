@@ -102,7 +102,7 @@ def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> i
     sigwaitinfo, and the child keeps the guest's ones blocked (see `InitSignals`)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {*RELAYED_SIGNALS, signal.SIGCHLD})
     alive_r, alive_w = os.pipe()
-    child = os.fork()
+    child = linux.quiet_fork() if linux.single_threaded() else os.fork()
     if child == 0:
         os.close(alive_w)
         try:

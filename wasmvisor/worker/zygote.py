@@ -14,6 +14,7 @@ from setproctitle import setproctitle
 
 TITLE = "wasmvisor-zygote"
 PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 """Signals the zygote ignores. They reach it as process-group noise (a terminal's ^C, a
@@ -25,8 +26,7 @@ Workers inherit these dispositions and reset them (wasmvisor.worker.main)."""
 def set_parent_death_signal(sig: int) -> None:
     """prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` when our parent *thread* exits
     (0 = nothing). Raises OSError when the call fails."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0) != 0:
+    if _libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"prctl(PR_SET_PDEATHSIG, {sig}) failed")
 

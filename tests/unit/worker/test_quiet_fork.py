@@ -1,0 +1,98 @@
+"""quiet_fork: a fork without Python's at-fork hooks, for the single-threaded zygote and worker; and
+close_fds_except, which a forked worker uses to drop what it inherited."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+
+from wasmvisor.ipc.launcher import close_fds_except
+from wasmvisor.worker import linux
+
+
+def _in_child(body: object) -> bytes:
+    """Run `body()` (returning bytes) in a quiet_fork child; its bytes come back through a pipe."""
+    r, w = os.pipe()
+    pid = linux.quiet_fork()
+    if pid == 0:
+        try:
+            os.write(w, body())  # type: ignore[operator]
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return b"".join(chunks)
+
+
+def test_the_child_runs_no_at_fork_hook_and_the_parent_none_either() -> None:
+    calls: list[str] = []
+    r, w = os.pipe()
+    os.register_at_fork(before=lambda: calls.append("before"), after_in_parent=lambda: calls.append("parent"),
+                        after_in_child=lambda: os.write(w, b"child hook ran"))
+    try:
+        out = _in_child(lambda: b"pid %d" % os.getpid())
+        assert out.startswith(b"pid ") and int(out.split()[1]) != os.getpid()
+        assert calls == []
+        os.close(w)
+        assert os.read(r, 100) == b""  # the child's hook never wrote
+    finally:
+        os.close(r)
+
+
+def test_the_child_does_not_repeat_its_parents_random_sequence() -> None:
+    random.seed(1234)
+    state = random.getstate()
+    child = _in_child(lambda: repr(random.random()).encode())
+    random.setstate(state)
+    assert child != repr(random.random()).encode()
+
+
+def test_single_threaded_sees_a_second_thread() -> None:
+    def body() -> bytes:  # in a forked child, which has one thread whatever this process has
+        alone = linux.single_threaded()
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        with_thread = linux.single_threaded()
+        stop.set()
+        thread.join()
+        return repr((alone, with_thread)).encode()
+
+    assert _in_child(body) == b"(True, False)"
+
+
+def test_close_fds_except_keeps_the_standard_fds_and_those_asked_for() -> None:
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    r, w = os.pipe()
+    pid = linux.quiet_fork()
+    if pid == 0:
+        try:
+            fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+            close_fds_except((fds[1], w, fds[4], 2))
+            report = {"fds": fds, "open": [fd for fd in (0, 1, 2, r, *fds) if is_open(fd)]}
+            os.write(w, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        report = json.loads(os.read(r, 65536))
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)
+    fds = report["fds"]
+    assert sorted(report["open"]) == sorted([0, 1, 2, fds[1], fds[4]])  # r, inherited, is closed too
