@@ -37,6 +37,24 @@ def load_site() -> None:
         site.main()
 
 
+def import_asyncio_without_ssl() -> None:
+    """Import asyncio while `import ssl` fails, so that asyncio takes TLS as unavailable (its modules keep
+    `ssl = None`), then let `ssl` be imported normally again by whoever needs it.
+
+    The supervisor and the node's template never speak TLS (ttrpc and containerd's gRPC API are plain
+    unix sockets), and asyncio's unconditional `import ssl` costs ~4.5 MB of memory (the ssl module and
+    the libssl it loads) in the template, and through it in every supervisor, zygote and worker of the
+    node. No-op when asyncio or ssl is loaded already."""
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # `import ssl` raises ImportError meanwhile
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
+
+
 def package_root() -> str:
     """The folder that holds the `wasmvisor` package (site-packages, or the repository when editable)."""
     import wasmvisor

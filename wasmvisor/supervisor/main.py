@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
-from wasmvisor.supervisor.entry_script import load_site
+from wasmvisor.supervisor.entry_script import import_asyncio_without_ssl, load_site
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds on `start`
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
     # `start` and `delete` do without the venv's site-packages (delete loads them when it needs them).
     if args.action not in ("start", "delete"):
         load_site()
+        import_asyncio_without_ssl()
     if args.action == "start":
         from wasmvisor.supervisor import start
 
