@@ -3,7 +3,9 @@
 relays (ctr's default spec asks for a pid namespace: one `wasmvisor-init` per container) with
 1, 10 and 100 sleeping wasm guests in one pod group (`ctr run -d --annotation
 io.kubernetes.cri.sandbox-id=POD`, which ctr 1.6 puts into the OCI annotations the shim groups by),
-and the marginal cost per container; runc's shim + container for one busybox `sleep` for scale.
+and the marginal cost per container; then what one more pod group (a second supervisor, zygote and
+worker beside the first group, sharing the node's template) adds to the node; runc's shim + container
+for one busybox `sleep` for scale.
 
     sudo .venv/bin/python scripts/bench_memory.py --counts 1,10,100
 """
@@ -35,6 +37,16 @@ def wasmvisor_pss(namespace: str, pod: str, address: str) -> tuple[int, int, int
             sum(map(pss_kib, relays)), len(workers))
 
 
+def node_total_kib(namespace: str, address: str) -> int:
+    """PSS of every wasmvisor process of this containerd: its template and each supervisor of `namespace`
+    with its descendants (zygote, workers, relays)."""
+    titles = process_titles()
+    pids = {p for p, t in titles.items() if t.startswith(f"wasmvisor-template -address {address} ")}
+    for sup in (p for p, t in titles.items() if t.startswith(f"wasmvisor-shim {namespace}/")):
+        pids.update(process_tree(sup))
+    return sum(map(pss_kib, pids))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="1,10,100", help="guest counts to measure at (default 1,10,100)")
@@ -60,6 +72,12 @@ def main() -> None:
             rows.append([str(target), str(n), f"{tpl / 1024:.1f}", f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}",
                          f"{workers / 1024:.1f}", f"{relays / 1024:.1f}", f"{total / 1024:.1f}",
                          f"{total / 1024 / target:.2f}"])
+        before = node_total_kib(ctr.namespace, ctr.containerd.address)
+        argv = ctr.run_args(IMAGES["sleep"], "mempod2", runtime=WASMVISOR_RUNTIME, rm=False,
+                            flags=["-d", "--annotation", f"{POD_ANNOTATION}={pod}-2"])
+        ctr.run(*argv, check=True)
+        time.sleep(1)
+        second_group = node_total_kib(ctr.namespace, ctr.containerd.address) - before
         argv = ctr.run_args(IMAGES["busybox"], "memrunc", "/bin/sleep", "1000", runtime=RUNC_RUNTIME, rm=False,
                             flags=["-d"])
         ctr.run(*argv, check=True)
@@ -70,6 +88,7 @@ def main() -> None:
     print(table(["guests", "workers", "template MB", "supervisor MB", "zygote MB", "workers MB", "relays MB",
                  "total MB", "MB/guest"], rows))
     print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
+    print(f"one more pod group (supervisor, zygote, worker; the template is shared): +{second_group / 1024:.1f} MB")
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
     print(f"ratio: first container {first / 1024:.1f} MB with the node's template, "
