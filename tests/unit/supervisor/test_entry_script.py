@@ -94,30 +94,31 @@ def test_generated_script_delete_loads_site_for_protobuf(script: Path, tmp_path:
     assert response.exit_status == 137
 
 
-def test_asyncio_is_imported_without_ssl_which_stays_importable() -> None:
-    code = (
-        "import sys\n"
-        "from wasmvisor.supervisor.entry_script import import_asyncio_without_ssl\n"
-        "import_asyncio_without_ssl()\n"
-        "import asyncio.base_events, asyncio.selector_events, asyncio.sslproto\n"
-        "print('asyncio' in sys.modules, 'ssl' in sys.modules, asyncio.base_events.ssl,"
-        " asyncio.selector_events.ssl, asyncio.sslproto.ssl)\n"
-        "import ssl\n"
-        "print(ssl.SSLContext.__name__)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+def _python_lines(*lines: str) -> list[str]:
+    """What a fresh interpreter prints for the given program lines (run from the package's folder)."""
+    out = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True, check=True,
                          cwd=entry_script.package_root())
-    assert out.stdout.splitlines() == ["True False None None None", "SSLContext"]
+    return out.stdout.splitlines()
+
+
+def test_asyncio_is_imported_without_ssl_which_stays_importable() -> None:
+    assert _python_lines(
+        "import sys",
+        "from wasmvisor.supervisor.entry_script import import_asyncio_without_ssl",
+        "import_asyncio_without_ssl()",
+        "import asyncio.base_events, asyncio.selector_events, asyncio.sslproto",
+        "print('asyncio' in sys.modules, 'ssl' in sys.modules, asyncio.base_events.ssl,"
+        " asyncio.selector_events.ssl, asyncio.sslproto.ssl)",
+        "import ssl",
+        "print(ssl.SSLContext.__name__)",
+    ) == ["True False None None None", "SSLContext"]
 
 
 def test_asyncio_without_ssl_leaves_a_loaded_ssl_alone() -> None:
-    code = (
-        "import ssl, sys\n"
-        "from wasmvisor.supervisor.entry_script import import_asyncio_without_ssl\n"
-        "import_asyncio_without_ssl()\n"
-        "import asyncio.base_events\n"
-        "print(asyncio.base_events.ssl is ssl)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=entry_script.package_root())
-    assert out.stdout.strip() == "True"
+    assert _python_lines(
+        "import ssl",
+        "from wasmvisor.supervisor.entry_script import import_asyncio_without_ssl",
+        "import_asyncio_without_ssl()",
+        "import asyncio.base_events",
+        "print(asyncio.base_events.ssl is ssl)",
+    ) == ["True"]
