@@ -32,7 +32,10 @@ IMAGES = {
     "hello": "docker.io/wasmvisor-bench/hello:latest",
     "sleep": "docker.io/wasmvisor-bench/sleep:latest",
     "busybox": "docker.io/wasmvisor-bench/busybox:latest",
+    "large": "docker.io/wasmvisor-bench/large:latest",
 }
+LARGE_FUNCTIONS = 5000
+"""Functions of the large module (~550 KB of wasm, ~0.25 s to compile on this 2-core VM)."""
 
 
 @contextlib.contextmanager
@@ -66,10 +69,46 @@ def build_images(out: Path) -> list[Path]:
         tar = out / f"{name}.tar"
         build_oci_tar(tar, IMAGES[name], {f"/{name}.wasm": guests[name].read_bytes()}, entrypoint=[f"/{name}.wasm"])
         tars.append(tar)
+    large = out / "large.tar"
+    import wasmtime  # here: only the bench's own process needs it
+
+    build_oci_tar(large, IMAGES["large"], {"/large.wasm": wasmtime.wat2wasm(large_module_wat(LARGE_FUNCTIONS))},
+                  entrypoint=["/large.wasm"])
+    tars.append(large)
     busybox = out / "busybox.tar"
     build_busybox_image(busybox, IMAGES["busybox"])
     tars.append(busybox)
     return tars
+
+
+def large_module_wat(functions: int) -> str:
+    """A WASI module with `functions` small looping functions that call one another (so the compiler
+    has real work: what the compiled-module cache saves), whose `_start` runs a few of them and prints
+    one line."""
+    funcs = []
+    for i in range(functions):
+        funcs.append(f"""  (func $f{i} (param $x i32) (result i32) (local $i i32) (local $acc i32)
+    (local.set $acc (local.get $x))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const {8 + i % 5})))
+      (local.set $acc (i32.add (i32.mul (local.get $acc) (i32.const {31 + i}))
+                               (i32.xor (local.get $i) (i32.const {i}))))
+      (local.set $acc (i32.rotl (local.get $acc) (i32.and (local.get $i) (i32.const 31))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (if (result i32) (i32.eqz (local.get $x)) (then (local.get $acc))
+      (else (call $f{(i + 1) % functions} (i32.sub (local.get $x) (i32.const 1))))))""")
+    body = "\n".join(funcs)
+    return f"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello from a large module\\n")
+{body}
+  (func (export "_start")
+    (drop (call $f0 (i32.const 3)))
+    (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 26))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
 
 
 def pss_kib(pid: int) -> int:
