@@ -61,24 +61,36 @@ def bench_containerd(namespace: str = "wvbench") -> Iterator[tuple[PrivateContai
         shutil.rmtree(base, ignore_errors=True)
 
 
+MODULES: dict[str, bytes] = {}
+"""The wasm module of each wasm bench image (by IMAGES key), filled by build_images."""
+
+
 def build_images(out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    guests = build_all(Path(os.environ.get("WASMVISOR_GUEST_CACHE", REPO / "_work" / "guests")))
-    tars = []
-    for name in ("hello", "sleep"):
-        tar = out / f"{name}.tar"
-        build_oci_tar(tar, IMAGES[name], {f"/{name}.wasm": guests[name].read_bytes()}, entrypoint=[f"/{name}.wasm"])
-        tars.append(tar)
-    large = out / "large.tar"
     import wasmtime  # here: only the bench's own process needs it
 
-    build_oci_tar(large, IMAGES["large"], {"/large.wasm": wasmtime.wat2wasm(large_module_wat(LARGE_FUNCTIONS))},
-                  entrypoint=["/large.wasm"])
-    tars.append(large)
+    out.mkdir(parents=True, exist_ok=True)
+    guests = build_all(Path(os.environ.get("WASMVISOR_GUEST_CACHE", REPO / "_work" / "guests")))
+    MODULES.update(hello=guests["hello"].read_bytes(), sleep=guests["sleep"].read_bytes(),
+                   large=bytes(wasmtime.wat2wasm(large_module_wat(LARGE_FUNCTIONS))))
+    tars = []
+    for name in ("hello", "sleep", "large"):
+        tar = out / f"{name}.tar"
+        build_oci_tar(tar, IMAGES[name], {f"/{name}.wasm": MODULES[name]}, entrypoint=[f"/{name}.wasm"])
+        tars.append(tar)
     busybox = out / "busybox.tar"
     build_busybox_image(busybox, IMAGES["busybox"])
     tars.append(busybox)
     return tars
+
+
+def forget_compiled(cache: Path, name: str) -> None:
+    """Delete the module cache's entry for the bench image `name` (the next start compiles it)."""
+    from wasmvisor.engines.catalog import wasmtime_fingerprint
+    from wasmvisor.engines.module_cache import ModuleCache
+
+    entry: ModuleCache[object] = ModuleCache(cache, wasmtime_fingerprint())
+    for path in entry.paths(entry.key(MODULES[name])):
+        path.unlink(missing_ok=True)
 
 
 def large_module_wat(functions: int) -> str:
