@@ -362,13 +362,7 @@ def _zygote_after_fork(conn_fd: int, entry: str) -> None:
         # The supervisor's listening socket and log pipes must not stay open here (nor, through
         # here, in workers): a supervisor that died would still seem to serve.
         close_fds_except((conn_fd,))
-        zygote = importlib.import_module(ZYGOTE_MODULE)
-        zygote.become_zygote()
-        forkserver = importlib.import_module(FORKSERVER_MODULE)
-        import gc
-
-        gc.freeze()  # as a spawned zygote does after its preload
-        forkserver.serve(socket.socket(fileno=conn_fd), forkserver.entry_runner(entry))
+        importlib.import_module(FORKSERVER_MODULE).run_zygote(conn_fd, entry)
     except BaseException:  # noqa: B036 - nothing may escape into the supervisor's code
         code = 70
         traceback.print_exc()

@@ -121,21 +121,27 @@ def entry_runner(entry: str) -> Callable[[int], object]:
     return run
 
 
+def run_zygote(conn_fd: int, entry: str) -> None:
+    """Become the zygote (title, parent-death signal, ignored signals), freeze the heap so that
+    workers share it, and serve fork requests on `conn_fd` until EOF; the preload is imported by
+    now. Both kinds of zygote end here: a fork of the supervisor (launcher.fork_zygote) and a new
+    interpreter (`main`)."""
+    from wasmvisor.worker import zygote
+
+    zygote.become_zygote()
+    runner = entry_runner(entry)
+    gc.freeze()  # after the preload: the collector in a worker never copies these pages
+    serve(socket.socket(fileno=conn_fd), runner)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """A zygote spawned as a new interpreter: `... CONN_FD ENTRY PRELOAD...`. Imports the preload,
-    becomes the zygote (title, parent-death signal, ignored signals), freezes its heap so that
-    workers share it, and serves until EOF. Ends the process."""
+    """A zygote spawned as a new interpreter: `... CONN_FD ENTRY PRELOAD...`. Imports the preload
+    and runs the zygote. Ends the process."""
     args = sys.argv[1:] if argv is None else argv
     code = 0
     try:
-        conn = socket.socket(fileno=int(args[0]))
         run_preload_hooks([importlib.import_module(name) for name in args[2:]])
-        from wasmvisor.worker import zygote
-
-        zygote.become_zygote()
-        runner = entry_runner(args[1])
-        gc.freeze()  # after the preload: the collector in a worker never copies these pages
-        serve(conn, runner)
+        run_zygote(int(args[0]), args[1])
     except BaseException:  # noqa: B036
         code = EX_SOFTWARE
         traceback.print_exc()
