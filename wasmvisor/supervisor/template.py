@@ -28,13 +28,14 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
 
 from wasmvisor.ipc.child_wakeup import ChildWakeup
 from wasmvisor.supervisor.cliargs import ShimArgs, UsageError, parse_args
+from wasmvisor.supervisor.template_client import MAGIC
+from wasmvisor.supervisor.ttrpc_server import peer_credentials
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 TITLE = "wasmvisor-template"
 IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 600.0
-MAGIC = "wasmvisor-template/1"
-"""template_client.MAGIC, restated so that neither module imports the other."""
 REQUEST_LIMIT = 4 << 20
 """Bytes of one request: the environment and the command line (Linux allows 2 MiB of each)."""
 REQUEST_TIMEOUT = 5.0
@@ -196,7 +195,7 @@ class Template:
         with conn:
             fds: list[int] = []
             try:
-                if not _same_uid(conn):
+                if peer_credentials(conn)[1] != os.getuid():
                     return  # another user's process: closed unanswered, as supervisors do
                 conn.settimeout(REQUEST_TIMEOUT)
                 payload, fds = _receive(conn)
@@ -259,12 +258,6 @@ class Template:
                 os.unlink(self.path)
         except OSError:
             pass
-
-
-def _same_uid(conn: socket.socket) -> bool:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", creds)
-    return uid == os.getuid()
 
 
 def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:

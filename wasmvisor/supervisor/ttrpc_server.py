@@ -42,6 +42,12 @@ _READ_LIMIT = 1 << 20
 _RESPONSE_OVERHEAD = 10 + 3 + 5
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket (SO_PEERCRED)."""
+    pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return pid, uid, gid
+
+
 class TtrpcServer:
     """Serves unary ttrpc calls for the registered services."""
 
@@ -99,7 +105,7 @@ class TtrpcServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         try:
-            pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+            pid, uid, gid = peer_credentials(sock)
         except (OSError, AttributeError, struct.error) as e:
             if self._require_same_uid:
                 logger.warning("ttrpc: closing connection: cannot read peer credentials: %s", e)

@@ -23,10 +23,6 @@ def test_a_request_round_trips() -> None:
     assert (request.argv, request.env, request.cwd) == (["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
 
 
-def test_the_client_and_the_template_agree_on_the_magic() -> None:
-    assert template.MAGIC == template_client.MAGIC
-
-
 @pytest.mark.parametrize(("fields", "complaint"), [
     ([b"other/1", b"/", b"1", b"serve"], "does not start with"),
     ([template_client.MAGIC.encode(), b"/", b"x", b"serve"], "argument count"),
