@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -61,6 +62,9 @@ int main(int argc, char **argv) {
     sigaddset(&waited, SIGCHLD);
     for (i = 3; i < argc; i++)
         sigaddset(&waited, atoi(argv[i]));
+    /* Read: `ps` shows the title alone (`wasmvisor-init NS/ID`), not the numbers that follow it. */
+    for (i = 1; i < argc; i++)
+        memset(argv[i], 0, strlen(argv[i]));
     sigprocmask(SIG_BLOCK, &waited, NULL); /* already blocked by the worker; harmless if so */
 
     check_child(child); /* it may have ended before the exec (its SIGCHLD is pending then, too) */
