@@ -87,8 +87,8 @@ fi
 
 # The shim binary containerd runs: pip's console script replaced (same name, same place) by one that runs
 # `python -I -S`, so that `start` skips `site` and the editable install's import hook (~25 ms a task);
-# see wasmvisor/supervisor/entry_script.py. Rewritten only when its text changes.
-quiet "$VENV/bin/python" -m wasmvisor.supervisor.entry_script "$VENV/bin/containerd-shim-wasmvisor-v1" \
+# see wasmvisor/supervisor/shim/entry_script.py. Rewritten only when its text changes.
+quiet "$VENV/bin/python" -m wasmvisor.supervisor.shim.entry_script "$VENV/bin/containerd-shim-wasmvisor-v1" \
     || die "cannot write the shim's entry script"
 # Byte-code now, as a non-editable pip install would: a shim started with PYTHONDONTWRITEBYTECODE in
 # containerd's environment would otherwise compile wasmvisor's modules from source every time (~50 ms).

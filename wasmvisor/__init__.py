@@ -20,10 +20,10 @@ _LAZY = {
     "Stdio": "wasmvisor.engines.base",
     "WasmLayer": "wasmvisor.engines.base",
     "GuestError": "wasmvisor.engines.base",
-    "Instance": "wasmvisor.supervisor.instance",
-    "InstanceConfig": "wasmvisor.supervisor.instance",
+    "Instance": "wasmvisor.supervisor.tasks.instance",
+    "InstanceConfig": "wasmvisor.supervisor.tasks.instance",
     "Config": "wasmvisor.supervisor.config",
-    "shim_main": "wasmvisor.supervisor.main",
+    "shim_main": "wasmvisor.supervisor.shim.main",
 }
 
 __all__ = ["NAME", "VERSION", "revision", "version_text", *_LAZY]

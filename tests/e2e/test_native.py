@@ -18,7 +18,7 @@ import wasmvisor.image
 from tests.e2e.ctr import RUNC_RUNTIME, Ctr
 from tests.e2e.host import is_alive
 from wasmvisor.image import FileSpec, build_busybox_image, build_oci_tar
-from wasmvisor.supervisor import instance
+from wasmvisor.supervisor.tasks import instance
 from wasmvisor.worker.capabilities import CAP_NUMBERS, cap_mask
 
 APPLETS = ("sh", "true", "false", "sleep", "cat", "echo", "env", "pwd", "ls", "id", "grep", "mkdir", "unshare")

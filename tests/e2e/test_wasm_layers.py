@@ -26,7 +26,7 @@ from tests.e2e.containerd import PrivateContainerd, private_containerd
 from tests.e2e.ctr import Ctr
 from wasmvisor.engines.catalog import WASMTIME, wasmtime_fingerprint
 from wasmvisor.image import Layer, build_oci_tar, build_wasm_image
-from wasmvisor.supervisor import oci_wasm
+from wasmvisor.supervisor.containerd import oci_wasm
 
 COMPILED = "module cache: compiled and stored"
 FROM_STORE = "from the content store"

@@ -25,8 +25,8 @@ from tests.e2e.host import is_alive, kill_pids, process_titles, process_tree
 from tests.guests.build import GUESTS_DIR
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
-from wasmvisor.supervisor.rpc import service_from_descriptor
-from wasmvisor.supervisor.ttrpc import TtrpcClient, TtrpcServer
+from wasmvisor.supervisor.rpc.service import service_from_descriptor
+from wasmvisor.supervisor.rpc.ttrpc import TtrpcClient, TtrpcServer
 
 SHIM = Path(sys.executable).parent / "containerd-shim-wasmvisor-v1"
 TASK = "containerd.task.v2.Task"
@@ -139,7 +139,7 @@ class Harness:
         return self.run(client.call(TASK, method, request, response_type, metadata=md), timeout=timeout)
 
     def templates(self) -> list[int]:
-        """Live supervisor templates (supervisor/template.py) that this harness's starts launched."""
+        """Live supervisor templates (supervisor/shim/template_server.py) that this harness's starts launched."""
         return [pid for pid, title in process_titles().items()
                 if title.startswith("wasmvisor-template ") and f" {self.sockets}/" in title and is_alive(pid)]
 

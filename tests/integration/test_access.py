@@ -13,7 +13,7 @@ from tests.integration.test_faults import run_hello
 from tests.integration.test_task_api import create, pod_task
 from wasmvisor.proto import ttrpc_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
-from wasmvisor.supervisor.ttrpc import HEADER
+from wasmvisor.supervisor.rpc.ttrpc import HEADER
 
 NOBODY = 65534
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"

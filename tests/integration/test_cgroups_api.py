@@ -19,7 +19,7 @@ from wasmvisor.errors import Code
 from wasmvisor.proto.cgroups.v1 import metrics_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
-from wasmvisor.supervisor.task_cgroup import LINUX_RESOURCES_TYPE
+from wasmvisor.supervisor.tasks.cgroup import LINUX_RESOURCES_TYPE
 
 pytestmark = pytest.mark.skipif(cgroups.detect_version() != 1, reason="needs the host's cgroup v1 hierarchies")
 MEMORY = Path("/sys/fs/cgroup/memory")

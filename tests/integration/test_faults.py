@@ -15,7 +15,7 @@ from tests.integration.test_task_api import create, expect_error, pod_task
 from wasmvisor.errors import Code
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
-from wasmvisor.supervisor.delete import process_title
+from wasmvisor.supervisor.shim.delete import process_title
 
 
 def children(pid: int) -> dict[int, str]:

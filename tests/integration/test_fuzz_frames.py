@@ -14,7 +14,7 @@ from tests.integration.test_faults import SLEEPER, run_hello
 from wasmvisor.proto import ttrpc_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
-from wasmvisor.supervisor.ttrpc import HEADER
+from wasmvisor.supervisor.rpc.ttrpc import HEADER
 
 METHODS = ["Create", "Start", "Delete", "State", "Wait", "Kill", "Pids", "CloseIO", "Connect", "Stats",
            "Exec", "Pause", "Resume", "Checkpoint", "ResizePty", "Update", "Shutdown", "NoSuchMethod"]

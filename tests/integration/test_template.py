@@ -1,4 +1,4 @@
-"""The node's supervisor template (supervisor/template.py): a new group's supervisor is forked from it,
+"""The node's supervisor template (supervisor/shim/template_server.py): a new group's supervisor is forked from it,
 and its zygote from the supervisor; a missing, killed or disabled template never fails a start."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.e2e.host import is_alive, process_titles
 from tests.integration.harness import HELLO, SLEEPER, Harness
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
-from wasmvisor.supervisor import template_client
+from wasmvisor.supervisor.shim import template_client
 
 
 def ppid(pid: int) -> int:

@@ -112,7 +112,7 @@ class WorkerLauncher:
 
     def fork_zygote(self) -> int:
         """Make the zygote by forking this process, which has the zygote's preload imported already
-        (a supervisor forked from the node's template: supervisor/template.py). About a millisecond
+        (a supervisor forked from the node's template: supervisor/shim/template_server.py). About a millisecond
         instead of a new interpreter's ~150 ms. Call it on the main thread before any other thread
         starts: the zygote's parent-death signal follows the forking thread, and a fork from a
         threaded process copies locks that other threads may hold. Returns the zygote's pid.

@@ -15,19 +15,20 @@ import socket
 
 from wasmvisor.ipc.launcher import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
-from wasmvisor.supervisor import daemon_setup, wasm_layers
-from wasmvisor.supervisor.cliargs import ShimArgs
+from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
-from wasmvisor.supervisor.events import EventPublisher
-from wasmvisor.supervisor.instance import WorkerInstance
-from wasmvisor.supervisor.rpc import service_from_descriptor
-from wasmvisor.supervisor.task_service import TaskService
-from wasmvisor.supervisor.tasks import TaskRegistry
-from wasmvisor.supervisor.ttrpc import TtrpcServer
+from wasmvisor.supervisor.containerd import wasm_layers
+from wasmvisor.supervisor.rpc.service import service_from_descriptor
+from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer
+from wasmvisor.supervisor.shim.cliargs import ShimArgs
+from wasmvisor.supervisor.tasks.instance import WorkerInstance
+from wasmvisor.supervisor.tasks.publisher import EventPublisher
+from wasmvisor.supervisor.tasks.registry import TaskRegistry
+from wasmvisor.supervisor.tasks.service import TaskService
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from wasmvisor.supervisor.grpc_server import GrpcServer
+    from wasmvisor.supervisor.rpc.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class Supervisor:
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:
-            from wasmvisor.supervisor.grpc_server import GrpcServer  # grpcio is slow to import
+            from wasmvisor.supervisor.rpc.grpc_server import GrpcServer  # grpcio is slow to import
 
             server = GrpcServer(services)
             await server.start(self.args.socket)

@@ -21,8 +21,8 @@ from wasmvisor.supervisor import logs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see the module docstring
 if TYPE_CHECKING:
-    from wasmvisor.supervisor.cliargs import ShimArgs
     from wasmvisor.supervisor.config import Config
+    from wasmvisor.supervisor.shim.cliargs import ShimArgs
 
 log = logging.getLogger(__name__)
 

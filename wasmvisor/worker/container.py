@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasmvisor.spec import Spec
-from wasmvisor.spec_linux import ContainerLayout, container_layout
 from wasmvisor.worker import identity, sysctl, zygote
 from wasmvisor.worker.namespaces import RELAYED_SIGNALS, InitSignals, enter_namespaces, fork_container_process
 from wasmvisor.worker.rootfs import build_rootfs, enter_root, set_hostname
+from wasmvisor.worker.spec_linux import ContainerLayout, container_layout
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from wasmvisor.ipc.child_wakeup import ChildWakeup
 from wasmvisor.ipc.launcher import run_preload_hooks
 from wasmvisor.ipc.worker_handle import STATUS
-from wasmvisor.worker import linux
+from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux.wakeup import ChildWakeup
 
 REQUEST_LIMIT = 4096
 """Bytes of one request (`run ` and a process title)."""

@@ -32,8 +32,9 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from wasmvisor.errors import InvalidArgument, NotFound
-from wasmvisor.spec_linux import CLONE_NEWNS, Namespace
-from wasmvisor.worker import linux, zygote
+from wasmvisor.linux import syscalls as linux
+from wasmvisor.worker import zygote
+from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
 

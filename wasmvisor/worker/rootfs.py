@@ -17,8 +17,9 @@ import re
 import stat
 
 from wasmvisor.errors import InvalidArgument, ShimError
+from wasmvisor.linux import syscalls as linux
 from wasmvisor.spec import resolve_in_root
-from wasmvisor.spec_linux import (
+from wasmvisor.worker.spec_linux import (
     DEFAULT_DEV_LINKS,
     MS_BIND,
     MS_PRIVATE,
@@ -30,7 +31,6 @@ from wasmvisor.spec_linux import (
     Device,
     Mount,
 )
-from wasmvisor.worker import linux
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Kernel settings of the container process: `linux.sysctl` written through /proc/sys once the
 worker is in the container's namespaces (an IPC or network namespace has its own copy of those
-keys: wasmvisor.spec_linux.parse_sysctl allows only those), and `process.oomScoreAdj`.
+keys: wasmvisor.worker.spec_linux.parse_sysctl allows only those), and `process.oomScoreAdj`.
 
 Both are written before pivot_root and before the process drops its capabilities: a negative
 oom_score_adj needs CAP_SYS_RESOURCE.
@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 
 from wasmvisor.errors import InvalidArgument
-from wasmvisor.spec_linux import Namespace
+from wasmvisor.worker.spec_linux import Namespace
 
 log = logging.getLogger(__name__)
 

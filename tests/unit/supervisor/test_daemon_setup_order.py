@@ -11,7 +11,7 @@ from pathlib import Path
 def test_the_zygote_is_spawned_before_typing_dataclasses_ctypes_and_setproctitle_load(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import sys
-        from wasmvisor.supervisor.cliargs import parse_args
+        from wasmvisor.supervisor.shim.cliargs import parse_args
         from wasmvisor.supervisor import daemon_setup
         from wasmvisor.supervisor.config import Config
         from wasmvisor.ipc import launcher

@@ -64,7 +64,7 @@ def test_kill_9_of_the_relay_kills_the_container_process() -> None:
 
 PID1_SCRIPT = """
 import os, sys, time
-from wasmvisor.worker import linux
+from wasmvisor.linux import syscalls as linux
 from wasmvisor.worker.namespaces import InitSignals, fork_container_process
 linux.unshare(0x20000000)  # CLONE_NEWPID: for the children
 fork_container_process("wasmvisor-init test", ())
@@ -89,8 +89,8 @@ def test_pid_1_of_a_new_pid_namespace_ends_on_sigterm_sent_to_its_relay_with_143
 ROOTFS_SCRIPT = """
 import json, os, sys
 from wasmvisor.errors import ShimError
-from wasmvisor.spec_linux import container_layout
-from wasmvisor.worker import linux
+from wasmvisor.worker.spec_linux import container_layout
+from wasmvisor.linux import syscalls as linux
 from wasmvisor.worker.rootfs import build_rootfs, enter_root
 root, spec = sys.argv[1], json.loads(sys.argv[2])
 linux.unshare(0x00020000)  # CLONE_NEWNS

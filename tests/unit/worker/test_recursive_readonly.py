@@ -19,8 +19,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need
 
 SCRIPT = r"""
 import errno, json, os, sys
-from wasmvisor.spec_linux import MS_PRIVATE, MS_REC, container_layout
-from wasmvisor.worker import linux
+from wasmvisor.worker.spec_linux import MS_PRIVATE, MS_REC, container_layout
+from wasmvisor.linux import syscalls as linux
 from wasmvisor.worker.rootfs import build_rootfs, enter_root
 
 root, volume, options, mode = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from wasmvisor.errors import InvalidArgument
-from wasmvisor.spec_linux import Namespace
 from wasmvisor.worker.container import warn_unapplied_security_labels
+from wasmvisor.worker.spec_linux import Namespace
 from wasmvisor.worker.sysctl import check_network_namespace, write_oom_score_adj, write_sysctl
 
 

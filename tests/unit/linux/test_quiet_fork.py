@@ -1,0 +1,116 @@
+"""quiet_fork: a fork without Python's at-fork hooks, for the single-threaded zygote and worker; and
+close_fds_except, which a forked worker uses to drop what it inherited."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from wasmvisor.ipc.launcher import close_fds_except
+from wasmvisor.linux import syscalls as linux
+
+
+def _in_child(body: object) -> bytes:
+    """Run `body()` (returning bytes) in a quiet_fork child; its bytes come back through a pipe."""
+    r, w = os.pipe()
+    pid = linux.quiet_fork()
+    if pid == 0:
+        try:
+            os.write(w, body())  # type: ignore[operator]
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        chunks = []
+        while chunk := os.read(r, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return b"".join(chunks)
+
+
+PROGRAM = """
+import os
+from wasmvisor.linux import syscalls as linux
+r, w = os.pipe()
+calls = []
+os.register_at_fork(before=lambda: calls.append("before"), after_in_parent=lambda: calls.append("parent"),
+                    after_in_child=lambda: os.write(w, b"child hook ran"))
+pid = linux.quiet_fork()
+if pid == 0:
+    os._exit(0)
+os.close(w)
+_, status = os.waitpid(pid, 0)
+print(pid != os.getpid(), os.waitstatus_to_exitcode(status), calls, os.read(r, 100))
+"""
+
+
+def test_the_child_runs_no_at_fork_hook_and_the_parent_none_either() -> None:
+    # In an interpreter of its own: an at-fork hook cannot be unregistered from this one.
+    out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "True 0 [] b''"
+
+
+def test_the_child_does_not_repeat_its_parents_random_sequence() -> None:
+    random.seed(1234)
+    state = random.getstate()
+    child = _in_child(lambda: repr(random.random()).encode())
+    random.setstate(state)
+    assert child != repr(random.random()).encode()
+
+
+THREADS_PROGRAM = """
+import threading
+from wasmvisor.linux import syscalls as linux
+alone = linux.single_threaded()
+stop = threading.Event()
+thread = threading.Thread(target=stop.wait)
+thread.start()
+print(alone, linux.single_threaded())
+stop.set()
+thread.join()
+"""
+
+
+def test_single_threaded_sees_a_second_thread() -> None:
+    # In an interpreter of its own, which has one thread until the program starts another (this
+    # process may have more, and a thread started in a quiet_fork child of a threaded process could
+    # meet a lock another thread held at the fork).
+    out = subprocess.run([sys.executable, "-c", THREADS_PROGRAM], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "True False"
+
+
+def test_close_fds_except_keeps_the_standard_fds_and_those_asked_for() -> None:
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    r, w = os.pipe()
+    pid = linux.quiet_fork()
+    if pid == 0:
+        try:
+            fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
+            close_fds_except((fds[1], w, fds[4], 2))
+            report = {"fds": fds, "open": [fd for fd in (0, 1, 2, r, *fds) if is_open(fd)]}
+            os.write(w, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        report = json.loads(os.read(r, 65536))
+    finally:
+        os.close(r)
+    os.waitpid(pid, 0)
+    fds = report["fds"]
+    assert sorted(report["open"]) == sorted([0, 1, 2, fds[1], fds[4]])  # r, inherited, is closed too

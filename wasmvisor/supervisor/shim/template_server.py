@@ -1,0 +1,289 @@
+"""The node's supervisor template (`wasmvisor-template`): one process per containerd and shim build that
+has imported what a supervisor and its zygote need, and forks a new group's supervisor on request.
+
+Without it a new group costs three interpreters in a row (`start`, the supervisor importing asyncio,
+protobuf and the Task API, then its zygote importing wasmtime and the worker code): ~300 ms before the
+first Create is answered. Forked from here, the supervisor has all of it already and forks its own
+zygote from itself (WorkerLauncher.fork_zygote), so a new group is ready in a few milliseconds, and
+supervisors, zygotes and the template share their imported pages (less memory per group as well).
+
+`start` (template_client.py) connects to the template's socket, sends one request, the `serve`
+command line with its environment and working directory (NUL-separated fields after a length line),
+with the listening socket of the new supervisor attached (SCM_RIGHTS), and reads back one line:
+`pid N` or `error MESSAGE`.
+Whatever goes wrong there, `start` falls back to spawning the supervisor itself. The socket is 0600
+and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
+
+The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
+(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (ipc/child_wakeup.py). It exits after IDLE_ENV
+seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
+run on (each is in its own session).
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from wasmvisor.linux.wakeup import ChildWakeup
+from wasmvisor.supervisor.rpc.ttrpc_server import peer_credentials
+from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
+from wasmvisor.supervisor.shim.template_client import MAGIC
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from wasmvisor.supervisor.config import Config
+
+TITLE = "wasmvisor-template"
+IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
+DEFAULT_IDLE_SECONDS = 600.0
+REQUEST_LIMIT = 4 << 20
+"""Bytes of one request: the environment and the command line (Linux allows 2 MiB of each)."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a connected client has to send its whole request."""
+LISTEN_FD = 3
+
+PRELOAD = (
+    # The supervisor: its Task API, transport, events, registry, mounts, cgroups, logging.
+    "asyncio", "concurrent.futures", "ctypes", "setproctitle",
+    "wasmvisor.supervisor.daemon", "wasmvisor.supervisor.daemon_setup", "wasmvisor.supervisor.logs",
+    "wasmvisor.supervisor.tasks.service", "wasmvisor.supervisor.tasks.registry", "wasmvisor.supervisor.tasks.instance",
+    "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup", "wasmvisor.supervisor.containerd.wasm_layers",
+    "wasmvisor.supervisor.tasks.publisher", "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
+    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher",
+    "wasmvisor.ipc.worker_handle", "orjson",
+    # The zygote: its loop and identity, then its own preload: the worker and the engine (wasmtime).
+    "wasmvisor.worker.forkserver", "wasmvisor.worker.zygote",
+)
+
+
+def preload(engine: str) -> list[str]:
+    """Every module the template imports: PRELOAD, then the zygote's preload for `engine`."""
+    from wasmvisor.ipc.launcher import preload_for
+
+    return [*PRELOAD, *(m for m in preload_for(engine) if m not in PRELOAD)]
+
+
+def idle_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
+    """The idle time after which the template exits (IDLE_ENV; a bad or negative value: the default)."""
+    try:
+        value = float(environ.get(IDLE_ENV, ""))
+    except ValueError:
+        return DEFAULT_IDLE_SECONDS
+    return value if value >= 0 else DEFAULT_IDLE_SECONDS
+
+
+class Request:
+    """One parsed request: the `serve` command line (no program name), environment, working directory."""
+
+    __slots__ = ("argv", "env", "cwd")
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+
+
+def parse_request(data: bytes) -> Request:
+    """Decode one request's payload (template_client.encode_request, after its length line);
+    ValueError naming what is wrong."""
+    fields = [os.fsdecode(f) for f in data.split(b"\0")]
+    if len(fields) < 3 or fields[0] != MAGIC:
+        raise ValueError(f"request does not start with {MAGIC}")
+    cwd, count = fields[1], fields[2]
+    if not count.isdigit() or not 0 < int(count) <= len(fields) - 3:
+        raise ValueError(f"request argument count {count[:20]!r} does not fit the request")
+    argv = fields[3:3 + int(count)]
+    env: dict[str, str] = {}
+    for item in fields[3 + int(count):]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"request environment entry {item[:40]!r} is not KEY=VALUE")
+        env[key] = value
+    if argv[-1] != "serve":
+        raise ValueError(f"request argv ends with {argv[-1]!r}, not the serve action")
+    if not os.path.isabs(cwd):
+        raise ValueError(f"request cwd {cwd[:80]!r} is not an absolute path")
+    return Request(argv, env, cwd)
+
+
+def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
+    """The `template` action: preload, then fork supervisors on request until idle or SIGTERM."""
+    if args.socket_fd is None:
+        sys.stderr.write("template needs -socket-fd (it is started by the start action)\n")
+        return 1
+    listener = socket.socket(fileno=args.socket_fd)
+    from wasmvisor.ipc.launcher import run_preload_hooks
+
+    run_preload_hooks([importlib.import_module(name) for name in preload(engine)])
+    from setproctitle import setproctitle
+
+    setproctitle(f"{TITLE} -address {args.address} {args.socket}")
+    gc.freeze()  # what is loaded now is shared with every supervisor, zygote and worker forked from here
+    return Template(listener, args.socket, config, engine, idle_seconds(os.environ)).run()
+
+
+class Template:
+    def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float) -> None:
+        self.listener = listener
+        self.path = path
+        self.config = config
+        self.engine = engine
+        self.idle = idle
+        self.children: set[int] = set()
+        self.stopping = False
+        try:
+            self._inode: int | None = os.stat(path).st_ino  # the file `start` bound for us
+        except OSError:
+            self._inode = None
+
+    def run(self) -> int:
+        wakeup = ChildWakeup()
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        last = time.monotonic()
+        try:
+            while not self.stopping:
+                ready, _, _ = select.select([self.listener.fileno(), wakeup.fd], [], [], 1.0)
+                if wakeup.fd in ready:
+                    wakeup.drain()
+                if self.reap() and not self.children:
+                    last = time.monotonic()  # idle from the end of the last group
+                if self.listener.fileno() in ready:
+                    self.accept(wakeup)
+                    last = time.monotonic()
+                elif not self.children and time.monotonic() - last > self.idle:
+                    break
+        finally:
+            self.remove_socket()
+            self.listener.close()
+            wakeup.close()
+        return 0
+
+    def _stop(self, signo: int, frame: object) -> None:
+        self.stopping = True  # the loop acts on it (select returns on EINTR or the wake-up byte)
+
+    def reap(self) -> bool:
+        """The one place children are reaped: every supervisor that has ended. True if one had."""
+        reaped = False
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return True
+            if not pid:
+                break
+            self.children.discard(pid)
+            reaped = True
+        return reaped
+
+    def accept(self, wakeup: ChildWakeup) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            fds: list[int] = []
+            try:
+                if peer_credentials(conn)[1] != os.getuid():
+                    return  # another user's process: closed unanswered, as supervisors do
+                conn.settimeout(REQUEST_TIMEOUT)
+                payload, fds = _receive(conn)
+                request = parse_request(payload)
+                args = parse_args(request.argv)  # a command line the child would refuse is refused here
+                pid = os.fork()
+                if pid == 0:
+                    self._become_supervisor(conn, fds, request, args, wakeup)
+                self.children.add(pid)
+                answer = f"pid {pid}"
+            except (OSError, ValueError, UsageError) as exc:
+                answer = "error " + " ".join(str(exc).split())
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            try:
+                conn.sendall(answer.encode(errors="replace") + b"\n")
+            except OSError:
+                pass
+
+    def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request, args: ShimArgs,
+                           wakeup: ChildWakeup) -> NoReturn:
+        """The forked child: become the supervisor `request` describes. Never returns."""
+        status = 70
+        try:
+            wakeup.after_fork()
+            for signo in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signo, signal.SIG_DFL)
+            self.listener.detach()  # closed below with the rest; the objects must not close reused fds
+            conn.detach()
+            os.setsid()
+            os.chdir(request.cwd)
+            os.environ.clear()
+            os.environ.update(request.env)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            keep: tuple[int, ...] = ()
+            if fds:
+                os.dup2(fds[0], LISTEN_FD, inheritable=False)
+                keep = (LISTEN_FD,)
+            from wasmvisor.ipc.launcher import close_fds_except
+
+            close_fds_except(keep)
+            sys.argv[1:] = request.argv
+            from wasmvisor.supervisor.shim.main import run_supervisor
+
+            status = run_supervisor(args, self.config, self.engine, fork_zygote=True)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: B036 - nothing may return into the template's loop
+            traceback.print_exc()
+        finally:
+            os._exit(status & 0xFF)
+
+    def remove_socket(self) -> None:
+        """Unlink the socket path if it is still this template's (a newer one may have taken it)."""
+        try:
+            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """One request's payload and the fds sent with it (at most one)."""
+    data, fds, flags, _ = socket.recv_fds(conn, 65536, 1)
+    try:
+        if flags & socket.MSG_CTRUNC:
+            raise ValueError("request carries more than one fd")
+        while b"\n" not in data[:24]:
+            if len(data) >= 24:
+                raise ValueError("request does not start with its length")
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ValueError("request ended before its length")
+            data += chunk
+        head, _, data = data.partition(b"\n")
+        if not head.isdigit() or int(head) > REQUEST_LIMIT:
+            raise ValueError(f"request length {head[:24]!r} is not a number up to {REQUEST_LIMIT}")
+        size = int(head)
+        while len(data) < size:
+            chunk = conn.recv(min(65536, size - len(data)))
+            if not chunk:
+                raise ValueError("request ended early")
+            data += chunk
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return data[:size], fds

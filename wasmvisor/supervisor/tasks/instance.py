@@ -1,0 +1,300 @@
+"""Instance: one container's guest as the supervisor drives it (as runwasi's Instance trait).
+
+`Instance` is the public contract (new/start/kill/delete/wait). `WorkerInstance` implements it
+with a worker process forked from the zygote: it is the only reader of that worker's pipe, and
+the one place where the worker's end becomes an `Exit`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wasmvisor import errors
+from wasmvisor.ipc import messages
+from wasmvisor.ipc.launcher import WorkerLauncher
+from wasmvisor.ipc.worker_handle import WorkerHandle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENGINE = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+EXIT_GRACE_SECONDS = 5.0
+"""How long a worker may take to end after closing its pipe before it is SIGKILLed."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a task ended: its pid, exit status (128+N for signal N) and time (ns since the epoch)."""
+
+    pid: int
+    status: int
+    at_ns: int
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    namespace: str
+    bundle: str
+    rootfs: str
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    engine: str = DEFAULT_ENGINE
+    log_level: str = "info"
+    pod: str = ""
+    wasm_layers: tuple[messages.LayerFile, ...] = ()
+    """The image's wasm layers, written to the bundle (wasmvisor.supervisor.containerd.wasm_layers)."""
+
+
+class Instance(abc.ABC):
+    """One container's guest. `new` prepares it (Create); `start` runs it."""
+
+    id: str
+    pid: int
+
+    @classmethod
+    @abc.abstractmethod
+    async def new(cls, id: str, cfg: InstanceConfig) -> Instance:
+        """Prepare the container; raise a ShimError naming the problem when it cannot run."""
+
+    @abc.abstractmethod
+    async def start(self) -> int:
+        """Run the guest; return its pid."""
+
+    @abc.abstractmethod
+    def kill(self, signo: int) -> None:
+        """Send `signo` to the guest."""
+
+    @abc.abstractmethod
+    async def delete(self) -> None:
+        """Release what the instance holds; the guest must have ended (or never started)."""
+
+    @abc.abstractmethod
+    async def wait(self) -> Exit:
+        """Block until the guest has ended; return how."""
+
+
+ExitListener = Callable[["WorkerInstance", Exit], None]
+StartListener = Callable[["WorkerInstance"], None]
+
+
+class WorkerInstance(Instance):
+    """An Instance backed by a worker process from the zygote, spoken to over a JSON pipe."""
+
+    launcher: WorkerLauncher
+    """Set once by the supervisor before the first `new`."""
+
+    def __init__(self, id: str, cfg: InstanceConfig, handle: WorkerHandle) -> None:
+        self.id = id
+        self.cfg = cfg
+        self.handle = handle
+        self.pid = handle.pid
+        self.on_start: StartListener | None = None
+        self.on_exit: ExitListener | None = None
+        loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[int] = loop.create_future()
+        self._started: asyncio.Future[int] | None = None
+        self._exit: Exit | None = None
+        self._exited = asyncio.Event()
+        self._reported: messages.Exited | None = None
+        self._execs = False
+        """The worker said it execs a native program: its pipe closes while that program runs."""
+        self._container_pidfd = -1
+        """A pidfd of the container process when it is not the worker itself (pid namespace)."""
+        self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
+
+    @classmethod
+    async def new(cls, id: str, cfg: InstanceConfig,
+                  on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
+        """`on_forked(pid)` runs as soon as the worker exists, before it is configured."""
+        configure = messages.Configure(
+            namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
+            stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
+            log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
+        )
+        handle = await cls.launcher.spawn(configure, on_forked)
+        inst = cls(id, cfg, handle)
+        try:
+            await inst._ready
+        except BaseException:
+            inst.handle.kill(signal.SIGKILL)
+            await inst._exited.wait()
+            inst.handle.close()
+            raise
+        return inst
+
+    @property
+    def exit(self) -> Exit | None:
+        return self._exit
+
+    async def start(self) -> int:
+        if self._exit is not None:
+            raise errors.FailedPrecondition(f"task {self.id} has already exited")
+        self._started = asyncio.get_running_loop().create_future()
+        await self.handle.send(messages.StartGuest())
+        return await self._started
+
+    @property
+    def relay_pid(self) -> int | None:
+        """The worker's pid when it stays outside the container's pid namespace as a relay."""
+        return self.handle.pid if self.pid != self.handle.pid else None
+
+    def kill(self, signo: int) -> None:
+        """Signal the container process, as runc signals the container's init: with a pid
+        namespace that is the relay's child (SIGSTOP then stops the container itself); the
+        relay is signalled only when no pidfd of that child could be had."""
+        if self._exit is not None:
+            raise errors.NotFound(f"process already finished: task {self.id}: not found")
+        if self._container_pidfd < 0:
+            self.handle.kill(signo)
+            return
+        try:
+            signal.pidfd_send_signal(self._container_pidfd, signo)
+        except ProcessLookupError:
+            pass  # it has just ended: its exit is on its way
+
+    def _open_container_pidfd(self, pid: int) -> None:
+        """A pidfd for the container process `pid`, child of the relay (checked after opening,
+        so that the pidfd cannot name another process that reused the pid)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError as exc:
+            log.warning("no pidfd for container process %d of %s (%s): signals go to its relay",
+                        pid, self.id, exc.strerror)
+            return
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            ppid = -1
+        if ppid != self.handle.pid:
+            os.close(fd)
+            log.warning("process %d is not the container process of %s (its parent is %d, not the relay %d)",
+                        pid, self.id, ppid, self.handle.pid)
+            return
+        self._container_pidfd = fd
+
+    def _close_container_pidfd(self) -> None:
+        if self._container_pidfd >= 0:
+            os.close(self._container_pidfd)
+            self._container_pidfd = -1
+
+    async def delete(self) -> None:
+        if self._exit is None:
+            self.handle.kill(signal.SIGKILL)
+            await self._exited.wait()
+        self.handle.close()
+
+    async def wait(self) -> Exit:
+        await self._exited.wait()
+        assert self._exit is not None
+        return self._exit
+
+    # The one reader of the worker's pipe. Messages are handled in order, so the start
+    # listener always runs before the exit listener.
+    async def _watch(self) -> None:
+        try:
+            while True:
+                msg = await self.handle.receive()
+                self._handle(msg)
+        except EOFError:
+            pass
+        except messages.ProtocolError as exc:
+            log.error("worker %d of %s broke the ipc protocol: %s; killing it", self.pid, self.id, exc)
+            self.handle.kill(signal.SIGKILL)
+        except Exception:
+            log.exception("reading worker %d of %s failed; killing it", self.pid, self.id)
+            self.handle.kill(signal.SIGKILL)
+        returncode = await self._wait_exit()
+        self._finish(returncode)
+
+    async def _wait_exit(self) -> int:
+        """The worker's returncode once it is gone. Its pipe has closed, so it is exiting: one
+        that still runs after EXIT_GRACE_SECONDS (a stuck thread, a wedged flush) is killed; but
+        a native program closed the pipe when it was exec'd, and runs for as long as it runs."""
+        if self._execs:
+            return await self.handle.wait_exit()
+        try:
+            return await asyncio.wait_for(self.handle.wait_exit(), EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("worker %d of %s still runs %.0f s after closing its pipe; killing it",
+                        self.pid, self.id, EXIT_GRACE_SECONDS)
+            self.handle.kill(signal.SIGKILL)
+            return await self.handle.wait_exit()
+
+    def _handle(self, msg: messages.Message) -> None:
+        log.debug("worker %d of %s says %s", self.pid, self.id, msg)
+        if isinstance(msg, messages.Ready):
+            # The container process's host pid: the worker's own, or its child's when the worker
+            # stays outside a pid namespace as a relay (signals sent to the handle reach it).
+            if msg.pid > 0:
+                self.pid = msg.pid
+                if msg.pid != self.handle.pid and self._container_pidfd < 0:
+                    self._open_container_pidfd(msg.pid)
+            _resolve(self._ready, msg.pid)
+        elif isinstance(msg, messages.Started):
+            self._execs = msg.execs
+            if self.on_start is not None:
+                self.on_start(self)
+            if self._started is not None:
+                _resolve(self._started, msg.pid)
+        elif isinstance(msg, messages.Exited):
+            self._reported = msg
+        elif isinstance(msg, messages.Failed):
+            error = _error_from(msg)
+            target = self._ready if not self._ready.done() else self._started
+            if target is not None and not target.done():
+                target.set_exception(error)
+            else:
+                log.error("worker %d of %s failed: %s", self.pid, self.id, msg.message)
+        else:
+            log.warning("worker %d of %s sent an unexpected %s message", self.pid, self.id, msg.kind)
+
+    def _finish(self, returncode: int) -> None:
+        if self._reported is not None:
+            status, at_ns = self._reported.code & 0xFF, self._reported.at_ns
+        elif returncode < 0:
+            status, at_ns = 128 - returncode, time.time_ns()
+        else:
+            status, at_ns = returncode & 0xFF, time.time_ns()
+        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns)
+        self._close_container_pidfd()  # the relay ends only once the container process has
+        log.debug("worker %d of %s ended: returncode %d, exit status %d", self.pid, self.id, returncode, status)
+        gone = errors.FailedPrecondition(f"worker of {self.id} exited with status {status} before it was ready")
+        if not self._ready.done():
+            self._ready.set_exception(gone)
+        if self._started is not None and not self._started.done():
+            self._started.set_exception(
+                errors.FailedPrecondition(f"task {self.id} exited with status {status} while starting")
+            )
+        if self.on_exit is not None:
+            self.on_exit(self, self._exit)
+        self._exited.set()
+
+
+def _resolve(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _error_from(msg: messages.Failed) -> errors.ShimError:
+    cls: dict[str, type[errors.ShimError]] = {
+        "INVALID_ARGUMENT": errors.InvalidArgument,
+        "NOT_FOUND": errors.NotFound,
+        "FAILED_PRECONDITION": errors.FailedPrecondition,
+        "UNIMPLEMENTED": errors.Unimplemented,
+        "RESOURCE_EXHAUSTED": errors.ResourceExhausted,
+    }
+    return cls.get(msg.code, errors.Internal)(msg.message)
+
+
+def worker_pid_file(bundle: str) -> str:
+    """Where the supervisor records a task's worker pid for the `delete` action."""
+    return os.path.join(bundle, "init.pid")

@@ -1,0 +1,327 @@
+"""The task registry, in the shape of containerd's own runtime interface (PlatformRuntime).
+
+`create`, `get`, `tasks` and `delete` manage Tasks; each Task holds its Instance and its state
+machine. The registry publishes the task events, and the exit listener here is the one path by
+which an exit becomes state, TaskExit and Wait replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from wasmvisor import errors
+from wasmvisor.cgroups import migration
+from wasmvisor.spec import Spec
+from wasmvisor.supervisor import logs
+from wasmvisor.supervisor.containerd import wasm_layers
+from wasmvisor.supervisor.tasks import events as task_events
+from wasmvisor.supervisor.tasks import mounts
+from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
+from wasmvisor.supervisor.tasks.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
+from wasmvisor.supervisor.tasks.state import TaskState
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, event: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskIO:
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class CreateOpts:
+    """What containerd's Create carries, decoded (as containerd's runtime.CreateOpts)."""
+
+    bundle: str
+    spec: Spec | None = None
+    """The bundle's config.json, parsed."""
+    rootfs: Sequence[mounts.MountSpec] = ()
+    io: TaskIO = field(default_factory=TaskIO)
+    checkpoint: str = ""
+    runtime_options: bytes = b""
+    task_options: bytes = b""
+    sandbox_id: str = ""
+
+
+@dataclass
+class Task:
+    id: str
+    opts: CreateOpts
+    rootfs: str
+    instance: WorkerInstance
+    state: TaskState = field(default_factory=TaskState)
+    cgroup: TaskCgroup | None = None
+    """None when the spec has no `linux` section (or the host no cgroups)."""
+
+    @property
+    def pid(self) -> int:
+        return self.instance.pid
+
+    @property
+    def exit(self) -> Exit | None:
+        return self.instance.exit
+
+
+class TaskRegistry:
+    """All tasks of one supervisor (one pod group), by id."""
+
+    def __init__(self, namespace: str, group: str, events: Publisher, *, engine: str, log_level: str) -> None:
+        self.namespace = namespace
+        self.group = group
+        self.events = events
+        self.engine = engine
+        self.log_level = log_level
+        self._tasks: dict[str, Task] = {}
+        self._reserved: set[str] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def id(self) -> str:
+        return f"io.containerd.wasmvisor.v1/{self.namespace}/{self.group}"
+
+    def get(self, task_id: str) -> Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise errors.NotFound(f"task {task_id}: not found")
+        return task
+
+    def tasks(self, all: bool = True) -> list[Task]:
+        return [t for t in self._tasks.values() if all or t.state.alive]
+
+    def __len__(self) -> int:
+        return len(self._tasks) + len(self._reserved)
+
+    async def create(self, task_id: str, opts: CreateOpts) -> Task:
+        if task_id in self._tasks or task_id in self._reserved:
+            raise errors.AlreadyExists(f"task {task_id}: already exists")
+        self._reserved.add(task_id)
+        self.empty.clear()
+        try:
+            task = await self._create(task_id, opts)
+        finally:
+            self._reserved.discard(task_id)
+            self._update_empty()
+        self._tasks[task_id] = task
+        self.empty.clear()
+        self.events.publish("/tasks/create", task_events.create(task))
+        return task
+
+    async def _create(self, task_id: str, opts: CreateOpts) -> Task:
+        rootfs = os.path.join(opts.bundle, "rootfs")
+        # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
+        # the worker joins it as soon as it is forked, before it loads anything.
+        cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                                   on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+        if cgroup is not None:
+            # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount and
+            # the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that the
+            # mkdir above needs.
+            migration.prime()
+        try:
+            if opts.rootfs:
+                mounts.mount_all(opts.rootfs, rootfs)
+        except BaseException:
+            _destroy_quietly(task_id, cgroup)
+            raise
+        try:
+            layers = await wasm_layers.for_container(task_id, self.namespace, opts.bundle, rootfs, opts.spec,
+                                                     self.engine)
+            cfg = InstanceConfig(
+                # No rootfs mounts (`ctr run --config`): the spec's root.path is the root, as for runc.
+                namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs if opts.rootfs else "",
+                stdin=opts.io.stdin, stdout=opts.io.stdout, stderr=opts.io.stderr,
+                terminal=opts.io.terminal, engine=self.engine, log_level=self.log_level, pod=self.group,
+                wasm_layers=layers.files,
+            )
+            instance = await WorkerInstance.new(task_id, cfg, on_forked=cgroup.add if cgroup else None)
+        except BaseException:
+            try:
+                _destroy_quietly(task_id, cgroup)
+            finally:
+                if opts.rootfs:
+                    mounts.unmount_all(rootfs)
+            raise
+        layers.after_ready()  # stores the compiled form of new wasm layers, in the background
+        task = Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
+        instance.on_start = lambda inst: self._on_start(task)
+        instance.on_exit = lambda inst, exit: self._on_exit(task, exit)
+        if instance.exit is not None:  # it died between Ready and now
+            self._on_exit(task, instance.exit)
+        _write_pid_file(opts.bundle, instance.pid)
+        return task
+
+    async def start(self, task: Task) -> int:
+        task.state.start()
+        try:
+            return await task.instance.start()
+        except errors.ShimError:
+            raise
+        except Exception as exc:
+            raise errors.Internal(f"start of task {task.id} failed: {exc}") from exc
+
+    def _on_start(self, task: Task) -> None:
+        task.state.started()
+        self.events.publish("/tasks/start", task_events.start(task))
+
+    def _on_exit(self, task: Task, exit: Exit) -> None:
+        if not task.state.alive:
+            return
+        task.state.stop()
+        if task.cgroup is not None:
+            task.cgroup.check_oom()  # TaskOOM goes before the TaskExit of the kill it caused
+        log.info("task %s exited with status %d", task.id, exit.status, extra={logs.FIELDS_ATTR: {"instance": task.id}})
+        self.events.publish("/tasks/exit", task_events.exit(task, exit))
+
+    async def kill(self, task: Task, signo: int, all: bool = False) -> None:
+        task.state.check_killable()
+        if not 0 < signo < signal.NSIG:
+            raise errors.InvalidArgument(f"kill {task.id}: invalid signal {signo}")
+        if all and task.cgroup is not None:
+            await self._kill_all(task, task.cgroup, signo)
+        else:
+            task.instance.kill(signo)
+        if signo == signal.SIGKILL and task.state.paused and task.cgroup is not None:
+            # A frozen v1 cgroup holds even SIGKILL until thawed; runc thaws after sending it too.
+            self._background(task.cgroup.thaw(), f"thaw {task.id} after SIGKILL")
+
+    async def _kill_all(self, task: Task, cgroup: TaskCgroup, signo: int) -> None:
+        """`Kill` with all: every process of the task's cgroup, as runc's `kill --all`, with the
+        cgroup frozen meanwhile so that all get the signal at once (else a shell whose child died
+        first could exit 0 before its own SIGKILL lands). The relay is left out: it would forward
+        the signal a second time."""
+        freezing = not task.state.paused
+        if freezing:
+            try:
+                await cgroup.freeze()
+            except Exception as exc:
+                log.warning("kill --all %s: cannot freeze its cgroup (%s): signalling unfrozen", task.id, exc,
+                            extra={logs.FIELDS_ATTR: {"instance": task.id}})
+        try:
+            try:
+                pids = cgroup.pids()
+            except OSError as exc:
+                log.warning("kill --all %s: cannot list its cgroup (%s): signalling the container process only",
+                            task.id, exc.strerror, extra={logs.FIELDS_ATTR: {"instance": task.id}})
+                pids = []
+            others = [pid for pid in pids if pid not in (task.instance.relay_pid, task.pid)]
+            log.debug("kill --all %s: signal %d to %d and %s", task.id, signo, task.pid, others)
+            for pid in others:
+                try:
+                    os.kill(pid, signo)
+                except ProcessLookupError:
+                    pass
+            task.instance.kill(signo)  # through its pidfd
+        finally:
+            if freezing:  # also after a failed freeze: it may have stopped half-way
+                await cgroup.thaw()
+
+    def _cgroup(self, task: Task, action: str) -> TaskCgroup:
+        if task.cgroup is None:
+            raise errors.Unimplemented(f"{action} {task.id}: the task has no cgroup (its spec has no linux section)")
+        return task.cgroup
+
+    async def pause(self, task: Task) -> None:
+        cgroup = self._cgroup(task, "pause")
+        task.state.pause()
+        try:
+            await cgroup.freeze()
+        except BaseException:
+            if task.state.paused:
+                task.state.resume()
+            raise
+        self.events.publish("/tasks/paused", task_events.paused(task))
+
+    async def resume(self, task: Task) -> None:
+        cgroup = self._cgroup(task, "resume")
+        if not task.state.paused:
+            task.state.resume()  # raises: invalid state transition
+        await cgroup.thaw()
+        if task.state.paused:
+            task.state.resume()
+        self.events.publish("/tasks/resumed", task_events.resumed(task))
+
+    def update(self, task: Task, resources: Any) -> None:
+        cgroup = self._cgroup(task, "update")
+        if not task.state.alive:
+            raise errors.FailedPrecondition(f"update {task.id}: the task has stopped")
+        cgroup.update(resources)
+
+    def pids(self, task: Task) -> list[int]:
+        """Every process of the task's cgroup; the worker alone when there is no cgroup."""
+        if not task.state.alive:
+            return []
+        if task.cgroup is not None:
+            try:
+                found = task.cgroup.pids()
+            except OSError:
+                found = []
+            if found:
+                return found
+        return [task.pid]
+
+    def _background(self, coro: Any, what: str) -> None:
+        def done(t: asyncio.Task[Any]) -> None:
+            self._pending.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %s", what, t.exception())
+
+        t = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(t)
+        t.add_done_callback(done)
+
+    async def delete(self, task_id: str) -> Exit:
+        task = self.get(task_id)
+        task.state.delete()
+        await task.instance.delete()
+        exit = task.exit
+        assert exit is not None
+        if task.opts.rootfs:
+            mounts.unmount_all(task.rootfs)
+        if task.cgroup is not None:
+            await task.cgroup.close()
+        try:
+            os.unlink(worker_pid_file(task.opts.bundle))
+        except FileNotFoundError:
+            pass
+        del self._tasks[task_id]
+        self._update_empty()
+        self.events.publish("/tasks/delete", task_events.delete(task, exit))
+        return exit
+
+    def _update_empty(self) -> None:
+        if not self._tasks and not self._reserved:
+            self.empty.set()
+
+
+def _write_pid_file(bundle: str, pid: int) -> None:
+    path = worker_pid_file(bundle)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # root's alone
+    with open(fd, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def _destroy_quietly(task_id: str, cgroup: TaskCgroup | None) -> None:
+    """Remove the cgroup of a Create that failed; a cgroup that stays is logged, not raised (the
+    Create's own error is the one to report)."""
+    if cgroup is None:
+        return
+    try:
+        cgroup.destroy()
+    except errors.ShimError as exc:
+        log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)

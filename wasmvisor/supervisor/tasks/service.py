@@ -1,0 +1,222 @@
+"""The Task API handlers (containerd.task.v2.Task / v3.Task), written once for every transport.
+
+Each handler decodes its request into registry calls and encodes the answer; state and events
+live in the registry (tasks.py). Errors are raised as ShimErrors and mapped by the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+from google.protobuf.empty_pb2 import Empty
+
+from wasmvisor import errors
+from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
+from wasmvisor.spec import SANDBOX_ID_ANNOTATION, load_spec
+from wasmvisor.supervisor import logs
+from wasmvisor.supervisor.rpc.service import Call
+from wasmvisor.supervisor.shim.start import OPTIONS_FILE
+from wasmvisor.supervisor.tasks.events import timestamp
+from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskIO, TaskRegistry, mounts
+from wasmvisor.supervisor.tasks.state import Status
+from wasmvisor.version import VERSION
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_LINGER_SECONDS = 1.0
+"""How long an idle supervisor waits after Shutdown for a Create that a racing `start` promised."""
+
+_STATUS = {
+    Status.CREATED: types_pb.CREATED,
+    Status.STARTING: types_pb.CREATED,
+    Status.RUNNING: types_pb.RUNNING,
+    Status.PAUSED: types_pb.PAUSED,
+    Status.STOPPED: types_pb.STOPPED,
+    Status.DELETING: types_pb.STOPPED,
+}
+
+
+KNOWN_OPTIONS = frozenset({"runtimeoptions.v1.Options", "containerd.runc.v1.Options"})
+"""Runtime option types a Create may carry: CRI's generic ones and runc's (containerd 1.6 sends
+either, from the runtime's config); wasmvisor reads none of their fields yet."""
+
+
+def _no_exec(method: str, req: object) -> None:
+    exec_id = getattr(req, "exec_id", "")
+    if exec_id:
+        raise errors.NotFound(f"{method}: exec {exec_id!r} of task {getattr(req, 'id', '')!r}: not found "
+                              "(wasmvisor does not support exec)")
+
+
+def _require_id(method: str, task_id: str) -> None:
+    if not task_id:
+        raise errors.InvalidArgument(f"{method}: task id is empty")
+
+
+def _read_runtime_options(bundle: str) -> bytes:
+    """The runtime-options Any that `start` saved from its stdin (empty when there was none)."""
+    try:
+        with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+class TaskService:
+    """containerd.task.v2.Task served from a TaskRegistry."""
+
+    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[], None]) -> None:
+        self.registry = registry
+        self.request_shutdown = request_shutdown
+
+    def _task(self, method: str, req: object) -> Task:
+        task_id = getattr(req, "id", "")
+        _require_id(method, task_id)
+        _no_exec(method, req)
+        return self.registry.get(task_id)
+
+    async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
+        _require_id("create", req.id)
+        if req.terminal:
+            raise errors.InvalidArgument(
+                f"create {req.id}: terminal=true is not supported: a wasm guest has no tty (run without -t/--tty)"
+            )
+        if req.checkpoint or req.parent_checkpoint:
+            raise errors.InvalidArgument(f"create {req.id}: restoring from a checkpoint is not supported")
+        if req.HasField("options") and req.options.type_url:
+            kind = req.options.type_url.rsplit("/", 1)[-1]
+            if kind not in KNOWN_OPTIONS:
+                raise errors.InvalidArgument(
+                    f"create {req.id}: runtime options of type {kind!r} are not understood "
+                    f"(known: {', '.join(sorted(KNOWN_OPTIONS))})"
+                )
+        if not req.bundle or not os.path.isabs(req.bundle):
+            raise errors.InvalidArgument(f"create {req.id}: bundle path {req.bundle!r} is not absolute")
+        for name in ("stdin", "stdout", "stderr"):
+            path = getattr(req, name)
+            if path and "://" in path and not path.startswith("file://"):
+                raise errors.InvalidArgument(
+                    f"create {req.id}: {name} {path!r}: only FIFO paths and file:// are supported"
+                )
+        spec = load_spec(req.bundle)
+        opts = CreateOpts(
+            bundle=req.bundle,
+            spec=spec,
+            sandbox_id=spec.annotations.get(SANDBOX_ID_ANNOTATION, ""),
+            runtime_options=_read_runtime_options(req.bundle),
+            rootfs=[mounts.MountSpec(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
+                    for m in req.rootfs],
+            io=TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal),
+            task_options=req.options.SerializeToString() if req.HasField("options") else b"",
+        )
+        task = await self.registry.create(req.id, opts)
+        log.info("created task %s (worker pid %d)", req.id, task.pid, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return pb.CreateTaskResponse(pid=task.pid)
+
+    async def Start(self, req: pb.StartRequest, call: Call) -> pb.StartResponse:
+        task = self._task("start", req)
+        pid = await self.registry.start(task)
+        log.info("started task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return pb.StartResponse(pid=pid)
+
+    async def Delete(self, req: pb.DeleteRequest, call: Call) -> pb.DeleteResponse:
+        _require_id("delete", req.id)
+        _no_exec("delete", req)
+        exit = await self.registry.delete(req.id)
+        log.info("deleted task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return pb.DeleteResponse(pid=exit.pid, exit_status=exit.status, exited_at=timestamp(exit.at_ns))
+
+    async def State(self, req: pb.StateRequest, call: Call) -> pb.StateResponse:
+        task = self._task("state", req)
+        io = task.opts.io
+        exit = task.exit
+        return pb.StateResponse(
+            id=task.id, bundle=task.opts.bundle, pid=task.pid, status=_STATUS[task.state.status],
+            stdin=io.stdin, stdout=io.stdout, stderr=io.stderr, terminal=io.terminal,
+            exit_status=exit.status if exit else 0,
+            exited_at=timestamp(exit.at_ns if exit else None),
+        )
+
+    async def Wait(self, req: pb.WaitRequest, call: Call) -> pb.WaitResponse:
+        task = self._task("wait", req)
+        exit = await task.instance.wait()
+        return pb.WaitResponse(exit_status=exit.status, exited_at=timestamp(exit.at_ns))
+
+    async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:
+        task = self._task("kill", req)
+        await self.registry.kill(task, req.signal, req.all)
+        log.info("sent signal %d to task %s", req.signal, req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
+
+    async def Pids(self, req: pb.PidsRequest, call: Call) -> pb.PidsResponse:
+        task = self._task("pids", req)
+        return pb.PidsResponse(processes=[types_pb.ProcessInfo(pid=pid) for pid in self.registry.pids(task)])
+
+    async def Connect(self, req: pb.ConnectRequest, call: Call) -> pb.ConnectResponse:
+        task_pid = 0
+        if req.id:
+            try:
+                task_pid = self.registry.get(req.id).pid
+            except errors.NotFound:
+                task_pid = 0
+        return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid, version=VERSION)
+
+    async def CloseIO(self, req: pb.CloseIORequest, call: Call) -> Empty:
+        # The worker reads the stdin FIFO itself: it sees EOF when the client closes its end,
+        # so there is nothing to close here.
+        self._task("closeio", req)
+        return Empty()
+
+    async def Shutdown(self, req: pb.ShutdownRequest, call: Call) -> Empty:
+        if len(self.registry) == 0:
+            # A `start` for the next task of this group may have just found this supervisor alive
+            # (its Create is on the way), so linger a moment and leave only if none came.
+            log.info("shutdown requested and no task remains: exiting in %.1f s unless a task arrives",
+                     SHUTDOWN_LINGER_SECONDS)
+            asyncio.get_running_loop().call_later(SHUTDOWN_LINGER_SECONDS, self._shutdown_if_idle)
+        else:
+            log.debug("shutdown for %s ignored: %d task(s) remain", req.id, len(self.registry))
+        return Empty()
+
+    def _shutdown_if_idle(self) -> None:
+        if len(self.registry) == 0:
+            self.request_shutdown()
+        else:
+            log.info("a new task arrived after shutdown was requested: staying")
+
+    async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
+        task = self._task("stats", req)
+        if task.cgroup is None:
+            raise errors.Unimplemented(f"stats {req.id}: the task has no cgroup (its spec has no linux section)")
+        return pb.StatsResponse(stats=task.cgroup.stats())
+
+    async def Exec(self, req: pb.ExecProcessRequest, call: Call) -> Empty:
+        self._task("exec", pb.StateRequest(id=req.id))
+        raise errors.Unimplemented(f"exec {req.exec_id!r} in task {req.id}: wasmvisor does not support exec")
+
+    async def Pause(self, req: pb.PauseRequest, call: Call) -> Empty:
+        await self.registry.pause(self._task("pause", req))
+        log.info("paused task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
+
+    async def Resume(self, req: pb.ResumeRequest, call: Call) -> Empty:
+        await self.registry.resume(self._task("resume", req))
+        log.info("resumed task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
+
+    async def Checkpoint(self, req: pb.CheckpointTaskRequest, call: Call) -> Empty:
+        self._task("checkpoint", req)
+        raise errors.Unimplemented("checkpoint: wasmvisor cannot checkpoint a task")
+
+    async def ResizePty(self, req: pb.ResizePtyRequest, call: Call) -> Empty:
+        self._task("resizepty", req)
+        raise errors.Unimplemented("resizepty: wasm guests have no tty")
+
+    async def Update(self, req: pb.UpdateTaskRequest, call: Call) -> Empty:
+        self.registry.update(self._task("update", req), req.resources)
+        log.info("updated the resources of task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
+        return Empty()
