@@ -56,9 +56,10 @@ PRELOAD = (
     # The supervisor: its Task API, transport, events, registry, mounts, cgroups, logging.
     "asyncio", "concurrent.futures", "ctypes", "setproctitle",
     "wasmvisor.supervisor.daemon", "wasmvisor.supervisor.daemon_setup", "wasmvisor.supervisor.logs",
-    "wasmvisor.supervisor.tasks.service", "wasmvisor.supervisor.tasks.registry", "wasmvisor.supervisor.tasks.instance",
-    "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup", "wasmvisor.supervisor.containerd.wasm_layers",
-    "wasmvisor.supervisor.tasks.publisher", "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
+    "wasmvisor.supervisor.tasks.service", "wasmvisor.supervisor.tasks.registry",
+    "wasmvisor.supervisor.tasks.instance", "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup",
+    "wasmvisor.supervisor.containerd.wasm_layers", "wasmvisor.supervisor.tasks.publisher",
+    "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
     "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher",
     "wasmvisor.ipc.worker_handle", "orjson",
     # The zygote: its loop and identity, then its own preload: the worker and the engine (wasmtime).
