@@ -5,6 +5,8 @@
 filesystem, else v1. The supervisor creates the cgroup and applies the resources at Create, puts
 the worker in it as soon as it is forked, and removes it at Delete; `remove_for_bundle` does the
 same cleanup for the `delete` action, from the bundle's config.json alone.
+
+May import: `errors`, `linux` and the generated cgroups metrics protos only (the bottom layer).
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the supervisor imports this before the zygote starts
 if TYPE_CHECKING:
-    from collections.abc import Mapping, MutableMapping
-    from typing import Any, TextIO
+    from collections.abc import Mapping
+    from typing import TextIO
 
 FIELDS_ATTR = "logfields"
-"""LogRecord attribute holding per-record key=value fields (set by `for_task` or `extra=`)."""
+"""LogRecord attribute holding per-record key=value fields (`extra={FIELDS_ATTR: {...}}`)."""
 
 _LEVELS = {
     logging.DEBUG: "debug",
@@ -135,32 +135,6 @@ def level_number(level: str) -> int:
     return value
 
 
-class TaskLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger whose lines carry fixed fields (`instance=`), merged with any per-call fields."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = dict(kwargs.get("extra") or {})
-        fields = dict(self.extra or {})
-        fields.update(extra.get(FIELDS_ATTR) or {})
-        extra[FIELDS_ATTR] = fields
-        kwargs["extra"] = extra
-        return msg, kwargs
-
-
-def for_task(logger: logging.Logger | logging.LoggerAdapter[logging.Logger], instance: str) -> TaskLogger:
-    """`logger`, with `instance=<id>` on every line (and the fields of an adapter it wraps)."""
-    fields: dict[str, Any] = {}
-    if isinstance(logger, TaskLogger):
-        fields.update(logger.extra or {})
-        base = logger.logger
-    elif isinstance(logger, logging.LoggerAdapter):
-        base = logger.logger
-    else:
-        base = logger
-    fields["instance"] = instance
-    return TaskLogger(base, fields)
-
-
 def open_log_fifo(bundle: str) -> int | None:
     """Open `<bundle>/log` for writing (blocking mode), or None if it does not exist.
 
@@ -179,13 +153,3 @@ def open_log_fifo(bundle: str) -> int | None:
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
     return fd
-
-
-def redirect_stderr_to_log(bundle: str) -> bool:
-    """Point fd 2 at the bundle's log FIFO so the zygote and workers inherit it. False if absent."""
-    fd = open_log_fifo(bundle)
-    if fd is None:
-        return False
-    os.dup2(fd, 2)
-    os.close(fd)
-    return True

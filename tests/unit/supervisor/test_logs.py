@@ -51,8 +51,8 @@ def test_time_is_rfc3339_with_nine_digits_in_utc() -> None:
 def test_a_task_line_carries_instance_namespace_and_pod(restore_root_logger: None) -> None:
     out = io.StringIO()
     logs.configure(out, "info", namespace="default", pod="pod 1")
-    log = logs.for_task(logging.getLogger("wasmvisor.test"), "task1")
-    log.info("task %s started", "task1")
+    log = logging.getLogger("wasmvisor.test")
+    log.info("task %s started", "task1", extra={logs.FIELDS_ATTR: {"instance": "task1"}})
     line = out.getvalue()
     assert line.endswith("\n") and line.count("\n") == 1
     match = LINE.match(line.rstrip("\n"))
@@ -94,20 +94,11 @@ def test_traceback_stays_on_one_line(restore_root_logger: None) -> None:
     assert "ValueError: bad thing" in text and text.rstrip().endswith("pod=p")
 
 
-def test_per_call_fields_merge_with_task_fields(restore_root_logger: None) -> None:
+def test_per_call_fields_are_sorted_after_the_message(restore_root_logger: None) -> None:
     out = io.StringIO()
     logs.configure(out, "info")
-    log = logs.for_task(logging.getLogger("wasmvisor.test"), "t1")
-    log.info("exited", extra={logs.FIELDS_ATTR: {"exit_status": 137}})
-    assert out.getvalue().rstrip().endswith("exit_status=137 instance=t1")
-
-
-def test_for_task_of_an_adapter_replaces_the_instance(restore_root_logger: None) -> None:
-    out = io.StringIO()
-    logs.configure(out, "info")
-    log = logs.for_task(logs.for_task(logging.getLogger("x"), "a"), "b")
-    log.info("m")
-    assert out.getvalue().rstrip().endswith("instance=b")
+    logging.getLogger("wasmvisor.test").info("exited", extra={logs.FIELDS_ATTR: {"instance": "t1", "exit_status": 137}})
+    assert out.getvalue().rstrip().endswith('msg=exited exit_status=137 instance=t1')
 
 
 def test_configure_on_a_raw_fd_writes_whole_lines(restore_root_logger: None) -> None:
