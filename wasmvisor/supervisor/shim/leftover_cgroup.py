@@ -15,58 +15,9 @@ from __future__ import annotations
 
 import os
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing costs milliseconds on `delete`'s path
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
+from wasmvisor.supervisor.shim.fastload import loads
 
 ROOT = "/sys/fs/cgroup"
-
-
-class _ScannerContext:
-    """What CPython's C JSON scanner reads from a JSONDecoder: the defaults of `json.loads`."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = float  # float() reads NaN, Infinity and -Infinity as json.loads does
-
-
-def _c_scanner() -> Callable[[str, int], tuple[Any, int]] | None:
-    try:
-        from _json import make_scanner  # CPython's; json.scanner imports it the same way
-    except ImportError:
-        return None
-    context: Any = _ScannerContext()  # typeshed wants a JSONDecoder; the scanner reads only these attributes
-    scanner: Callable[[str, int], tuple[Any, int]] = make_scanner(context)
-    return scanner
-
-
-_WHITESPACE = " \t\n\r"
-
-
-def loads(data: bytes) -> Any:
-    """JSON `data` (UTF-8) as `json.loads` reads it, without importing `json` (whose `re` costs ~10 ms).
-
-    Uses the C scanner that `json` itself uses; falls back to `json.loads` where it is missing.
-    Raises ValueError for anything that is not one JSON document.
-    """
-    text = data.decode("utf-8")
-    scan = _c_scanner()
-    if scan is None:
-        import json
-
-        return json.loads(text)
-    start = len(text) - len(text.lstrip(_WHITESPACE))
-    try:
-        value, end = scan(text, start)
-    except StopIteration as exc:
-        raise ValueError(f"invalid JSON at offset {exc.value}") from None
-    if text[end:].strip(_WHITESPACE):
-        raise ValueError(f"extra data after the JSON document at offset {end}")
-    return value
 
 
 def cgroup_path(cgroups_path: str, namespace: str, task_id: str) -> str | None:

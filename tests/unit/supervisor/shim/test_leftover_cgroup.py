@@ -3,40 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from wasmvisor.supervisor.shim import entry_script, leftover_cgroup
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
-    max_leaves=20,
-)
-
-
-@given(json_values, st.sampled_from([None, 2]))
-def test_loads_reads_what_json_loads_reads(value: object, indent: int | None) -> None:
-    text = "\n " + json.dumps(value, indent=indent) + " \n"
-    assert leftover_cgroup.loads(text.encode()) == json.loads(text)
-
-
-def test_loads_reads_nan_and_infinities_as_json_does() -> None:
-    nan, inf, minus_inf = leftover_cgroup.loads(b"[NaN, Infinity, -Infinity]")
-    assert math.isnan(nan) and (inf, minus_inf) == (math.inf, -math.inf)
-
-
-@pytest.mark.parametrize("text", [b"", b"  ", b"{", b"{} x", b"[1,]", b"{'a': 1}", b"\xff"])
-def test_loads_refuses_what_is_not_one_json_document(text: bytes) -> None:
-    with pytest.raises(ValueError):
-        leftover_cgroup.loads(text)
 
 
 @pytest.mark.parametrize(("given", "path"), [
