@@ -17,7 +17,7 @@ from wasmvisor.ipc.launcher import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
-from wasmvisor.supervisor.containerd import wasm_layers
+from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
 from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
@@ -83,8 +83,10 @@ class Supervisor:
         warm = loop.run_in_executor(None, launcher.warm_up)
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
-        registry = TaskRegistry(self.args.namespace, self.group, publisher, engine=self.engine, log_level=self.level)
-        wasm_layers.set_containerd_address(self.args.address or os.environ.get("GRPC_ADDRESS", ""))
+        layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
+                                 self.engine)
+        registry = TaskRegistry(self.args.namespace, self.group, publisher, layers, engine=self.engine,
+                                log_level=self.level)
         service = TaskService(registry, self.stop.set)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
@@ -114,7 +116,7 @@ class Supervisor:
         if keeper is not None:
             keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
-        await wasm_layers.drain(SHUTDOWN_FLUSH_SECONDS)  # precompiled layers still being stored
+        await layers.drain(SHUTDOWN_FLUSH_SECONDS)  # precompiled layers still being stored
         await server.close()
         if serving is not None:
             serving.cancel()

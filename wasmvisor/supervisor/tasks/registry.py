@@ -13,18 +13,20 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wasmvisor import errors
 from wasmvisor.cgroups import migration
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor import logs
-from wasmvisor.supervisor.containerd import wasm_layers
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
 from wasmvisor.supervisor.tasks.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
 from wasmvisor.supervisor.tasks.state import TaskState
+
+if TYPE_CHECKING:
+    from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,12 @@ class Task:
 class TaskRegistry:
     """All tasks of one supervisor (one pod group), by id."""
 
-    def __init__(self, namespace: str, group: str, events: Publisher, *, engine: str, log_level: str) -> None:
+    def __init__(self, namespace: str, group: str, events: Publisher, layers: WasmLayerReader, *, engine: str,
+                 log_level: str) -> None:
         self.namespace = namespace
         self.group = group
         self.events = events
+        self.layers = layers
         self.engine = engine
         self.log_level = log_level
         self._tasks: dict[str, Task] = {}
@@ -138,8 +142,7 @@ class TaskRegistry:
             _destroy_quietly(task_id, cgroup)
             raise
         try:
-            layers = await wasm_layers.for_container(task_id, self.namespace, opts.bundle, rootfs, opts.spec,
-                                                     self.engine)
+            layers = await self.layers.for_container(task_id, opts.bundle, rootfs, opts.spec)
             cfg = InstanceConfig(
                 # No rootfs mounts (`ctr run --config`): the spec's root.path is the root, as for runc.
                 namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs if opts.rootfs else "",
