@@ -325,6 +325,19 @@ class TaskRegistry:
     async def delete(self, task_id: str) -> Exit:
         task = self.get(task_id)
         task.state.delete()
+        try:
+            exit = await self._release(task)
+        except BaseException:
+            # Not DELETING for ever: a retry can finish the job (and the registry empty).
+            task.state.delete_failed(ended=task.exit is not None)
+            raise
+        del self._tasks[task_id]
+        self.events.publish("/tasks/delete", task_events.delete(task, exit))
+        return exit
+
+    async def _release(self, task: Task) -> Exit:
+        """End the instance (if it never started) and release all the task holds; each step can
+        be done again when a previous Delete failed part-way."""
         await task.instance.delete()
         exit = await self.wait(task)
         if task.opts.rootfs:
@@ -335,8 +348,6 @@ class TaskRegistry:
             os.unlink(worker_pid_file(task.opts.bundle))
         except FileNotFoundError:
             pass
-        del self._tasks[task_id]
-        self.events.publish("/tasks/delete", task_events.delete(task, exit))
         return exit
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from wasmvisor import errors
 from wasmvisor.cgroups import migration
+from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks import registry as registry_module
 from wasmvisor.supervisor.tasks.instance import worker_pid_file
 from wasmvisor.supervisor.tasks.registry import CreateOpts, TaskRegistry
@@ -376,3 +378,68 @@ def test_tasks_and_pids_show_only_what_is_alive(registry: TaskRegistry, instance
         assert len(registry) == 2
 
     run(scenario())
+
+
+@pytest.fixture
+def flaky_unmount(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Rootfs mounts that do nothing, and an unmount that fails the first time (then succeeds)."""
+    unmounted: list[str] = []
+
+    def unmount_all(target: str) -> None:
+        unmounted.append(target)
+        if len(unmounted) == 1:
+            raise errors.Internal(f"unmount {target}: Device or resource busy")
+
+    monkeypatch.setattr(mounts, "mount_all", lambda specs, target: None)
+    monkeypatch.setattr(mounts, "unmount_all", unmount_all)
+    return unmounted
+
+
+def with_rootfs(opts: CreateOpts) -> CreateOpts:
+    return dataclasses.replace(opts, rootfs=[mounts.MountSpec(type="bind", source="/x", target="", options=())])
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["stopped", "created"])
+def test_a_delete_that_fails_can_be_retried_and_the_registry_empties(
+    registry: TaskRegistry, instances: FakeInstances, events: RecordingPublisher, opts: CreateOpts,
+    flaky_unmount: list[str], started: bool,
+) -> None:
+    async def scenario() -> None:
+        task = await registry.create("t", with_rootfs(opts))
+        if started:
+            await registry.start(task)
+            instances.made["t"].end(0)
+            await registry.wait(task)
+        with pytest.raises(errors.Internal, match="Device or resource busy"):
+            await registry.delete("t")
+        assert task.state.status is Status.STOPPED, "the worker is gone: the task has stopped"
+        assert len(registry) == 1
+        exit = await registry.delete("t")
+        assert exit == task.exit
+        assert len(registry) == 0 and flaky_unmount == [task.rootfs, task.rootfs]
+
+    run(scenario())
+    if started:
+        assert events.topics("t") == LIFECYCLE
+    else:
+        assert events.topics("t") == ["/tasks/create", "/tasks/delete"]
+
+
+def test_a_delete_that_fails_before_the_guest_ended_leaves_the_task_created(
+    registry: TaskRegistry, instances: FakeInstances, events: RecordingPublisher, opts: CreateOpts
+) -> None:
+    async def scenario() -> None:
+        task = await registry.create("t", opts)
+        inst = instances.made["t"]
+
+        async def refuse() -> None:
+            raise OSError("cannot close the worker's pipe")
+
+        inst.delete = refuse  # type: ignore[method-assign]
+        with pytest.raises(OSError, match="cannot close"):
+            await registry.delete("t")
+        assert task.state.status is Status.CREATED
+        assert await registry.start(task) == task.pid
+
+    run(scenario())
+    assert events.topics("t") == ["/tasks/create", "/tasks/start"]
