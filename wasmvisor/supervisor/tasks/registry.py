@@ -144,23 +144,25 @@ class TaskRegistry:
         return task
 
     async def _create(self, task_id: str, opts: CreateOpts) -> Task:
+        """Everything Create makes, as one clean-up scope: when any step fails (up to the pid file),
+        the worker is ended and the mounts and the cgroup are removed before the error is raised."""
         rootfs = os.path.join(opts.bundle, "rootfs")
-        # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
-        # the worker joins it as soon as it is forked, before it loads anything.
-        cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
-                                   on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
-        if cgroup is not None:
-            # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount and
-            # the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that the
-            # mkdir above needs.
-            migration.prime()
+        cgroup: TaskCgroup | None = None
+        mounted = False
+        instance: Instance | None = None
         try:
+            # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
+            # the worker joins it as soon as it is forked, before it loads anything.
+            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            if cgroup is not None:
+                # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount
+                # and the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that
+                # the mkdir above needs.
+                migration.prime()
             if opts.rootfs:
-                mounts.mount_all(opts.rootfs, rootfs)
-        except BaseException:
-            _destroy_quietly(task_id, cgroup)
-            raise
-        try:
+                mounts.mount_all(opts.rootfs, rootfs)  # all or nothing
+                mounted = True
             layers = await self.layers.for_container(task_id, opts.bundle, rootfs, opts.spec)
             cfg = InstanceConfig(
                 # No rootfs mounts (`ctr run --config`): the spec's root.path is the root, as for runc.
@@ -170,17 +172,12 @@ class TaskRegistry:
                 wasm_layers=layers.files,
             )
             instance = await self.new_instance(task_id, cfg, cgroup.add if cgroup else None)
+            _write_pid_file(opts.bundle, instance.pid)
+            layers.after_ready()  # stores the compiled form of new wasm layers, in the background
+            return Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
         except BaseException:
-            try:
-                _destroy_quietly(task_id, cgroup)
-            finally:
-                if opts.rootfs:
-                    mounts.unmount_all(rootfs)
+            await _undo_create(task_id, instance, cgroup, rootfs if mounted else "")
             raise
-        layers.after_ready()  # stores the compiled form of new wasm layers, in the background
-        task = Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
-        _write_pid_file(opts.bundle, instance.pid)
-        return task
 
     async def start(self, task: Task) -> int:
         task.state.start()
@@ -360,12 +357,22 @@ def _write_pid_file(bundle: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def _destroy_quietly(task_id: str, cgroup: TaskCgroup | None) -> None:
-    """Remove the cgroup of a Create that failed; a cgroup that stays is logged, not raised (the
-    Create's own error is the one to report)."""
-    if cgroup is None:
-        return
-    try:
-        cgroup.destroy()
-    except errors.ShimError as exc:
-        log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:
+    """Release what a Create that failed had made: end its instance, remove its cgroup (and what is
+    left in it), unmount `mounted`. What cannot be released is logged, not raised (the Create's own
+    error is the one to report)."""
+    if instance is not None:
+        try:
+            await instance.delete()
+        except Exception as exc:
+            log.warning("create %s failed, and ending its worker failed too: %s", task_id, exc)
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except errors.ShimError as exc:
+            log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+    if mounted:
+        try:
+            mounts.unmount_all(mounted)
+        except errors.ShimError as exc:
+            log.warning("create %s failed, and its rootfs stays mounted: %s", task_id, exc)

@@ -443,3 +443,45 @@ def test_a_delete_that_fails_before_the_guest_ended_leaves_the_task_created(
 
     run(scenario())
     assert events.topics("t") == ["/tasks/create", "/tasks/start"]
+
+
+def test_a_create_that_fails_at_its_last_step_releases_the_worker_mounts_and_cgroup(
+    registry: TaskRegistry, instances: FakeInstances, events: RecordingPublisher, cgroups: list[FakeCgroup],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    unmounted: list[str] = []
+    monkeypatch.setattr(mounts, "mount_all", lambda specs, target: None)
+    monkeypatch.setattr(mounts, "unmount_all", unmounted.append)
+    opts = with_rootfs(create_opts(write_bundle(tmp_path / "b", linux=True)))
+    Path(worker_pid_file(opts.bundle) + ".tmp").mkdir()  # init.pid cannot be written
+
+    async def scenario() -> None:
+        with pytest.raises(IsADirectoryError):
+            await registry.create("t", opts)
+
+    run(scenario())
+    inst = instances.made["t"]
+    assert inst.deletes == 1 and inst.exit is not None, "the worker was ended, not leaked"
+    assert unmounted == [str(tmp_path / "b" / "rootfs")]
+    assert cgroups[0].destroyed == 1
+    assert len(registry) == 0 and events.events == []
+
+
+def test_a_failed_create_reports_its_own_error_when_its_clean_up_fails_too(
+    registry: TaskRegistry, instances: FakeInstances, monkeypatch: pytest.MonkeyPatch, opts: CreateOpts,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def unmount_all(target: str) -> None:
+        raise errors.Internal(f"unmount {target}: still mounted after 64 passes")
+
+    monkeypatch.setattr(mounts, "mount_all", lambda specs, target: None)
+    monkeypatch.setattr(mounts, "unmount_all", unmount_all)
+    instances.error = errors.InvalidArgument("module /app.wasm: not a wasm file")
+
+    async def scenario() -> None:
+        with pytest.raises(errors.InvalidArgument, match="not a wasm file"):
+            await registry.create("t", with_rootfs(opts))
+
+    run(scenario())
+    assert "create t failed, and its rootfs stays mounted: unmount" in caplog.text
+    assert len(registry) == 0
