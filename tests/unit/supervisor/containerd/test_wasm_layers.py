@@ -125,7 +125,7 @@ def spec(args0: str = "/app.wasm") -> Spec:
 
 
 def reader(fake: FakeContainerd) -> wasm_layers.WasmLayerReader:
-    return wasm_layers.WasmLayerReader("/run/fake.sock", "ns", ENGINE, client=fake)
+    return wasm_layers.WasmLayerReader("/run/fake.sock", "ns", ENGINE, client=fake)  # type: ignore[arg-type]
 
 
 def create(fake: FakeContainerd, tmp_path: Path, args0: str = "/app.wasm") -> wasm_layers.WasmLayers:
