@@ -15,11 +15,12 @@ from wasmvisor.cgroups import migration
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks import registry as registry_module
 from wasmvisor.supervisor.tasks.instance import worker_pid_file
-from wasmvisor.supervisor.tasks.registry import CreateOpts, TaskRegistry
+from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskRegistry
 from wasmvisor.supervisor.tasks.state import Status
 
 from .fakes import (
     FakeCgroup,
+    FakeInstance,
     FakeInstances,
     RecordingPublisher,
     create_opts,
@@ -112,21 +113,25 @@ def test_a_worker_dead_before_registration_has_its_exit_after_task_create(
     assert events.topics("t") == ["/tasks/create", "/tasks/exit", "/tasks/delete"]
 
 
+async def end_during_start(registry: TaskRegistry, task: Task, inst: FakeInstance, status: int) -> asyncio.Task[int]:
+    """Call Start, and end the guest while Start is in flight (it answers on `inst.release_start()`)."""
+    inst.hold_start = True
+    start = asyncio.ensure_future(registry.start(task))
+    await turns()
+    inst.end(status)
+    await turns()
+    return start
+
+
 def test_an_exit_while_start_is_in_flight_is_published_after_task_start(
     registry: TaskRegistry, instances: FakeInstances, events: RecordingPublisher, opts: CreateOpts
 ) -> None:
     async def scenario() -> None:
         task = await registry.create("t", opts)
-        inst = instances.made["t"]
-        inst.hold_start = True
-        starting = registry.start(task)
-        start = asyncio.ensure_future(starting)
-        await turns()
-        inst.end(0)  # the guest ran and ended before Start answered
-        await turns()
+        start = await end_during_start(registry, task, instances.made["t"], 0)  # it ran and ended at once
         assert events.topics("t") == ["/tasks/create"], "the exit waits for Start"
         assert task.state.status is Status.STARTING and task.exit is None
-        inst.release_start()
+        instances.made["t"].release_start()
         assert await start == task.pid
         assert (await registry.wait(task)).status == 0
         assert task.state.status is Status.STOPPED
@@ -140,13 +145,9 @@ def test_a_start_that_fails_because_the_guest_ended_publishes_its_exit_and_no_st
 ) -> None:
     async def scenario() -> None:
         task = await registry.create("t", opts)
-        inst = instances.made["t"]
-        inst.hold_start = True
-        inst.start_error = errors.FailedPrecondition("task t exited with status 1 while starting")
-        start = asyncio.ensure_future(registry.start(task))
-        await turns()
-        inst.end(1)
-        inst.release_start()
+        instances.made["t"].start_error = errors.FailedPrecondition("task t exited with status 1 while starting")
+        start = await end_during_start(registry, task, instances.made["t"], 1)
+        instances.made["t"].release_start()
         with pytest.raises(errors.FailedPrecondition, match="while starting"):
             await start
         assert (await registry.wait(task)).status == 1

@@ -52,6 +52,9 @@ class Harness:
         fields.setdefault("bundle", self.bundle(task_id))
         return await self.call("Create", pb.CreateTaskRequest(id=task_id, **fields))
 
+    async def start(self, task_id: str) -> pb.StartResponse:
+        return await self.call("Start", pb.StartRequest(id=task_id))
+
     async def state(self, task_id: str) -> pb.StateResponse:
         return await self.call("State", pb.StateRequest(id=task_id))
 
@@ -71,7 +74,7 @@ def test_a_task_is_created_started_waited_for_and_deleted(h: Harness) -> None:
         assert (state.bundle, state.stdout, state.stderr) == (str(h.tmp_path / "t"), "/run/fifo/out", "/run/fifo/err")
         assert state.exited_at.seconds == ZERO_TIME_SECONDS
         waiting = asyncio.ensure_future(h.call("Wait", pb.WaitRequest(id="t")))
-        assert (await h.call("Start", pb.StartRequest(id="t"))).pid == inst.pid
+        assert (await h.start("t")).pid == inst.pid
         assert (await h.state("t")).status == types_pb.RUNNING
         await turns()
         assert not waiting.done()
@@ -186,15 +189,15 @@ def test_an_exec_process_is_not_found(h: Harness, method: str, request_type: Any
 def test_transitions_that_the_state_machine_refuses_are_failed_precondition(h: Harness) -> None:
     async def scenario() -> None:
         await h.create("t")
-        await h.call("Start", pb.StartRequest(id="t"))
+        await h.start("t")
         with pytest.raises(errors.FailedPrecondition, match="invalid state transition: RUNNING => STARTING"):
-            await h.call("Start", pb.StartRequest(id="t"))
+            await h.start("t")
         with pytest.raises(errors.FailedPrecondition, match="invalid state transition: RUNNING => DELETING"):
             await h.call("Delete", pb.DeleteRequest(id="t"))
         h.instances.made["t"].end(0)
         await h.call("Wait", pb.WaitRequest(id="t"))
         with pytest.raises(errors.FailedPrecondition, match="invalid state transition: STOPPED => STARTING"):
-            await h.call("Start", pb.StartRequest(id="t"))
+            await h.start("t")
 
     run(scenario())
 
@@ -202,7 +205,7 @@ def test_transitions_that_the_state_machine_refuses_are_failed_precondition(h: H
 def test_kill_ends_a_running_task_with_128_plus_the_signal(h: Harness) -> None:
     async def scenario() -> None:
         await h.create("t")
-        await h.call("Start", pb.StartRequest(id="t"))
+        await h.start("t")
         with pytest.raises(errors.InvalidArgument, match="kill t: invalid signal 0"):
             await h.call("Kill", pb.KillRequest(id="t", signal=0))
         await h.call("Kill", pb.KillRequest(id="t", signal=signal.SIGTERM))
@@ -237,7 +240,7 @@ def test_what_wasmvisor_cannot_do_is_unimplemented(h: Harness, method: str, requ
                                                    message: str) -> None:
     async def scenario() -> None:
         await h.create("t")
-        await h.call("Start", pb.StartRequest(id="t"))
+        await h.start("t")
         request = request_type(id="t", exec_id="e1") if method == "Exec" else request_type(id="t")
         with pytest.raises(errors.Unimplemented, match=message):
             await h.call(method, request)
