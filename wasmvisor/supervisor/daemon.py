@@ -1,13 +1,17 @@
 """The supervisor process: one per pod group. Serves the Task API, owns the zygote, never runs guests.
 
-`serve` is the internal `serve` action that `start` re-executes. Signal handlers only set the stop
-event; the loop does the work. The Task API is served over ttrpc on the socket `start` handed over
-as fd 3, or, with `-protocol grpc`, over gRPC on the socket path (grpc_server.py binds it).
+`serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one
+composition root: it builds the event publisher, the wasm layer reader, the instance factory (on
+the zygote's launcher), the task registry and service, and the transports, and hands each what it
+uses. Signal handlers only set the stop event; the loop does the work. The Task API is served
+over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
+socket path (grpc_server.py binds it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -17,7 +21,7 @@ from wasmvisor.ipc.launcher import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
-from wasmvisor.supervisor.containerd import wasm_layers
+from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
 from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
@@ -77,14 +81,16 @@ class Supervisor:
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
         launcher = self.launcher
-        WorkerInstance.launcher = launcher
         # The zygote boots (imports wasmtime) while the first Create is on its way: started in
         # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
         warm = loop.run_in_executor(None, launcher.warm_up)
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
-        registry = TaskRegistry(self.args.namespace, self.group, publisher, engine=self.engine, log_level=self.level)
-        wasm_layers.set_containerd_address(self.args.address or os.environ.get("GRPC_ADDRESS", ""))
+        layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
+                                 self.engine)
+        new_instance = functools.partial(WorkerInstance.new, launcher=launcher)
+        registry = TaskRegistry(self.args.namespace, self.group, new_instance=new_instance, events=publisher,
+                                layers=layers, engine=self.engine, log_level=self.level)
         service = TaskService(registry, self.stop.set)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
@@ -114,7 +120,7 @@ class Supervisor:
         if keeper is not None:
             keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
-        await wasm_layers.drain(SHUTDOWN_FLUSH_SECONDS)  # precompiled layers still being stored
+        await layers.drain(SHUTDOWN_FLUSH_SECONDS)  # precompiled layers still being stored
         await server.close()
         if serving is not None:
             serving.cancel()

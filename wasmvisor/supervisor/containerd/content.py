@@ -195,14 +195,6 @@ class ContainerdClient:
         )
         return resp.lease.id
 
-    async def add_lease_resource(self, lease: str, digest: str) -> None:
-        await self._unary(
-            "/containerd.services.leases.v1.Leases/AddResource",
-            leases_pb2.AddResourceRequest(id=lease, resource=leases_pb2.Resource(id=digest, type="content")),
-            empty_pb2.Empty,
-            f"lease {lease}",
-        )
-
     async def delete_lease(self, lease: str) -> None:
         await self._unary(
             "/containerd.services.leases.v1.Leases/Delete",

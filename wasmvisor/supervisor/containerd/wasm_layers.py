@@ -1,12 +1,14 @@
 """OCI Wasm layers at Create: find the container's wasm layers in containerd's content store, write
 them to the bundle for the worker, and keep their compiled form in the content store.
 
-`for_container` runs before the worker is spawned. An image whose module is a file in the rootfs
-(the entrypoint resolves to a regular file) is an ordinary image: nothing is asked of containerd
-and grpcio is not even imported. Otherwise containerd's gRPC API gives the image behind the
-container (Containers.Get, Images.Get, Content.Read of index/manifest/config): for an image whose
-config says `architecture: wasm`, its wasm layers (checked against the engine's layer types) are
-written to `<bundle>/wasm/<hex>.wasm` (0600) and handed to the worker by path.
+A `WasmLayerReader` (one per supervisor, made by daemon.py and handed to the task registry) holds
+containerd's address; its `for_container` runs at Create, before the worker is spawned. An image
+whose module is a file in the rootfs (the entrypoint resolves to a regular file) is an ordinary
+image: nothing is asked of containerd and grpcio is not even imported. Otherwise containerd's
+gRPC API gives the image behind the container (Containers.Get, Images.Get, Content.Read of
+index/manifest/config): for an image whose config says `architecture: wasm`, its wasm layers
+(checked against the engine's layer types) are written to `<bundle>/wasm/<hex>.wasm` (0600) and
+handed to the worker by path.
 
 Precompiled layers: when the layer carries our label for the current engine build
 (`wasmvisor.io/precompiled/<engine>/<fingerprint id>`) and the blob it names says it is ours, its
@@ -23,7 +25,7 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,14 +45,8 @@ MAX_LAYER_BYTES = 512 << 20
 MAX_DOC_BYTES = 4 << 20
 """Index, manifest and config documents bigger than this are refused."""
 
-_address = ""
-_background: set[asyncio.Task[None]] = set()
-
-
-def set_containerd_address(address: str) -> None:
-    """containerd's gRPC socket (the shim's `-address`, or $GRPC_ADDRESS on 1.7+)."""
-    global _address
-    _address = address
+ClientFactory = Callable[[str, str], "ContainerdClient"]
+"""(address, namespace) -> a ContainerdClient, or a stand-in with its methods."""
 
 
 @dataclass
@@ -65,41 +61,108 @@ class WasmLayers:
     """The outcome of `for_container`: the files the worker gets, and what to precompile."""
 
     files: tuple[LayerFile, ...] = ()
-    namespace: str = ""
     engine: EngineInfo | None = None
     manifest: str = ""
     pending: list[PendingLayer] = field(default_factory=list)
+    reader: WasmLayerReader | None = None
+    """The reader that found them, which stores their compiled form."""
 
     def after_ready(self) -> None:
         """Schedule storing the compiled form of each layer that has none in the content store
         yet (the worker just compiled it into the node's module cache)."""
         todo = [p for p in self.pending if not p.has_precompiled]
-        if not todo or self.engine is None or self.engine.fingerprint is None:
+        if not todo or self.reader is None or self.engine is None or self.engine.fingerprint is None:
             return
-        task = asyncio.get_running_loop().create_task(self._store_precompiled(todo), name="wasm-precompile")
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self.reader.store_later(self.engine, todo, self.manifest)
 
-    async def _store_precompiled(self, todo: Sequence[PendingLayer]) -> None:
-        assert self.engine is not None and self.engine.fingerprint is not None
-        cache = _module_cache(self.engine.fingerprint())
+
+class WasmLayerReader:
+    """The OCI wasm layers of one supervisor's containers, read from containerd's API at `address`
+    (the shim's `-address`, or $GRPC_ADDRESS on 1.7+; empty: no API, so no wasm layers) in
+    `namespace`, for the engine `engine_ref`. `client(address, namespace)` makes the API client
+    (by default a ContainerdClient, imported only when a container may have wasm layers)."""
+
+    def __init__(self, address: str, namespace: str, engine_ref: str, client: ClientFactory | None = None) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.engine_ref = engine_ref
+        self._client = client
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _connect(self) -> ContainerdClient:
+        if self._client is None:
+            from wasmvisor.supervisor.containerd.content import ContainerdClient  # grpcio: only for wasm images
+
+            self._client = ContainerdClient
+        return self._client(self.address, self.namespace)
+
+    async def for_container(self, task_id: str, bundle: str, rootfs: str, spec: Spec | None) -> WasmLayers:
+        """The wasm layers of the container's image (none for an ordinary image). Raises
+        InvalidArgument for layers the engine cannot run, FailedPrecondition for unreadable ones."""
+        if module_in_rootfs(spec, rootfs) or not self.address:
+            return WasmLayers()
+        engine = info_for(self.engine_ref)
+        async with self._connect() as client:
+            try:
+                image = await client.container_image(task_id)
+                if not image:
+                    return WasmLayers()
+                manifest, layers = await _image_layers(client, image, engine)
+            except (errors.NotFound, errors.Unavailable) as exc:
+                # Not a container containerd knows (a test harness), or no API: the worker reports
+                # the missing module as for any image.
+                log.debug("no wasm layers for %s: %s", task_id, exc)
+                return WasmLayers()
+            if not layers:
+                return WasmLayers()
+            result = WasmLayers(engine=engine, manifest=manifest.digest, reader=self)
+            folder = os.path.join(bundle, "wasm")
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            files = []
+            for layer in layers:
+                what = f"image {image}: wasm layer {layer.digest}"
+                try:
+                    data = await client.read(layer.digest, MAX_LAYER_BYTES)
+                except errors.ShimError as exc:
+                    raise errors.FailedPrecondition(f"{what}: cannot read it from containerd's content store: "
+                                                    f"{exc.message}") from None
+                oci_wasm.check_digest(data, layer.digest, what)
+                path = os.path.join(folder, f"{layer.hex}.wasm")
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                with open(fd, "wb") as f:
+                    f.write(data)
+                files.append(LayerFile(media_type=layer.media_type, digest=layer.digest, path=path))
+                seeded = await seed_precompiled(client, engine, layer, data)
+                result.pending.append(PendingLayer(layer, data, seeded))
+            result.files = tuple(files)
+            log.info("task %s runs %d wasm layer(s) of image %s: %s", task_id, len(files), image,
+                     ", ".join(f"{x.digest} ({x.media_type})" for x in files))
+            return result
+
+    def store_later(self, engine: EngineInfo, todo: Sequence[PendingLayer], manifest: str) -> None:
+        """Store the compiled form of `todo` in the background (`drain` waits for it)."""
+        task = asyncio.get_running_loop().create_task(self._store_precompiled(engine, todo, manifest),
+                                                      name="wasm-precompile")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _store_precompiled(self, engine: EngineInfo, todo: Sequence[PendingLayer], manifest: str) -> None:
+        assert engine.fingerprint is not None
+        cache = _module_cache(engine.fingerprint())
         if cache is None:
             log.debug("module cache off: no precompiled layers to store")
             return
         try:
-            from wasmvisor.supervisor.containerd.content import ContainerdClient
-
-            async with ContainerdClient(_address, self.namespace) as client:
+            async with self._connect() as client:
                 for layer in todo:
-                    await store_precompiled(client, cache, self.engine, layer, self.manifest)
+                    await store_precompiled(client, cache, engine, layer, manifest)
         except Exception as exc:
             log.warning("storing precompiled wasm layers failed: %s", exc)
 
-
-async def drain(timeout: float) -> None:
-    """Let background precompile uploads finish (at shutdown), at most `timeout` seconds."""
-    if _background:
-        await asyncio.wait(list(_background), timeout=timeout)
+    async def drain(self, timeout: float) -> None:
+        """Let background precompile uploads finish (at shutdown), at most `timeout` seconds."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
 
 
 def module_in_rootfs(spec: Spec | None, rootfs: str) -> bool:
@@ -111,54 +174,6 @@ def module_in_rootfs(spec: Spec | None, rootfs: str) -> bool:
         return stat.S_ISREG(os.stat(resolve_in_root(rootfs, path, spec.cwd)).st_mode)
     except (OSError, errors.ShimError):
         return False
-
-
-async def for_container(
-    task_id: str, namespace: str, bundle: str, rootfs: str, spec: Spec | None, engine_ref: str
-) -> WasmLayers:
-    """The wasm layers of the container's image (none for an ordinary image). Raises
-    InvalidArgument for layers the engine cannot run, FailedPrecondition for unreadable ones."""
-    if module_in_rootfs(spec, rootfs) or not _address:
-        return WasmLayers()
-    from wasmvisor.supervisor.containerd.content import ContainerdClient  # grpcio: only for wasm images
-
-    engine = info_for(engine_ref)
-    async with ContainerdClient(_address, namespace) as client:
-        try:
-            image = await client.container_image(task_id)
-            if not image:
-                return WasmLayers()
-            manifest, layers = await _image_layers(client, image, engine)
-        except (errors.NotFound, errors.Unavailable) as exc:
-            # Not a container containerd knows (a test harness), or no API: the worker reports
-            # the missing module as for any image.
-            log.debug("no wasm layers for %s: %s", task_id, exc)
-            return WasmLayers()
-        if not layers:
-            return WasmLayers()
-        result = WasmLayers(namespace=namespace, engine=engine, manifest=manifest.digest)
-        folder = os.path.join(bundle, "wasm")
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        files = []
-        for layer in layers:
-            what = f"image {image}: wasm layer {layer.digest}"
-            try:
-                data = await client.read(layer.digest, MAX_LAYER_BYTES)
-            except errors.ShimError as exc:
-                raise errors.FailedPrecondition(f"{what}: cannot read it from containerd's content store: "
-                                                f"{exc.message}") from None
-            oci_wasm.check_digest(data, layer.digest, what)
-            path = os.path.join(folder, f"{layer.hex}.wasm")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with open(fd, "wb") as f:
-                f.write(data)
-            files.append(LayerFile(media_type=layer.media_type, digest=layer.digest, path=path))
-            seeded = await seed_precompiled(client, engine, layer, data)
-            result.pending.append(PendingLayer(layer, data, seeded))
-        result.files = tuple(files)
-        log.info("task %s runs %d wasm layer(s) of image %s: %s", task_id, len(files), image,
-                 ", ".join(f"{x.digest} ({x.media_type})" for x in files))
-        return result
 
 
 async def _image_layers(

@@ -1,8 +1,10 @@
 """Instance: one container's guest as the supervisor drives it (as runwasi's Instance trait).
 
-`Instance` is the public contract (new/start/kill/delete/wait). `WorkerInstance` implements it
-with a worker process forked from the zygote: it is the only reader of that worker's pipe, and
-the one place where the worker's end becomes an `Exit`.
+`Instance` is the public contract (new/start/kill/delete/wait). The task registry is handed an
+`InstanceFactory`: an Instance class's `new`, bound to what that class needs. `WorkerInstance`
+implements the contract with a worker process that the zygote's launcher forks (daemon.py binds
+it): it is the only reader of that worker's pipe, and the one place where the worker's end
+becomes an `Exit`, which `wait` returns.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from wasmvisor import errors
 from wasmvisor.ipc import messages
-from wasmvisor.ipc.launcher import WorkerLauncher
-from wasmvisor.ipc.worker_handle import WorkerHandle
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from wasmvisor.ipc.launcher import WorkerLauncher
+    from wasmvisor.ipc.worker_handle import WorkerHandle
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,18 @@ class Instance(abc.ABC):
 
     id: str
     pid: int
+    """The container process's host pid."""
+
+    @property
+    def relay_pid(self) -> int | None:
+        """A process of the instance outside the container (a relay) that `kill --all` must spare."""
+        return None
 
     @classmethod
     @abc.abstractmethod
-    async def new(cls, id: str, cfg: InstanceConfig) -> Instance:
-        """Prepare the container; raise a ShimError naming the problem when it cannot run."""
+    async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None) -> Instance:
+        """Prepare the container; raise a ShimError naming the problem when it cannot run.
+        `on_forked(pid)` runs as soon as the guest's process exists, before it is configured."""
 
     @abc.abstractmethod
     async def start(self) -> int:
@@ -74,30 +86,27 @@ class Instance(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self) -> None:
-        """Release what the instance holds; the guest must have ended (or never started)."""
+        """Release what the instance holds; a guest that never started is ended first (so
+        `wait` returns)."""
 
     @abc.abstractmethod
     async def wait(self) -> Exit:
-        """Block until the guest has ended; return how."""
+        """Block until the guest has ended (whether started or not); return how."""
 
 
-ExitListener = Callable[["WorkerInstance", Exit], None]
-StartListener = Callable[["WorkerInstance"], None]
+InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
+"""`(id, cfg, on_forked)` -> a new Instance: an Instance class's `new` (runwasi's `Instance::new`),
+bound to what it needs, e.g. `functools.partial(WorkerInstance.new, launcher=launcher)`."""
 
 
 class WorkerInstance(Instance):
     """An Instance backed by a worker process from the zygote, spoken to over a JSON pipe."""
-
-    launcher: WorkerLauncher
-    """Set once by the supervisor before the first `new`."""
 
     def __init__(self, id: str, cfg: InstanceConfig, handle: WorkerHandle) -> None:
         self.id = id
         self.cfg = cfg
         self.handle = handle
         self.pid = handle.pid
-        self.on_start: StartListener | None = None
-        self.on_exit: ExitListener | None = None
         loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[int] = loop.create_future()
         self._started: asyncio.Future[int] | None = None
@@ -111,15 +120,17 @@ class WorkerInstance(Instance):
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
-    async def new(cls, id: str, cfg: InstanceConfig,
-                  on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
-        """`on_forked(pid)` runs as soon as the worker exists, before it is configured."""
+    async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None, *,
+                  launcher: WorkerLauncher | None = None) -> WorkerInstance:
+        """A worker forked by `launcher` (required: daemon.py binds it), configured and Ready."""
+        if launcher is None:
+            raise errors.Internal(f"task {id}: a WorkerInstance needs the zygote's launcher")
         configure = messages.Configure(
             namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
             stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
             log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
         )
-        handle = await cls.launcher.spawn(configure, on_forked)
+        handle = await launcher.spawn(configure, on_forked)
         inst = cls(id, cfg, handle)
         try:
             await inst._ready
@@ -129,10 +140,6 @@ class WorkerInstance(Instance):
             inst.handle.close()
             raise
         return inst
-
-    @property
-    def exit(self) -> Exit | None:
-        return self._exit
 
     async def start(self) -> int:
         if self._exit is not None:
@@ -197,8 +204,8 @@ class WorkerInstance(Instance):
         assert self._exit is not None
         return self._exit
 
-    # The one reader of the worker's pipe. Messages are handled in order, so the start
-    # listener always runs before the exit listener.
+    # The one reader of the worker's pipe. Messages are handled in order, so Start's answer is
+    # always settled before the exit.
     async def _watch(self) -> None:
         try:
             while True:
@@ -241,8 +248,6 @@ class WorkerInstance(Instance):
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             self._execs = msg.execs
-            if self.on_start is not None:
-                self.on_start(self)
             if self._started is not None:
                 _resolve(self._started, msg.pid)
         elif isinstance(msg, messages.Exited):
@@ -274,8 +279,6 @@ class WorkerInstance(Instance):
             self._started.set_exception(
                 errors.FailedPrecondition(f"task {self.id} exited with status {status} while starting")
             )
-        if self.on_exit is not None:
-            self.on_exit(self, self._exit)
         self._exited.set()
 
 

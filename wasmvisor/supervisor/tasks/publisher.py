@@ -3,7 +3,8 @@
 `publish` only appends to one FIFO queue (the event's timestamp is taken then); one task drains it,
 so events leave in the order the state changes happened (create < start < exit < delete). A failed
 Forward is retried with growing delays, reconnecting when the connection dropped; an event that
-still fails is dropped with an error log. Publishing is never fatal to the supervisor.
+still fails is dropped with an error log. Past MAX_QUEUE queued events the oldest one that is not
+a TaskExit is dropped (exits are kept). Publishing is never fatal to the supervisor.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ RETRY_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6)
 CALL_TIMEOUT = 5.0
 """Per attempt, as the Go publisher."""
 MAX_QUEUE = 2048
+"""Events queued past this drop the oldest one that is not an exit; exits are never dropped."""
+EXIT_TOPIC = "/tasks/exit"
 
 Connector = Callable[[str], Awaitable[TtrpcClient]]
 
@@ -92,19 +95,31 @@ class EventPublisher:
         if self._closing:
             logger.error("event %s (container %s) published after close: dropped", topic, container_id)
             return
+        new = _Event(topic, event.DESCRIPTOR.full_name, event.SerializeToString(), time.time_ns(), container_id)
         if len(self._queue) >= self._max_queue:
-            old = self._queue.popleft()
-            logger.error(
-                "event queue full (%d): dropping oldest event %s (container %s)",
-                self._max_queue,
-                old.topic,
-                old.container_id,
-            )
-        self._queue.append(
-            _Event(topic, event.DESCRIPTOR.full_name, event.SerializeToString(), time.time_ns(), container_id)
-        )
+            old = self._drop_oldest_but_exits(new)
+            if old is not None:
+                logger.error(
+                    "event queue full (%d): dropping oldest event %s (container %s)",
+                    self._max_queue,
+                    old.topic,
+                    old.container_id,
+                )
+                if old is new:
+                    return
+        self._queue.append(new)
         self._idle.clear()
         self._wakeup.set()
+
+    def _drop_oldest_but_exits(self, new: _Event) -> _Event | None:
+        """Remove the oldest queued event that is not a TaskExit (a task's end must reach
+        containerd, or its Wait never returns there); `new` itself when every queued event is an
+        exit and it is not one; None when all are exits (the queue then grows past its bound)."""
+        for index, old in enumerate(self._queue):
+            if old.topic != EXIT_TOPIC:
+                del self._queue[index]
+                return old
+        return new if new.topic != EXIT_TOPIC else None
 
     async def start(self) -> None:
         """Start the task that drains the queue (events published before are kept)."""

@@ -1,7 +1,10 @@
 """The task registry, in the shape of containerd's own runtime interface (PlatformRuntime).
 
 `create`, `get`, `tasks` and `delete` manage Tasks; each Task holds its Instance and its state
-machine. The registry publishes the task events, and the exit listener here is the one path by
+machine. The registry is handed what it drives (as runwasi's `Local<Instance, EventSender>`): an
+InstanceFactory (an Instance class's `new`), a Publisher of the task events and a LayerReader
+(containerd's API, for OCI wasm layers); daemon.py builds them. It publishes the task events, and
+each task's exit watcher (one asyncio task that awaits `instance.wait()`) is the one path by
 which an exit becomes state, TaskExit and Wait replies.
 """
 
@@ -17,20 +20,38 @@ from typing import Any, Protocol
 
 from wasmvisor import errors
 from wasmvisor.cgroups import migration
+from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor import logs
-from wasmvisor.supervisor.containerd import wasm_layers
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
-from wasmvisor.supervisor.tasks.instance import Exit, InstanceConfig, WorkerInstance, worker_pid_file
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, InstanceFactory, worker_pid_file
 from wasmvisor.supervisor.tasks.state import TaskState
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
+    """Where task events go (tasks.publisher.EventPublisher): queued in order, never blocking."""
+
     def publish(self, topic: str, event: Any) -> None: ...
+
+
+class Layers(Protocol):
+    """A container's OCI wasm layers (containerd.wasm_layers.WasmLayers)."""
+
+    @property
+    def files(self) -> tuple[LayerFile, ...]: ...
+
+    def after_ready(self) -> None:
+        """The worker is ready: store what it compiled, in the background."""
+
+
+class LayerReader(Protocol):
+    """Reads a container's wasm layers from containerd (containerd.wasm_layers.WasmLayerReader)."""
+
+    async def for_container(self, task_id: str, bundle: str, rootfs: str, spec: Spec | None) -> Layers: ...
 
 
 @dataclass(frozen=True)
@@ -51,9 +72,12 @@ class CreateOpts:
     rootfs: Sequence[mounts.MountSpec] = ()
     io: TaskIO = field(default_factory=TaskIO)
     checkpoint: str = ""
-    runtime_options: bytes = b""
-    task_options: bytes = b""
-    sandbox_id: str = ""
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
 
 
 @dataclass
@@ -61,37 +85,36 @@ class Task:
     id: str
     opts: CreateOpts
     rootfs: str
-    instance: WorkerInstance
+    instance: Instance
     state: TaskState = field(default_factory=TaskState)
     cgroup: TaskCgroup | None = None
     """None when the spec has no `linux` section (or the host no cgroups)."""
+    exit: Exit | None = None
+    """How the task ended, once its exit watcher has recorded it (then `exited` is set)."""
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    start_returned: asyncio.Event = field(default_factory=_set_event)
+    """Clear while Start is in flight: an exit meanwhile is recorded once Start has returned."""
 
     @property
     def pid(self) -> int:
         return self.instance.pid
 
-    @property
-    def exit(self) -> Exit | None:
-        return self.instance.exit
-
 
 class TaskRegistry:
     """All tasks of one supervisor (one pod group), by id."""
 
-    def __init__(self, namespace: str, group: str, events: Publisher, *, engine: str, log_level: str) -> None:
+    def __init__(self, namespace: str, group: str, *, new_instance: InstanceFactory, events: Publisher,
+                 layers: LayerReader, engine: str, log_level: str) -> None:
         self.namespace = namespace
         self.group = group
+        self.new_instance = new_instance
         self.events = events
+        self.layers = layers
         self.engine = engine
         self.log_level = log_level
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
         self._pending: set[asyncio.Task[Any]] = set()
-        self.empty = asyncio.Event()
-        self.empty.set()
-
-    def id(self) -> str:
-        return f"io.containerd.wasmvisor.v1/{self.namespace}/{self.group}"
 
     def get(self, task_id: str) -> Task:
         task = self._tasks.get(task_id)
@@ -109,37 +132,38 @@ class TaskRegistry:
         if task_id in self._tasks or task_id in self._reserved:
             raise errors.AlreadyExists(f"task {task_id}: already exists")
         self._reserved.add(task_id)
-        self.empty.clear()
         try:
             task = await self._create(task_id, opts)
         finally:
             self._reserved.discard(task_id)
-            self._update_empty()
         self._tasks[task_id] = task
-        self.empty.clear()
         self.events.publish("/tasks/create", task_events.create(task))
+        # Watched from now on only: a worker that died before its task was registered has its
+        # TaskExit after the TaskCreate.
+        self._background(self._watch_exit(task), f"exit watch of {task_id}")
         return task
 
     async def _create(self, task_id: str, opts: CreateOpts) -> Task:
+        """Everything Create makes, as one clean-up scope: when any step fails (up to the pid file),
+        the worker is ended and the mounts and the cgroup are removed before the error is raised."""
         rootfs = os.path.join(opts.bundle, "rootfs")
-        # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
-        # the worker joins it as soon as it is forked, before it loads anything.
-        cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
-                                   on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
-        if cgroup is not None:
-            # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount and
-            # the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that the
-            # mkdir above needs.
-            migration.prime()
+        cgroup: TaskCgroup | None = None
+        mounted = False
+        instance: Instance | None = None
         try:
+            # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
+            # the worker joins it as soon as it is forked, before it loads anything.
+            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            if cgroup is not None:
+                # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount
+                # and the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that
+                # the mkdir above needs.
+                migration.prime()
             if opts.rootfs:
-                mounts.mount_all(opts.rootfs, rootfs)
-        except BaseException:
-            _destroy_quietly(task_id, cgroup)
-            raise
-        try:
-            layers = await wasm_layers.for_container(task_id, self.namespace, opts.bundle, rootfs, opts.spec,
-                                                     self.engine)
+                mounts.mount_all(opts.rootfs, rootfs)  # all or nothing
+                mounted = True
+            layers = await self.layers.for_container(task_id, opts.bundle, rootfs, opts.spec)
             cfg = InstanceConfig(
                 # No rootfs mounts (`ctr run --config`): the spec's root.path is the root, as for runc.
                 namespace=self.namespace, bundle=opts.bundle, rootfs=rootfs if opts.rootfs else "",
@@ -147,44 +171,56 @@ class TaskRegistry:
                 terminal=opts.io.terminal, engine=self.engine, log_level=self.log_level, pod=self.group,
                 wasm_layers=layers.files,
             )
-            instance = await WorkerInstance.new(task_id, cfg, on_forked=cgroup.add if cgroup else None)
+            instance = await self.new_instance(task_id, cfg, cgroup.add if cgroup else None)
+            _write_pid_file(opts.bundle, instance.pid)
+            layers.after_ready()  # stores the compiled form of new wasm layers, in the background
+            return Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
         except BaseException:
-            try:
-                _destroy_quietly(task_id, cgroup)
-            finally:
-                if opts.rootfs:
-                    mounts.unmount_all(rootfs)
+            await _undo_create(task_id, instance, cgroup, rootfs if mounted else "")
             raise
-        layers.after_ready()  # stores the compiled form of new wasm layers, in the background
-        task = Task(id=task_id, opts=opts, rootfs=rootfs, instance=instance, cgroup=cgroup)
-        instance.on_start = lambda inst: self._on_start(task)
-        instance.on_exit = lambda inst, exit: self._on_exit(task, exit)
-        if instance.exit is not None:  # it died between Ready and now
-            self._on_exit(task, instance.exit)
-        _write_pid_file(opts.bundle, instance.pid)
-        return task
 
     async def start(self, task: Task) -> int:
         task.state.start()
+        task.start_returned.clear()
         try:
-            return await task.instance.start()
+            pid = await task.instance.start()
+            task.state.started()
+            self.events.publish("/tasks/start", task_events.start(task))
+            return pid
         except errors.ShimError:
             raise
         except Exception as exc:
             raise errors.Internal(f"start of task {task.id} failed: {exc}") from exc
+        finally:
+            task.start_returned.set()
 
-    def _on_start(self, task: Task) -> None:
-        task.state.started()
-        self.events.publish("/tasks/start", task_events.start(task))
+    async def _watch_exit(self, task: Task) -> None:
+        """The task's one exit path (runwasi's task_start): its instance's end becomes state,
+        TaskExit and the answer to every Wait."""
+        exit = await task.instance.wait()
+        # An exit while Start is in flight waits for Start, so that TaskStart goes first (as
+        # runc's shim holds early exits back until Start has returned).
+        await task.start_returned.wait()
+        self._record_exit(task, exit)
 
-    def _on_exit(self, task: Task, exit: Exit) -> None:
-        if not task.state.alive:
-            return
-        task.state.stop()
-        if task.cgroup is not None:
-            task.cgroup.check_oom()  # TaskOOM goes before the TaskExit of the kill it caused
-        log.info("task %s exited with status %d", task.id, exit.status, extra={logs.FIELDS_ATTR: {"instance": task.id}})
-        self.events.publish("/tasks/exit", task_events.exit(task, exit))
+    def _record_exit(self, task: Task, exit: Exit) -> None:
+        task.exit = exit
+        try:
+            if task.state.alive:  # else Delete ended it: TaskDelete reports the exit
+                task.state.stop()
+                if task.cgroup is not None:
+                    task.cgroup.check_oom()  # TaskOOM goes before the TaskExit of the kill it caused
+                log.info("task %s exited with status %d", task.id, exit.status,
+                         extra={logs.FIELDS_ATTR: {"instance": task.id}})
+                self.events.publish("/tasks/exit", task_events.exit(task, exit))
+        finally:
+            task.exited.set()
+
+    async def wait(self, task: Task) -> Exit:
+        """How the task ended, once its exit is recorded (after its TaskExit)."""
+        await task.exited.wait()
+        assert task.exit is not None
+        return task.exit
 
     async def kill(self, task: Task, signo: int, all: bool = False) -> None:
         task.state.check_killable()
@@ -286,9 +322,21 @@ class TaskRegistry:
     async def delete(self, task_id: str) -> Exit:
         task = self.get(task_id)
         task.state.delete()
+        try:
+            exit = await self._release(task)
+        except BaseException:
+            # Not DELETING for ever: a retry can finish the job (and the registry empty).
+            task.state.delete_failed(ended=task.exit is not None)
+            raise
+        del self._tasks[task_id]
+        self.events.publish("/tasks/delete", task_events.delete(task, exit))
+        return exit
+
+    async def _release(self, task: Task) -> Exit:
+        """End the instance (if it never started) and release all the task holds; each step can
+        be done again when a previous Delete failed part-way."""
         await task.instance.delete()
-        exit = task.exit
-        assert exit is not None
+        exit = await self.wait(task)
         if task.opts.rootfs:
             mounts.unmount_all(task.rootfs)
         if task.cgroup is not None:
@@ -297,14 +345,7 @@ class TaskRegistry:
             os.unlink(worker_pid_file(task.opts.bundle))
         except FileNotFoundError:
             pass
-        del self._tasks[task_id]
-        self._update_empty()
-        self.events.publish("/tasks/delete", task_events.delete(task, exit))
         return exit
-
-    def _update_empty(self) -> None:
-        if not self._tasks and not self._reserved:
-            self.empty.set()
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
@@ -316,12 +357,22 @@ def _write_pid_file(bundle: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-def _destroy_quietly(task_id: str, cgroup: TaskCgroup | None) -> None:
-    """Remove the cgroup of a Create that failed; a cgroup that stays is logged, not raised (the
-    Create's own error is the one to report)."""
-    if cgroup is None:
-        return
-    try:
-        cgroup.destroy()
-    except errors.ShimError as exc:
-        log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:
+    """Release what a Create that failed had made: end its instance, remove its cgroup (and what is
+    left in it), unmount `mounted`. What cannot be released is logged, not raised (the Create's own
+    error is the one to report)."""
+    if instance is not None:
+        try:
+            await instance.delete()
+        except Exception as exc:
+            log.warning("create %s failed, and ending its worker failed too: %s", task_id, exc)
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except errors.ShimError as exc:
+            log.warning("create %s failed, and its cgroup stays: %s", task_id, exc)
+    if mounted:
+        try:
+            mounts.unmount_all(mounted)
+        except errors.ShimError as exc:
+            log.warning("create %s failed, and its rootfs stays mounted: %s", task_id, exc)

@@ -1,7 +1,8 @@
 """The Task API handlers (containerd.task.v2.Task / v3.Task), written once for every transport.
 
-Each handler decodes its request into registry calls and encodes the answer; state and events
-live in the registry (tasks.py). Errors are raised as ShimErrors and mapped by the transport.
+Each handler decodes its request into registry calls and encodes the answer; state, exits and
+events live in the registry (registry.py). Errors are raised as ShimErrors and mapped by the
+transport.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from google.protobuf.empty_pb2 import Empty
 from wasmvisor import errors
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
-from wasmvisor.spec import SANDBOX_ID_ANNOTATION, load_spec
+from wasmvisor.spec import load_spec
 from wasmvisor.supervisor import logs
 from wasmvisor.supervisor.rpc.service import Call
-from wasmvisor.supervisor.shim.start import OPTIONS_FILE
 from wasmvisor.supervisor.tasks.events import timestamp
 from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskIO, TaskRegistry, mounts
 from wasmvisor.supervisor.tasks.state import Status
@@ -55,15 +55,6 @@ def _no_exec(method: str, req: object) -> None:
 def _require_id(method: str, task_id: str) -> None:
     if not task_id:
         raise errors.InvalidArgument(f"{method}: task id is empty")
-
-
-def _read_runtime_options(bundle: str) -> bytes:
-    """The runtime-options Any that `start` saved from its stdin (empty when there was none)."""
-    try:
-        with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return b""
 
 
 class TaskService:
@@ -102,16 +93,12 @@ class TaskService:
                 raise errors.InvalidArgument(
                     f"create {req.id}: {name} {path!r}: only FIFO paths and file:// are supported"
                 )
-        spec = load_spec(req.bundle)
         opts = CreateOpts(
             bundle=req.bundle,
-            spec=spec,
-            sandbox_id=spec.annotations.get(SANDBOX_ID_ANNOTATION, ""),
-            runtime_options=_read_runtime_options(req.bundle),
+            spec=load_spec(req.bundle),
             rootfs=[mounts.MountSpec(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
                     for m in req.rootfs],
             io=TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal),
-            task_options=req.options.SerializeToString() if req.HasField("options") else b"",
         )
         task = await self.registry.create(req.id, opts)
         log.info("created task %s (worker pid %d)", req.id, task.pid, extra={logs.FIELDS_ATTR: {"instance": req.id}})
@@ -143,7 +130,7 @@ class TaskService:
 
     async def Wait(self, req: pb.WaitRequest, call: Call) -> pb.WaitResponse:
         task = self._task("wait", req)
-        exit = await task.instance.wait()
+        exit = await self.registry.wait(task)
         return pb.WaitResponse(exit_status=exit.status, exited_at=timestamp(exit.at_ns))
 
     async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:

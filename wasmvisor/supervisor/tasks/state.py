@@ -58,6 +58,11 @@ class TaskState:
         """Delete was called: only a task that never started or has stopped can go."""
         self._move((Status.CREATED, Status.STOPPED), Status.DELETING)
 
+    def delete_failed(self, ended: bool) -> None:
+        """Delete failed part-way, and may be retried (runwasi allows Deleting => Exited for this):
+        DELETING => STOPPED once the guest has ended, else back to CREATED."""
+        self._move((Status.DELETING,), Status.STOPPED if ended else Status.CREATED)
+
     def check_killable(self) -> None:
         # runc answers NOT_FOUND for a process that already finished; containerd and CRI treat
         # that as "already dead".

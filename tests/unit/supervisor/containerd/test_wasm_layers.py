@@ -7,7 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -115,25 +115,22 @@ class FakeContainerd:
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeContainerd]:
-    from wasmvisor.supervisor.containerd import content
-
-    client = FakeContainerd()
-    monkeypatch.setattr(content, "ContainerdClient", client)
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeContainerd:
     monkeypatch.setenv("WASMVISOR_CACHE_DIR", str(tmp_path / "cache"))
-    wasm_layers.set_containerd_address("/run/fake.sock")
-    yield client
-    wasm_layers.set_containerd_address("")
+    return FakeContainerd()
 
 
 def spec(args0: str = "/app.wasm") -> Spec:
     return Spec(args=(args0,), env=(), cwd="/", terminal=False, annotations={}, root_path="rootfs")
 
 
-def create(tmp_path: Path, args0: str = "/app.wasm") -> wasm_layers.WasmLayers:
+def reader(fake: FakeContainerd) -> wasm_layers.WasmLayerReader:
+    return wasm_layers.WasmLayerReader("/run/fake.sock", "ns", ENGINE, client=fake)  # type: ignore[arg-type]
+
+
+def create(fake: FakeContainerd, tmp_path: Path, args0: str = "/app.wasm") -> wasm_layers.WasmLayers:
     (tmp_path / "rootfs").mkdir(exist_ok=True)
-    return asyncio.run(wasm_layers.for_container("c1", "ns", str(tmp_path), str(tmp_path / "rootfs"), spec(args0),
-                                                 ENGINE))
+    return asyncio.run(reader(fake).for_container("c1", str(tmp_path), str(tmp_path / "rootfs"), spec(args0)))
 
 
 def cache() -> ModuleCache[object]:
@@ -144,7 +141,7 @@ def cache() -> ModuleCache[object]:
 
 def test_the_wasm_layer_is_written_to_the_bundle_for_the_worker(fake: FakeContainerd, tmp_path: Path) -> None:
     [layer] = fake.add_image([(MODULE_LAYER, MODULE)])
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     [file] = result.files
     assert (file.media_type, file.digest) == (MODULE_LAYER, layer)
     assert file.path == str(tmp_path / "wasm" / f"{layer.partition(':')[2]}.wasm")
@@ -162,21 +159,21 @@ def test_an_index_target_gives_the_wasm_platform_manifest(fake: FakeContainerd, 
          "platform": {"os": "wasip1", "architecture": "wasm"}},
     ]}))
     fake.images[IMAGE] = (oci_wasm.INDEX_TYPES[0], index)
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     assert [f.digest for f in result.files] == [layer]
     assert result.manifest == manifest
 
 
 def test_an_ordinary_image_gets_no_layers(fake: FakeContainerd, tmp_path: Path) -> None:
     fake.add_image([(TAR, b"tar")], architecture="amd64")
-    assert create(tmp_path).files == ()
+    assert create(fake, tmp_path).files == ()
 
 
 def test_a_module_in_the_rootfs_asks_nothing_of_containerd(fake: FakeContainerd, tmp_path: Path) -> None:
     fake.add_image([(MODULE_LAYER, MODULE)])
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "rootfs" / "app.wasm").write_bytes(MODULE)
-    assert create(tmp_path).files == ()
+    assert create(fake, tmp_path).files == ()
     assert fake.reads == []
 
 
@@ -189,9 +186,9 @@ from wasmvisor.spec import Spec
 from wasmvisor.supervisor import daemon
 from wasmvisor.supervisor.tasks import registry as tasks
 from wasmvisor.supervisor.containerd import wasm_layers
-wasm_layers.set_containerd_address("/nonexistent.sock")
+reader = wasm_layers.WasmLayerReader("/nonexistent.sock", "ns", "x:Y")
 spec = Spec(args=("/app.wasm",), env=(), cwd="/", terminal=False, annotations={{}}, root_path="rootfs")
-r = asyncio.run(wasm_layers.for_container("c", "ns", {str(tmp_path)!r}, {str(tmp_path / "rootfs")!r}, spec, "x:Y"))
+r = asyncio.run(reader.for_container("c", {str(tmp_path)!r}, {str(tmp_path / "rootfs")!r}, spec))
 assert r.files == ()
 assert "grpc" not in sys.modules, "grpc imported"
 """
@@ -199,39 +196,40 @@ assert "grpc" not in sys.modules, "grpc imported"
 
 
 def test_unknown_container_or_no_containerd_means_no_layers(fake: FakeContainerd, tmp_path: Path) -> None:
-    assert create(tmp_path).files == ()  # the worker then reports the missing module as usual
+    assert create(fake, tmp_path).files == ()  # the worker then reports the missing module as usual
 
 
 def test_an_unsupported_layer_type_fails_create(fake: FakeContainerd, tmp_path: Path) -> None:
     [layer] = fake.add_image([("application/x-other", MODULE)])
     with pytest.raises(errors.InvalidArgument, match=f"layer {layer} has media type 'application/x-other'"):
-        create(tmp_path)
+        create(fake, tmp_path)
 
 
 def test_two_wasm_layers_fail_create(fake: FakeContainerd, tmp_path: Path) -> None:
     fake.add_image([(MODULE_LAYER, MODULE), (COMPONENT_LAYER, MODULE + b"\0")])
     with pytest.raises(errors.InvalidArgument, match="2 wasm layers"):
-        create(tmp_path)
+        create(fake, tmp_path)
 
 
 def test_an_unreadable_layer_fails_create_naming_it(fake: FakeContainerd, tmp_path: Path) -> None:
     [layer] = fake.add_image([(MODULE_LAYER, MODULE)])
     del fake.blobs[layer]
     with pytest.raises(errors.FailedPrecondition, match=f"wasm layer {layer}: cannot read it from containerd"):
-        create(tmp_path)
+        create(fake, tmp_path)
 
 
 def test_a_layer_whose_bytes_do_not_match_its_digest_fails(fake: FakeContainerd, tmp_path: Path) -> None:
     [layer] = fake.add_image([(MODULE_LAYER, MODULE)])
     fake.blobs[layer] = MODULE + b"x"
     with pytest.raises(errors.InvalidArgument, match="does not match its digest"):
-        create(tmp_path)
+        create(fake, tmp_path)
 
 
 def store(result: wasm_layers.WasmLayers) -> None:
     async def go() -> None:
         result.after_ready()
-        await wasm_layers.drain(5)
+        assert result.reader is not None
+        await result.reader.drain(5)
 
     asyncio.run(go())
 
@@ -240,7 +238,7 @@ def test_compiled_form_is_stored_under_a_lease_and_labelled_on_layer_and_manifes
     fake: FakeContainerd, tmp_path: Path
 ) -> None:
     [layer] = fake.add_image([(MODULE_LAYER, MODULE)])
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     cache().put(MODULE, b"compiled!")  # what the worker's compile left in the node cache
     store(result)
     compiled = digest(b"compiled!")
@@ -255,13 +253,13 @@ def test_compiled_form_is_stored_under_a_lease_and_labelled_on_layer_and_manifes
 
 def test_a_later_create_seeds_the_node_cache_from_the_content_store(fake: FakeContainerd, tmp_path: Path) -> None:
     fake.add_image([(MODULE_LAYER, MODULE)])
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     cache().put(MODULE, b"compiled!")
     store(result)
     for entry in Path(os.environ["WASMVISOR_CACHE_DIR"]).iterdir():
         entry.unlink()  # e.g. another node's cache, or a wiped one
     fake.written.clear()
-    again = create(tmp_path)
+    again = create(fake, tmp_path)
     assert cache().compiled(MODULE) == b"compiled!"
     store(again)
     assert fake.written == [], "nothing to store: the content store has it"
@@ -273,7 +271,7 @@ def test_a_label_of_another_build_or_a_foreign_blob_is_ignored(fake: FakeContain
     foreign = fake.add(b"not compiled by us")
     fake.labels[layer][oci_wasm.precompiled_label("wasmtime", fp)] = foreign
     fake.labels[layer][oci_wasm.precompiled_label("wasmtime", "older wasmtime")] = foreign
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     assert cache().compiled(MODULE) is None, "a blob that is not ours is never handed to the engine"
     cache().put(MODULE, b"compiled!")
     store(result)
@@ -283,13 +281,13 @@ def test_a_label_of_another_build_or_a_foreign_blob_is_ignored(fake: FakeContain
 
 def test_a_deleted_compiled_blob_is_compiled_and_stored_again(fake: FakeContainerd, tmp_path: Path) -> None:
     fake.add_image([(MODULE_LAYER, MODULE)])
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     cache().put(MODULE, b"compiled!")
     store(result)
     del fake.blobs[digest(b"compiled!")]
     for entry in Path(os.environ["WASMVISOR_CACHE_DIR"]).iterdir():
         entry.unlink()
-    again = create(tmp_path)
+    again = create(fake, tmp_path)
     assert cache().compiled(MODULE) is None  # the worker compiles
     cache().put(MODULE, b"compiled!")
     store(again)
@@ -300,7 +298,7 @@ def test_precompile_failures_are_warnings(
     fake: FakeContainerd, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.add_image([(MODULE_LAYER, MODULE)])
-    result = create(tmp_path)
+    result = create(fake, tmp_path)
     cache().put(MODULE, b"compiled!")
 
     async def broken(*args: object) -> str:

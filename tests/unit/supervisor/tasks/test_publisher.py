@@ -246,25 +246,65 @@ def test_absent_containerd_never_raises_and_close_keeps_its_timeout(
     assert any("undelivered" in r.getMessage() for r in caplog.records)
 
 
-def test_queue_overflow_drops_the_oldest(sock_path: str, caplog: pytest.LogCaptureFixture) -> None:
-    fake = FakeContainerd()
+def delivered(fake: FakeContainerd) -> list[str]:
+    """`topic container` of each event containerd got, in order."""
+    out = []
+    for r, _ in fake.received:
+        event = events_pb2.TaskStart.FromString(r.envelope.event.value)  # container_id is field 1 of all
+        out.append(f"{r.envelope.topic} {event.container_id}")
+    return out
+
+
+def overflow(sock_path: str, fake: FakeContainerd, events: list[tuple[str, Any]], max_queue: int) -> None:
+    """Publish `events` before the publisher starts (so they all queue), then deliver them."""
 
     async def scenario() -> None:
         await fake.start(sock_path)
-        publisher = EventPublisher(sock_path, "default", retry_delays=FAST, max_queue=3)
-        for i in range(5):
-            publisher.publish("/tasks/exit", task_exit(f"c{i}"))
-        assert publisher.pending == 3
+        publisher = EventPublisher(sock_path, "default", retry_delays=FAST, max_queue=max_queue)
+        for topic, event in events:
+            publisher.publish(topic, event)
         await publisher.start()
         await publisher.flush()
         await publisher.close(1)
         await fake.stop(sock_path)
 
+    run(scenario())
+
+
+def test_queue_overflow_drops_the_oldest_event_that_is_not_an_exit(
+    sock_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeContainerd()
+    events = [("/tasks/exit", task_exit("c0")), ("/tasks/start", events_pb2.TaskStart(container_id="c1")),
+              ("/tasks/start", events_pb2.TaskStart(container_id="c2")), ("/tasks/exit", task_exit("c3")),
+              ("/tasks/delete", events_pb2.TaskDelete(container_id="c4"))]
     with caplog.at_level(logging.ERROR):
-        run(scenario())
-    assert fake.exits() == ["c2", "c3", "c4"]
+        overflow(sock_path, fake, events, max_queue=3)
+    assert delivered(fake) == ["/tasks/exit c0", "/tasks/exit c3", "/tasks/delete c4"]
     dropped = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(dropped) == 2 and "c0" in dropped[0] and "c1" in dropped[1]
+    assert dropped == ["event queue full (3): dropping oldest event /tasks/start (container c1)",
+                       "event queue full (3): dropping oldest event /tasks/start (container c2)"]
+
+
+def test_exit_events_are_never_dropped_even_past_the_bound(sock_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeContainerd()
+    with caplog.at_level(logging.ERROR):
+        overflow(sock_path, fake, [("/tasks/exit", task_exit(f"c{i}")) for i in range(5)], max_queue=3)
+    assert fake.exits() == ["c0", "c1", "c2", "c3", "c4"]
+    assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def test_an_event_that_finds_the_queue_full_of_exits_is_the_one_dropped(
+    sock_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeContainerd()
+    events = [("/tasks/exit", task_exit("c0")), ("/tasks/exit", task_exit("c1")),
+              ("/tasks/oom", events_pb2.TaskOOM(container_id="c2")), ("/tasks/exit", task_exit("c2"))]
+    with caplog.at_level(logging.ERROR):
+        overflow(sock_path, fake, events, max_queue=2)
+    assert delivered(fake) == ["/tasks/exit c0", "/tasks/exit c1", "/tasks/exit c2"]
+    dropped = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert dropped == ["event queue full (2): dropping oldest event /tasks/oom (container c2)"]
 
 
 def test_empty_ttrpc_address_drops_events_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -47,3 +47,25 @@ def test_kill_of_a_stopped_task_is_not_found_like_runc():
     s.stop()
     with pytest.raises(NotFound, match="process already finished"):
         s.check_killable()
+
+
+def test_a_delete_that_failed_after_the_guest_ended_goes_back_to_stopped_and_can_be_retried():
+    s = TaskState()
+    s.delete()
+    s.delete_failed(ended=True)
+    assert s.status is Status.STOPPED
+    s.delete()
+    assert s.status is Status.DELETING
+
+
+def test_a_delete_that_failed_before_the_guest_ended_goes_back_to_created():
+    s = TaskState()
+    s.delete()
+    s.delete_failed(ended=False)
+    assert s.status is Status.CREATED
+
+
+def test_only_a_deleting_task_can_fail_its_delete():
+    s = TaskState()
+    with pytest.raises(FailedPrecondition, match="CREATED => STOPPED"):
+        s.delete_failed(ended=True)
