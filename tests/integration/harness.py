@@ -26,7 +26,8 @@ from tests.guests.build import GUESTS_DIR
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
-from wasmvisor.supervisor.rpc.ttrpc import TtrpcClient, TtrpcServer
+from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
+from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 
 SHIM = Path(sys.executable).parent / "containerd-shim-wasmvisor-v1"
 TASK = "containerd.task.v2.Task"

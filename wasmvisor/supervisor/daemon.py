@@ -23,7 +23,7 @@ from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
-from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer
+from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.tasks.instance import WorkerInstance
 from wasmvisor.supervisor.tasks.publisher import EventPublisher

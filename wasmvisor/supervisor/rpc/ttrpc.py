@@ -1,22 +1,16 @@
 """ttrpc framing: the 10-byte frame header, reading frames off a stream, encoding responses.
 
 The wire format is containerd/ttrpc's (v1.1 in containerd 1.6, v1.2 in 1.7/2.x; unary calls are the
-same in both). The server and client live in `ttrpc_server` and `ttrpc_client`; both are
-re-exported here so callers can write `from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer`.
+same in both). The server and client (`ttrpc_server`, `ttrpc_client`) build on this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from typing import TYPE_CHECKING, Any
 
 from wasmvisor.errors import Code
 from wasmvisor.proto import ttrpc_pb2
-
-if TYPE_CHECKING:
-    from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
-    from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 
 __all__ = [
     "DISCARD_LIMIT",
@@ -26,8 +20,6 @@ __all__ = [
     "MSG_REQUEST",
     "MSG_RESPONSE",
     "OversizeFrame",
-    "TtrpcClient",
-    "TtrpcServer",
     "encode_frame",
     "encode_ok_response",
     "encode_status_response",
@@ -133,17 +125,3 @@ def encode_status_response(stream_id: int, code: int, message: str) -> bytes:
 
 def resource_exhausted_response(stream_id: int, length: int) -> bytes:
     return encode_status_response(stream_id, Code.RESOURCE_EXHAUSTED, oversize_message(length))
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy re-exports: ttrpc_server and ttrpc_client import this module, so they cannot be
-    # imported at its top.
-    if name == "TtrpcServer":
-        from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
-
-        return TtrpcServer
-    if name == "TtrpcClient":
-        from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
-
-        return TtrpcClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,12 +22,9 @@ from hypothesis import strategies as st
 from wasmvisor.errors import Code, DeadlineExceeded, NotFound, ResourceExhausted, RpcError, Unavailable
 from wasmvisor.proto import ttrpc_pb2
 from wasmvisor.supervisor.rpc.service import Call, Method, Service
-from wasmvisor.supervisor.rpc.ttrpc import (
-    MAX_DATA,
-    TtrpcClient,
-    TtrpcServer,
-    encode_ok_response,
-)
+from wasmvisor.supervisor.rpc.ttrpc import MAX_DATA, encode_ok_response
+from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
+from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 
 T = TypeVar("T")
 SVC = "test.v1.Echo"

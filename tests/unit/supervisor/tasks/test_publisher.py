@@ -19,7 +19,7 @@ from wasmvisor.errors import InvalidArgument, Unavailable
 from wasmvisor.proto.containerd.events import task_pb2 as events_pb2
 from wasmvisor.proto.containerd.services.events.ttrpc.v1 import events_pb2 as forward_pb2
 from wasmvisor.supervisor.rpc.service import Call, Method, Service
-from wasmvisor.supervisor.rpc.ttrpc import TtrpcServer
+from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.tasks.publisher import EVENTS_SERVICE, EventPublisher
 
 T = TypeVar("T")
