@@ -1,16 +1,18 @@
 """The supervisor's view of one worker: its JSON pipe, its pid, and its end.
 
-The zygote (wasmvisor/worker/forkserver.py) writes a worker's returncode on the worker's status pipe
-when it reaps it; WorkerHandle reads it from the other end (its `sentinel`). When the zygote died first,
-the worker is the supervisor's child (a child subreaper) and is reaped here, by its pid alone.
+The zygote writes a worker's returncode on the worker's status pipe when it reaps it (the fork
+protocol, wasmvisor/ipc/zygote.py); WorkerHandle reads it from the other end (its `sentinel`). When the
+zygote died first, the worker is the supervisor's child (a child subreaper) and is reaped here, by its pid
+alone.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import struct
 from collections.abc import Callable
+
+from wasmvisor.ipc.zygote import STATUS
 
 TYPE_CHECKING = False  # typing is not loaded in the zygote for this module
 if TYPE_CHECKING:
@@ -18,9 +20,6 @@ if TYPE_CHECKING:
 
     from wasmvisor.ipc import messages
 
-STATUS = struct.Struct("q")
-"""A status pipe's numbers (the worker's pid, then its returncode), as the zygote writes them
-(wasmvisor/worker/forkserver.py)."""
 LINE_LIMIT = 1 << 20
 """The longest IPC line a worker may send."""
 ZYGOTE_LOST = 255
@@ -200,14 +199,3 @@ class WorkerHandle:
                 self._watching.remove_reader(self._watched_fd)
             self._watching = None
             self._watched_fd = -1
-
-
-def read_status(fd: int) -> int:
-    """One 8-byte signed number from a status pipe (a pid, then a returncode); EOFError at EOF."""
-    data = b""
-    while len(data) < STATUS.size:
-        chunk = os.read(fd, STATUS.size - len(data))
-        if not chunk:
-            raise EOFError("zygote closed the status pipe")
-        data += chunk
-    return int(STATUS.unpack(data)[0])

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 
-from wasmvisor.ipc.launcher import WorkerLauncher
+from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 
-from wasmvisor.ipc.launcher import WorkerLauncher, preload_for
+from wasmvisor.ipc.zygote import WorkerLauncher, preload_for
 from wasmvisor.supervisor import logs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see the module docstring

@@ -39,8 +39,8 @@ from wasmvisor.engines.base import (
 )
 from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
-from wasmvisor.ipc.launcher import close_fds_except
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Message, Ready, Started, StartGuest
+from wasmvisor.ipc.zygote import close_fds_except
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import zygote
 from wasmvisor.worker.container import Container

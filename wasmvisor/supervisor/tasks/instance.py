@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from wasmvisor import errors
 from wasmvisor.ipc import messages
-from wasmvisor.ipc.launcher import WorkerLauncher
 from wasmvisor.ipc.worker_handle import WorkerHandle
+from wasmvisor.ipc.zygote import WorkerLauncher
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 import pytest
 import wasmtime
 
-from wasmvisor.ipc.launcher import ZYGOTE_LOST, WorkerHandle, WorkerLauncher
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
+from wasmvisor.ipc.worker_handle import ZYGOTE_LOST, WorkerHandle
+from wasmvisor.ipc.zygote import WorkerLauncher
 
 T = TypeVar("T")
 NS = "testns"
@@ -473,7 +474,7 @@ def test_a_dead_zygote_is_replaced_at_the_next_spawn(tmp_path: Path) -> None:
 
 SUPERVISOR = """
 import asyncio, os, signal, sys
-from wasmvisor.ipc.launcher import WorkerLauncher
+from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.ipc.messages import Configure, StartGuest
 
 async def main():
