@@ -1,4 +1,4 @@
-"""The supervisor's view of one worker: its JSON pipe, its pid, and its end.
+"""The supervisor's handle on one worker: its channel, its pid, and its end.
 
 The zygote writes a worker's returncode on the worker's status pipe when it reaps it (the fork
 protocol, wasmvisor/ipc/zygote.py); WorkerHandle reads it from the other end (its `sentinel`). When the
@@ -19,9 +19,8 @@ if TYPE_CHECKING:
     import asyncio
 
     from wasmvisor.ipc import messages
+    from wasmvisor.ipc.channel import AsyncChannel
 
-LINE_LIMIT = 1 << 20
-"""The longest IPC line a worker may send."""
 ZYGOTE_LOST = 255
 """wait_exit's answer when neither the zygote nor the worker's own status could tell its end."""
 ORPHAN_REAP_TRIES = 200
@@ -30,23 +29,21 @@ ORPHAN_REAP_RETRY_SECONDS = 0.01
 
 
 class WorkerHandle:
-    """The supervisor's view of one worker: its pipe, its pid and its exit."""
+    """The supervisor's view of one worker: its channel, its pid and its exit."""
 
     def __init__(
         self,
         pid: int,
         sentinel: int,
         pidfd: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        channel: AsyncChannel,
         launcher_closed: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pid = pid
         self._launcher_closed = launcher_closed
         self._sentinel = sentinel
         self._pidfd = pidfd
-        self._reader = reader
-        self._writer = writer
+        self._channel = channel
         self._status = b""
         self._exit: asyncio.Future[int] | None = None
         self._watching: asyncio.AbstractEventLoop | None = None
@@ -70,24 +67,14 @@ class WorkerHandle:
 
     async def receive(self) -> messages.Message:
         """The worker's next message. EOFError at end of stream; ProtocolError on a bad line."""
-        from wasmvisor.ipc import messages
-
-        try:
-            line = await self._reader.readline()
-        except ValueError as exc:  # longer than LINE_LIMIT
-            raise messages.ProtocolError(f"ipc line from worker {self.pid} too long: {exc}") from None
-        if not line:
+        msg = await self._channel.receive()
+        if msg is None:
             raise EOFError(f"worker {self.pid} closed its pipe")
-        if not line.endswith(b"\n"):
-            raise messages.ProtocolError(f"worker {self.pid} ended its pipe mid-line: {line[:200]!r}")
-        return messages.decode(line)
+        return msg
 
     async def send(self, msg: messages.Message) -> None:
         """Send one message (BrokenPipeError/ConnectionResetError when the worker is gone)."""
-        from wasmvisor.ipc import messages
-
-        self._writer.write(messages.encode(msg))
-        await self._writer.drain()
+        await self._channel.send(msg)
 
     async def wait_exit(self) -> int:
         """The worker's end as the zygote saw it: >= 0 its exit code, < 0 minus the signal
@@ -119,14 +106,14 @@ class WorkerHandle:
             pass
 
     def close(self) -> None:
-        """Forget the worker (it keeps running): close the pipe and the fds."""
+        """Forget the worker (it keeps running): close the channel and the fds."""
         if self._closed:
             return
         self._closed = True
         self._unwatch()
         if self._exit is not None and not self._exit.done():
             self._exit.cancel()
-        self._writer.close()
+        self._channel.close()
         os.close(self._sentinel)
         if self._pidfd >= 0:
             os.close(self._pidfd)

@@ -190,7 +190,8 @@ class WorkerLauncher:
         worker is killed and the error propagates."""
         import asyncio
 
-        from wasmvisor.ipc.worker_handle import LINE_LIMIT, WorkerHandle
+        from wasmvisor.ipc.channel import AsyncChannel
+        from wasmvisor.ipc.worker_handle import WorkerHandle
 
         loop = asyncio.get_running_loop()
         began = time.monotonic()
@@ -203,12 +204,12 @@ class WorkerLauncher:
         finally:
             theirs.close()
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=ours, limit=LINE_LIMIT)
+            channel = await AsyncChannel.open(ours, f"worker {pid}")
         except BaseException:
             ours.close()
             os.close(sentinel)
             raise
-        handle = WorkerHandle(pid, sentinel, pidfd, reader, writer, launcher_closed=lambda: self._closing)
+        handle = WorkerHandle(pid, sentinel, pidfd, channel, launcher_closed=lambda: self._closing)
         forked = time.monotonic()
         if on_forked is not None:
             try:

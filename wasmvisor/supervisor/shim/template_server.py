@@ -60,8 +60,8 @@ PRELOAD = (
     "wasmvisor.supervisor.tasks.instance", "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup",
     "wasmvisor.supervisor.containerd.wasm_layers", "wasmvisor.supervisor.tasks.publisher",
     "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
-    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.worker_handle",
-    "orjson",
+    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.channel",
+    "wasmvisor.ipc.worker_handle", "orjson",
     # The zygote: its loop (the fork protocol's other half) and identity, then its own preload: the
     # worker and the engine (wasmtime).
     "wasmvisor.ipc.zygote", "wasmvisor.worker.zygote",
