@@ -25,7 +25,9 @@ The supervisor imports this module before it starts the zygote: it imports neith
 worker code (it names them as strings), and nothing slow at its top (ctypes, typing, asyncio,
 concurrent.futures are imported where they are used). All blocking zygote calls run on one
 launcher-owned thread: a spawned zygote sets PR_SET_PDEATHSIG, which fires when the *thread* that
-spawned it ends, so that thread must live as long as the launcher.
+spawned it ends, so that thread must live as long as the launcher. The zygote is the supervisor's
+child: its end is collected by the supervisor's one reaper (wasmvisor.linux.reaper), never by a
+waitpid of the launcher's own.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from wasmvisor.errors import Unavailable
+from wasmvisor.linux.reaper import ChildReaper, ended_children
 from wasmvisor.linux.wakeup import ChildWakeup
 
 __all__ = ["STATUS", "WorkerLauncher", "close_fds_except", "main", "preload_for", "read_status",
@@ -113,15 +116,20 @@ def run_preload_hooks(modules: list[ModuleType]) -> None:
 
 
 class WorkerLauncher:
-    """Starts the zygote and forks workers from it. One per supervisor."""
+    """Starts the zygote and forks workers from it. One per supervisor.
+
+    `reaper`: the supervisor's one reaper (the composition root attaches it to the event loop); the
+    zygote, and workers it leaves behind when it dies, are collected there."""
 
     def __init__(
         self,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         entry: str = WORKER_ENTRY,
+        reaper: ChildReaper | None = None,
     ) -> None:
         self._preload = [ZYGOTE_MODULE, *(m for m in preload if m != ZYGOTE_MODULE)]
         self._entry = entry
+        self.reaper = reaper if reaper is not None else ChildReaper()
         from concurrent.futures import ThreadPoolExecutor  # the zygote imports this module, not the class
 
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="wasmvisor-zygote")
@@ -175,6 +183,7 @@ class WorkerLauncher:
             ours.detach()  # closed with the rest below; the object must not close a reused fd
             _zygote_after_fork(theirs.detach(), self._entry)
         theirs.close()
+        self._watch_zygote(pid)
         with self._lock:
             self._conn, self._zygote = ours, pid
             if self._warming is None:
@@ -209,7 +218,7 @@ class WorkerLauncher:
             ours.close()
             os.close(sentinel)
             raise
-        handle = WorkerHandle(pid, sentinel, pidfd, channel, launcher_closed=lambda: self._closing)
+        handle = WorkerHandle(pid, sentinel, pidfd, channel, self.reaper, launcher_closed=lambda: self._closing)
         forked = time.monotonic()
         if on_forked is not None:
             try:
@@ -225,7 +234,7 @@ class WorkerLauncher:
 
     async def keep_zygote(self) -> None:
         """Restart the zygote whenever it dies; workers forked before keep running (their ends
-        are then collected by WorkerHandle itself). Returns when the launcher closes."""
+        are then collected by the reaper). Returns when the launcher closes."""
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -263,6 +272,10 @@ class WorkerLauncher:
         finally:
             self._executor.shutdown(wait=True)
 
+    def _watch_zygote(self, pid: int) -> None:
+        """The reaper hands the zygote's end to us (else it would log it as a stranger's)."""
+        self.reaper.watch(pid, lambda returncode: log.debug("zygote %d reaped: returncode %d", pid, returncode))
+
     # -- on the launcher's thread ---------------------------------------------------------
 
     def _warm_up(self, spawned: threading.Event | None = None) -> float:
@@ -276,25 +289,16 @@ class WorkerLauncher:
         return time.monotonic() - began
 
     def _zygote_alive(self) -> bool:
-        """Whether the zygote (our child) still runs; a dead one is reaped here."""
-        if self._zygote is None:
-            return False
-        try:
-            done, _ = os.waitpid(self._zygote, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        return not done
+        """Whether the zygote (our child) still runs (the reaper collects it once it has ended)."""
+        return self._zygote is not None and not self.reaper.exited(self._zygote)
 
     def _restart(self, dead: int | None) -> float:
-        """A new zygote for the one that died (`dead`, reaped here), as a new interpreter; nothing
-        when a live one has replaced it already (a spawn found it dead before keep_zygote did)."""
+        """A new zygote for the one that died (`dead`), as a new interpreter; nothing when a live one
+        has replaced it already (a spawn found it dead before keep_zygote did)."""
         if dead is not None and self._zygote not in (None, dead) and self._zygote_alive():
             return 0.0
         if dead is not None:
-            try:
-                os.waitpid(dead, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            self.reaper.reap()  # collects the dead one, if SIGCHLD has not had the loop do it yet
         if self._conn is not None:
             self._conn.close()
             self._conn, self._zygote = None, None
@@ -314,6 +318,7 @@ class WorkerLauncher:
             raise
         finally:
             theirs.close()
+        self._watch_zygote(pid)  # one that died already is handed over: the reaper keeps its status a while
         self._conn, self._zygote = ours, pid
 
     def _ping_zygote(self) -> float:
@@ -363,18 +368,13 @@ class WorkerLauncher:
             return
         conn.close()  # EOF on its socketpair: the zygote exits
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                break
-            if time.monotonic() > deadline:
+        killed = False
+        while not self.reaper.exited(pid):
+            if not killed and time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                break
+                killed = True
             time.sleep(0.005)
+        self.reaper.reap()
 
 
 def _resolve_once(fut: asyncio.Future[None]) -> None:
@@ -477,18 +477,12 @@ def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: d
 
 def _reap(status_fds: dict[int, int]) -> None:
     """Collect every ended child and write its returncode on its status pipe."""
-    while True:
-        try:
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if not pid:
-            return
+    for pid, returncode in ended_children():
         fd = status_fds.pop(pid, None)
         if fd is None:
             continue
         try:
-            os.write(fd, STATUS.pack(os.waitstatus_to_exitcode(wait_status)))
+            os.write(fd, STATUS.pack(returncode))
         except OSError:
             pass
         os.close(fd)

@@ -77,6 +77,7 @@ class Supervisor:
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
         launcher = self.launcher
+        launcher.reaper.attach(loop)  # the one place this process reaps (SIGCHLD only wakes the loop)
         WorkerInstance.launcher = launcher
         # The zygote boots (imports wasmtime) while the first Create is on its way: started in
         # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).

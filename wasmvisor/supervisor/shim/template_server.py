@@ -61,7 +61,7 @@ PRELOAD = (
     "wasmvisor.supervisor.containerd.wasm_layers", "wasmvisor.supervisor.tasks.publisher",
     "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
     "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.channel",
-    "wasmvisor.ipc.worker_handle", "orjson",
+    "wasmvisor.ipc.worker_handle", "wasmvisor.linux.reaper", "orjson",
     # The zygote: its loop (the fork protocol's other half) and identity, then its own preload: the
     # worker and the engine (wasmtime).
     "wasmvisor.ipc.zygote", "wasmvisor.worker.zygote",
