@@ -3,6 +3,7 @@ zygote dying under running guests. Each test ends by running a normal task on th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from google.protobuf.empty_pb2 import Empty
 
 from tests.integration.harness import HELLO, SLEEPER, Harness
-from tests.integration.test_task_api import create, expect_error, pod_task
+from tests.integration.test_task_api import POD, create, expect_error, pod_task
 from wasmvisor.errors import Code
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
@@ -139,3 +140,31 @@ def test_zygote_killed_is_restarted_and_running_guests_keep_their_exit_status(ha
     # New tasks come from the new zygote.
     run_hello(h, c, "after-zygote")
     assert zygote_of(supervisor) == new
+
+
+def test_a_container_process_left_by_its_killed_relay_is_reaped_not_left_a_zombie(harness: Harness) -> None:
+    """With a pid namespace the worker is the container process's relay (`wasmvisor-init`). Killed
+    with -9, it leaves the container process to the supervisor (a child subreaper), which the
+    container process then dies to (its parent-death signal): the supervisor reaps it."""
+    h = harness
+    bundle = h.bundle("orphan", {"s.wasm": SLEEPER}, ["/s.wasm"], annotations=POD)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["linux"] = {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    (bundle / "log").touch()  # a file where containerd has its FIFO: the supervisor's log
+    c = h.client(h.start_shim(bundle, "orphan"))
+    supervisor = h.call(c, "Connect", pb.ConnectRequest(id=""), pb.ConnectResponse).shim_pid
+    create(h, c, "orphan", bundle)
+    container = int(h.call(c, "Start", pb.StartRequest(id="orphan"), pb.StartResponse).pid)
+    relay = int(Path(f"/proc/{container}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert process_title(relay) == "wasmvisor-init itest/orphan"
+
+    os.kill(relay, signal.SIGKILL)
+    assert h.call(c, "Wait", pb.WaitRequest(id="orphan"), pb.WaitResponse).exit_status == 137
+    deadline = time.monotonic() + 10
+    while not gone(container) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(container), f"process {container} left a zombie of supervisor {supervisor}: {children(supervisor)}"
+    assert f"reaped process {container}, which no one here waits for: returncode -9" in (bundle / "log").read_text()
+    h.call(c, "Delete", pb.DeleteRequest(id="orphan"), pb.DeleteResponse)
+    run_hello(h, c, "after-orphan")

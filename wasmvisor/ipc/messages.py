@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: Failed.stage, Started.at_ns and Exited.reason, which nothing read, are gone."""
 
 
 class ProtocolError(Exception):
@@ -75,12 +76,11 @@ class Ready:
 
 @dataclass(frozen=True)
 class Failed:
-    """worker -> supervisor: preparing (stage "create") or starting (stage "start") failed.
+    """worker -> supervisor: preparing the container failed (Create's answer).
 
     `code` is the status code name the supervisor answers with (e.g. "INVALID_ARGUMENT")."""
 
     kind: ClassVar[str] = "failed"
-    stage: str
     code: str
     message: str
 
@@ -91,19 +91,18 @@ class Started:
 
     kind: ClassVar[str] = "started"
     pid: int
-    at_ns: int
     execs: bool = False
     """A native program is exec'd next: the pipe closes then (close-on-exec) while the program runs on."""
 
 
 @dataclass(frozen=True)
 class Exited:
-    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns`."""
+    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns` (ns since the epoch).
+    Why it ended (exit, trap, signal) is in the worker's log line of its end."""
 
     kind: ClassVar[str] = "exited"
     code: int
     at_ns: int
-    reason: str = "exit"
 
 
 Message = Configure | StartGuest | Ready | Failed | Started | Exited

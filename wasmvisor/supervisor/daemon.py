@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 
-from wasmvisor.ipc.launcher import WorkerLauncher
+from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
@@ -81,6 +81,7 @@ class Supervisor:
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
         launcher = self.launcher
+        launcher.reaper.attach(loop)  # the one place this process reaps (SIGCHLD only wakes the loop)
         # The zygote boots (imports wasmtime) while the first Create is on its way: started in
         # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
         warm = loop.run_in_executor(None, launcher.warm_up)

@@ -16,7 +16,8 @@ import logging
 import os
 import sys
 
-from wasmvisor.ipc.launcher import WorkerLauncher, preload_for
+from wasmvisor.ipc.zygote import WorkerLauncher, preload_for
+from wasmvisor.linux.reaper import ChildReaper
 from wasmvisor.supervisor import logs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see the module docstring
@@ -56,7 +57,7 @@ def prepare(args: ShimArgs, config: Config, engine: str, *, fork_zygote: bool = 
         if fd is not None:
             os.dup2(fd, 2)
             os.close(fd)
-    launcher = WorkerLauncher(preload=preload_for(engine))
+    launcher = WorkerLauncher(preload=preload_for(engine), reaper=ChildReaper())
     if fork_zygote:
         launcher.fork_zygote()
     else:

@@ -39,8 +39,9 @@ from wasmvisor.engines.base import (
 )
 from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
-from wasmvisor.ipc.launcher import close_fds_except
-from wasmvisor.ipc.messages import Configure, Exited, Failed, Message, Ready, Started, StartGuest
+from wasmvisor.ipc.channel import Channel
+from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
+from wasmvisor.ipc.zygote import close_fds_except
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import zygote
 from wasmvisor.worker.container import Container
@@ -88,7 +89,7 @@ def serve(sock_fd: int) -> int:
     handler = ContainerdLogHandler(log_fd)
     root = logging.getLogger()
     root.handlers[:] = [handler]  # the level stays the supervisor's until Configure says
-    channel = Channel(sock_fd)
+    channel = Channel(socket.socket(fileno=sock_fd))
 
     first = channel.receive()
     if first is None:
@@ -110,7 +111,7 @@ def serve(sock_fd: int) -> int:
         box = Container.enter(
             spec, config.bundle, config.rootfs or spec.root_path,
             relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
-            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns(), reason="signal")),
+            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns())),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
@@ -128,7 +129,7 @@ def serve(sock_fd: int) -> int:
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
-        channel.send(Failed(stage="create", code=status, message=message))
+        channel.send(Failed(code=status, message=message))
         return 1
     channel.send(Ready(pid=box.pid))
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
@@ -145,7 +146,7 @@ def serve(sock_fd: int) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
-    channel.send(Started(pid=box.pid, at_ns=time.time_ns(), execs=native is not None))
+    channel.send(Started(pid=box.pid, execs=native is not None))
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
@@ -158,7 +159,7 @@ def serve(sock_fd: int) -> int:
         log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns(), reason=reason))
+    channel.send(Exited(code=code, at_ns=time.time_ns()))
     log.debug("exited: code %d (%s)", code, reason)
     return code
 
@@ -179,34 +180,6 @@ def detach_from_zygote(keep: tuple[int, ...]) -> None:
         pass
     setproctitle("wasmvisor-worker")
     close_fds_except(keep)
-
-
-class Channel:
-    """The worker's end of the pipe: blocking, one JSON line per message."""
-
-    def __init__(self, fd: int) -> None:
-        self.sock = socket.socket(fileno=fd)
-        self.sock.setblocking(True)
-        self.reader = self.sock.makefile("rb")
-
-    def receive(self) -> Message | None:
-        """The next message, or None at end of stream."""
-        line = self.reader.readline()
-        if not line:
-            return None
-        msg = messages.decode(line)
-        log.debug("ipc <- %s", msg.kind)
-        return msg
-
-    def send(self, msg: Message) -> bool:
-        """Send `msg`; False (logged) when the supervisor is gone."""
-        try:
-            self.sock.sendall(messages.encode(msg))
-        except OSError as exc:
-            log.warning("cannot send %s to the supervisor: %s", msg.kind, exc.strerror)
-            return False
-        log.debug("ipc -> %s", msg.kind)
-        return True
 
 
 def check_sizes(spec: Spec) -> None:

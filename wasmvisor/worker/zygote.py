@@ -1,5 +1,5 @@
 """The zygote's identity: `become_zygote` names the process `wasmvisor-zygote`, ties its life to the
-supervisor and shields it from signals meant for others (the zygote's loop is forkserver.py).
+supervisor and shields it from signals meant for others (the zygote's loop is wasmvisor/ipc/zygote.py).
 
 The zygote only imports: it must never compile wasm (a child forked from a process that
 compiled with wasmtime's parallel compiler hangs at its own first compile).

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wasmvisor.ipc.launcher import close_fds_except
+from wasmvisor.ipc.zygote import close_fds_except
 from wasmvisor.linux import syscalls as linux
 
 

@@ -14,10 +14,10 @@ def test_the_zygote_is_spawned_before_typing_dataclasses_ctypes_and_setproctitle
         from wasmvisor.supervisor.shim.cliargs import parse_args
         from wasmvisor.supervisor import daemon_setup
         from wasmvisor.supervisor.config import Config
-        from wasmvisor.ipc import launcher
+        from wasmvisor.ipc import zygote
 
         seen = None
-        real = launcher.WorkerLauncher.begin_warm_up
+        real = zygote.WorkerLauncher.begin_warm_up
 
         def begin_warm_up(self, wait_spawned=0.0):
             global seen
@@ -25,7 +25,7 @@ def test_the_zygote_is_spawned_before_typing_dataclasses_ctypes_and_setproctitle
                 seen = [m for m in ("typing", "dataclasses", "ctypes", "setproctitle") if m in sys.modules]
             return real(self, wait_spawned)
 
-        launcher.WorkerLauncher.begin_warm_up = begin_warm_up
+        zygote.WorkerLauncher.begin_warm_up = begin_warm_up
         args = parse_args(["-namespace", "ns", "-address", "/x", "-id", "order1", "serve"])
         prepared = daemon_setup.prepare(args, Config(), "wasmvisor.engines.wasmtime_engine:WasmtimeEngine")
         prepared.launcher.warm_up()

@@ -38,7 +38,8 @@ def test_configure_carries_layer_paths_and_stays_compatible() -> None:
     layer = LayerFile(MODULE_LAYER, "sha256:ab", "/b/wasm/ab.wasm")
     msg = Configure(namespace="n", id="i", bundle="/b", rootfs="/r", wasm_layers=(layer,))
     assert messages.decode(messages.encode(msg)) == msg
-    old = b'{"v":1,"kind":"configure","namespace":"n","id":"i","bundle":"/b","rootfs":"/r"}'
+    version = messages.PROTOCOL_VERSION
+    old = b'{"v":%d,"kind":"configure","namespace":"n","id":"i","bundle":"/b","rootfs":"/r"}' % version
     decoded = messages.decode(old)
     assert isinstance(decoded, Configure) and decoded.wasm_layers == ()
     with pytest.raises(messages.ProtocolError, match="bad fields"):

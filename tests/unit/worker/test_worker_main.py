@@ -1,6 +1,6 @@
 """The worker's pure-ish pieces: runtime context, stdio opening, failures, log lines.
 
-The worker's life as a process is tested through the zygote in tests/unit/ipc/test_launcher.py.
+The worker's life as a process is tested through the zygote in tests/unit/ipc/test_zygote.py.
 """
 
 from __future__ import annotations

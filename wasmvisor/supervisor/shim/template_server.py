@@ -15,7 +15,7 @@ Whatever goes wrong there, `start` falls back to spawning the supervisor itself.
 and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
 
 The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
-(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (ipc/child_wakeup.py). It exits after IDLE_ENV
+(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (linux/wakeup.py). It exits after IDLE_ENV
 seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
 run on (each is in its own session).
 """
@@ -60,16 +60,17 @@ PRELOAD = (
     "wasmvisor.supervisor.tasks.instance", "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup",
     "wasmvisor.supervisor.containerd.wasm_layers", "wasmvisor.supervisor.tasks.publisher",
     "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
-    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.launcher",
-    "wasmvisor.ipc.worker_handle", "orjson",
-    # The zygote: its loop and identity, then its own preload: the worker and the engine (wasmtime).
-    "wasmvisor.worker.forkserver", "wasmvisor.worker.zygote",
+    "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.channel",
+    "wasmvisor.ipc.worker_handle", "wasmvisor.linux.reaper", "orjson",
+    # The zygote: its loop (the fork protocol's other half) and identity, then its own preload: the
+    # worker and the engine (wasmtime).
+    "wasmvisor.ipc.zygote", "wasmvisor.worker.zygote",
 )
 
 
 def preload(engine: str) -> list[str]:
     """Every module the template imports: PRELOAD, then the zygote's preload for `engine`."""
-    from wasmvisor.ipc.launcher import preload_for
+    from wasmvisor.ipc.zygote import preload_for
 
     return [*PRELOAD, *(m for m in preload_for(engine) if m not in PRELOAD)]
 
@@ -123,7 +124,7 @@ def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
         sys.stderr.write("template needs -socket-fd (it is started by the start action)\n")
         return 1
     listener = socket.socket(fileno=args.socket_fd)
-    from wasmvisor.ipc.launcher import run_preload_hooks
+    from wasmvisor.ipc.zygote import run_preload_hooks
 
     run_preload_hooks([importlib.import_module(name) for name in preload(engine)])
     from setproctitle import setproctitle
@@ -238,7 +239,7 @@ class Template:
             if fds:
                 os.dup2(fds[0], LISTEN_FD, inheritable=False)
                 keep = (LISTEN_FD,)
-            from wasmvisor.ipc.launcher import close_fds_except
+            from wasmvisor.ipc.zygote import close_fds_except
 
             close_fds_except(keep)
             sys.argv[1:] = request.argv

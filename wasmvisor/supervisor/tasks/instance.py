@@ -23,7 +23,7 @@ from wasmvisor.ipc import messages
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from wasmvisor.ipc.launcher import WorkerLauncher
+    from wasmvisor.ipc.zygote import WorkerLauncher
     from wasmvisor.ipc.worker_handle import WorkerHandle
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ class ExecingWorker(HangingWorker):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lines = [messages.Started(pid=self.pid, at_ns=1, execs=True)]
+        self._lines = [messages.Started(pid=self.pid, execs=True)]
 
     async def wait_exit(self) -> int:
         await asyncio.sleep(0.3)  # the program runs well past the grace

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from wasmvisor.ipc.launcher import WORKER_ENTRY, WorkerLauncher, preload_for
+from wasmvisor.ipc.zygote import WORKER_ENTRY, WorkerLauncher, preload_for
 
 
 def test_preload_names_wasmtime_the_worker_and_the_engine_module() -> None:
