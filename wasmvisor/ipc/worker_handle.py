@@ -12,11 +12,10 @@ import os
 import signal
 from collections.abc import Callable
 
-from wasmvisor.ipc.zygote import STATUS
-
 TYPE_CHECKING = False  # typing is not loaded in the zygote for this module
 if TYPE_CHECKING:
     import asyncio
+    import struct
 
     from wasmvisor.ipc import messages
     from wasmvisor.ipc.channel import AsyncChannel
@@ -40,9 +39,13 @@ class WorkerHandle:
         pidfd: int,
         channel: AsyncChannel,
         reaper: ChildReaper,
+        status: struct.Struct,
         launcher_closed: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`status`: the status pipe's format, the fork protocol's (wasmvisor.ipc.zygote.STATUS); given
+        by the zygote's client, so that this module does not import the protocol that imports it."""
         self.pid = pid
+        self._format = status
         self._launcher_closed = launcher_closed
         self._sentinel = sentinel
         self._pidfd = pidfd
@@ -131,16 +134,16 @@ class WorkerHandle:
     def _on_sentinel(self) -> None:
         assert self._exit is not None
         try:
-            chunk = os.read(self._sentinel, STATUS.size - len(self._status))
+            chunk = os.read(self._sentinel, self._format.size - len(self._status))
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
         if chunk:
             self._status += chunk
-            if len(self._status) < STATUS.size:
+            if len(self._status) < self._format.size:
                 return
-            self._settle(STATUS.unpack(self._status)[0])
+            self._settle(self._format.unpack(self._status)[0])
         elif self._reaped is not None:
             self._settle(self._reaped)  # the zygote died first; the worker ended as our child already
         elif self._pidfd >= 0 and self._loop is not None and not self._launcher_closed():

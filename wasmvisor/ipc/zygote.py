@@ -218,7 +218,8 @@ class WorkerLauncher:
             ours.close()
             os.close(sentinel)
             raise
-        handle = WorkerHandle(pid, sentinel, pidfd, channel, self.reaper, launcher_closed=lambda: self._closing)
+        handle = WorkerHandle(pid, sentinel, pidfd, channel, self.reaper, STATUS,
+                              launcher_closed=lambda: self._closing)
         forked = time.monotonic()
         if on_forked is not None:
             try:

@@ -23,8 +23,8 @@ from wasmvisor.ipc import messages
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from wasmvisor.ipc.zygote import WorkerLauncher
     from wasmvisor.ipc.worker_handle import WorkerHandle
+    from wasmvisor.ipc.zygote import WorkerLauncher
 
 log = logging.getLogger(__name__)
 
