@@ -16,9 +16,9 @@ import logging
 import os
 import sys
 
+from wasmvisor import logs
 from wasmvisor.ipc.zygote import WorkerLauncher, preload_for
 from wasmvisor.linux.reaper import ChildReaper
-from wasmvisor.supervisor import logs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: see the module docstring
 if TYPE_CHECKING:

@@ -25,9 +25,9 @@ import time
 import traceback
 from typing import NoReturn
 
-import orjson
 from setproctitle import setproctitle
 
+from wasmvisor import logs
 from wasmvisor.engines.base import (
     TRAP_EXIT_CODE,
     Engine,
@@ -66,9 +66,6 @@ EX_NOEXEC = 127
 """A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
 ARG_MAX = 2 * 1024 * 1024
-LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL,
-          "panic": logging.CRITICAL}
 
 
 def run(sock_fd: int) -> NoReturn:
@@ -86,7 +83,9 @@ def serve(sock_fd: int) -> int:
     """The worker's whole life after fork; returns its exit code."""
     detach_from_zygote(keep=(sock_fd,))
     log_fd = os.dup(2)
-    handler = ContainerdLogHandler(log_fd)
+    formatter = logs.LogrusFormatter()
+    handler = logs.FdHandler(log_fd)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]  # the level stays the supervisor's until Configure says
     channel = Channel(socket.socket(fileno=sock_fd))
@@ -98,10 +97,13 @@ def serve(sock_fd: int) -> int:
         raise messages.ProtocolError(f"first message is {first.kind!r}, want 'configure'")
     config = first
     setproctitle(f"wasmvisor-worker {config.namespace}/{config.id}")
-    handler.fields = f" instance={_quote(config.id)} namespace={_quote(config.namespace)}"
+    formatter.fields = {"instance": config.id, "namespace": config.namespace}
     if config.pod:
-        handler.fields += f" pod={_quote(config.pod)}"
-    level = LEVELS.get(config.log_level.lower(), logging.INFO)
+        formatter.fields["pod"] = config.pod
+    try:
+        level = logs.level_number(config.log_level)
+    except ValueError:
+        level = logging.INFO
     if root.level != level:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
@@ -260,41 +262,3 @@ def _exception_line(exc: BaseException) -> str:
     if not isinstance(exc, (ShimError, GuestError, messages.ProtocolError)):
         text += " | " + " | ".join(traceback.format_tb(exc.__traceback__)).replace("\n", " ")
     return text
-
-
-def _quote(value: str) -> str:
-    if value and all(c.isalnum() or c in "-_./:@" for c in value):
-        return value
-    return orjson.dumps(value).decode()
-
-
-def rfc3339nano(ns: int) -> str:
-    """Go's RFC3339Nano in UTC: 2024-05-01T12:00:00.123456789Z (trailing zeros dropped)."""
-    seconds, frac = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    digits = f"{frac:09d}".rstrip("0")
-    return f"{text}.{digits}Z" if digits else f"{text}Z"
-
-
-class ContainerdLogHandler(logging.Handler):
-    """Log records as containerd (logrus) text lines, written whole to one fd."""
-
-    NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-             logging.ERROR: "error", logging.CRITICAL: "fatal"}
-
-    def __init__(self, fd: int) -> None:
-        super().__init__()
-        self.fd = fd
-        self.fields = ""
-        """` instance=ID namespace=NS`, once known."""
-
-    def format_line(self, record: logging.LogRecord) -> str:
-        level = self.NAMES.get(record.levelno, "info")
-        msg = orjson.dumps(record.getMessage()).decode()
-        return f'time="{rfc3339nano(time.time_ns())}" level={level} msg={msg}{self.fields}\n'
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            os.write(self.fd, self.format_line(record).encode())
-        except OSError:
-            pass

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from wasmvisor import logs
 from wasmvisor.engines.base import GuestError
 from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
 from wasmvisor.ipc.messages import Configure
 from wasmvisor.spec import Spec
 from wasmvisor.worker.main import (
-    ContainerdLogHandler,
     failure_of,
     load_engine,
     open_stdio,
-    rfc3339nano,
     runtime_context,
 )
 
@@ -136,15 +135,17 @@ def test_bad_stdio_names_the_stream(fields: dict[str, str], error: type[Exceptio
         open_stdio(configure(**fields))
 
 
-def test_rfc3339nano_drops_trailing_zeros() -> None:
-    assert rfc3339nano(1_700_000_000_123_450_000) == "2023-11-14T22:13:20.12345Z"
-    assert rfc3339nano(1_700_000_000_000_000_000) == "2023-11-14T22:13:20Z"
-
-
-def test_log_lines_are_containerd_key_values() -> None:
-    handler = ContainerdLogHandler(-1)
-    handler.fields = " instance=t1 namespace=default"
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, 'say "hi"\nbye', None, None)
-    line = handler.format_line(record)
-    assert re.fullmatch(r'time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z" level=warning '
+def test_the_worker_logs_logrus_lines_with_its_task_fields(tmp_path: Path) -> None:
+    """The worker writes its lines with the supervisor's formatter (wasmvisor.logs): same quoting, same time."""
+    r, w = os.pipe()
+    try:
+        formatter = logs.LogrusFormatter({"instance": "t1", "namespace": "default"})
+        handler = logs.FdHandler(w)
+        handler.setFormatter(formatter)
+        handler.emit(logging.LogRecord("x", logging.WARNING, __file__, 1, 'say "hi"\nbye', None, None))
+        line = os.read(r, 4096).decode()
+    finally:
+        os.close(r)
+        os.close(w)
+    assert re.fullmatch(r'time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z" level=warning '
                         r'msg="say \\"hi\\"\\nbye" instance=t1 namespace=default\n', line)

@@ -55,7 +55,7 @@ LISTEN_FD = 3
 PRELOAD = (
     # The supervisor: its Task API, transport, events, registry, mounts, cgroups, logging.
     "asyncio", "concurrent.futures", "ctypes", "setproctitle",
-    "wasmvisor.supervisor.daemon", "wasmvisor.supervisor.daemon_setup", "wasmvisor.supervisor.logs",
+    "wasmvisor.supervisor.daemon", "wasmvisor.supervisor.daemon_setup", "wasmvisor.logs",
     "wasmvisor.supervisor.tasks.service", "wasmvisor.supervisor.tasks.registry",
     "wasmvisor.supervisor.tasks.instance", "wasmvisor.supervisor.tasks.mounts", "wasmvisor.supervisor.tasks.cgroup",
     "wasmvisor.supervisor.containerd.wasm_layers", "wasmvisor.supervisor.tasks.publisher",

@@ -18,9 +18,8 @@ from typing import Any
 
 from google.protobuf.any_pb2 import Any as AnyPb
 
-from wasmvisor import cgroups, errors
+from wasmvisor import cgroups, errors, logs
 from wasmvisor.cgroups import Cgroup, Resources
-from wasmvisor.supervisor import logs
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from wasmvisor import errors
+from wasmvisor import errors, logs
 from wasmvisor.cgroups import migration
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec
-from wasmvisor.supervisor import logs
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup

@@ -14,11 +14,10 @@ from collections.abc import Callable
 
 from google.protobuf.empty_pb2 import Empty
 
-from wasmvisor import errors
+from wasmvisor import errors, logs
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
 from wasmvisor.spec import load_spec
-from wasmvisor.supervisor import logs
 from wasmvisor.supervisor.rpc.service import Call
 from wasmvisor.supervisor.tasks.events import timestamp
 from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskIO, TaskRegistry, mounts

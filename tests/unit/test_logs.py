@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmvisor.supervisor import logs
+from wasmvisor import logs
 
 LINE = re.compile(r'^time="(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)" level=(\w+) msg=(.*)$')
 
