@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from wasmvisor import errors
 from wasmvisor.cgroups import migration
+from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor import logs
 from wasmvisor.supervisor.containerd import wasm_layers
@@ -308,12 +309,7 @@ class TaskRegistry:
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
-    path = worker_pid_file(bundle)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # root's alone
-    with open(fd, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    write_atomic(worker_pid_file(bundle), str(pid).encode(), 0o600)  # root's alone
 
 
 def _destroy_quietly(task_id: str, cgroup: TaskCgroup | None) -> None:
