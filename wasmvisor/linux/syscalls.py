@@ -1,6 +1,6 @@
 """The Linux system calls Python 3.11's `os` lacks, through one ctypes handle on libc: namespaces
 (unshare, setns), mounts (mount, umount2, pivot_root, mount_setattr), prctl, capabilities, seccomp,
-close_range, execve, statfs, inotify, and a fork without Python's at-fork hooks.
+close_range, execve, statfs, inotify and a bare fork(2).
 
 glibc's wrapper is called where it has one; pivot_root, mount_setattr, close_range and seccomp go
 through syscall(2) with the numbers of `wasmvisor.linux.arch`, and importing this module on a machine
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from collections.abc import Sequence
 
 from wasmvisor.linux import arch
@@ -209,31 +208,11 @@ def inotify_add_watch(fd: int, path: str, mask: int) -> int:
     return _check(_libc.inotify_add_watch(fd, os.fsencode(path), mask), f"inotify_add_watch {path}")
 
 
-def single_threaded() -> bool:
-    """True when the calling process has one thread (only then is `quiet_fork` safe)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
+def fork() -> int:
+    """fork(2) straight from libc, without any of Python's own after-fork work: see
+    `wasmvisor.linux.fork.quiet_fork`, the one caller."""
+    return _check(int(_libc.fork()), "fork")
 
 
-def quiet_fork() -> int:
-    """fork(2) without the at-fork hooks Python runs around `os.fork` (threading's, logging's,
-    concurrent.futures'): returns 0 in the child, the child's pid in the parent.
-
-    Why: those hooks are Python code run in a process whose pages are all shared with its parent,
-    and Python 3.11 writes to every object and code object it runs (reference counts, the adaptive
-    interpreter's counters), so each fork copied ~0.4-0.6 MB that the child then kept (measured with
-    /proc/PID/smaps_rollup). What the hooks do (re-create the locks and thread records that other
-    threads might have held at the fork) has nothing to undo in a process with one thread: call this
-    only where `single_threaded()` said so. The one hook with an effect of its own, random's
-    reseeding, is done here (a child must not repeat its parent's random sequence)."""
-    pid = int(_libc.fork())
-    if pid < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"fork: {os.strerror(errno)}")
-    if pid == 0:
-        random = sys.modules.get("random")
-        if random is not None:
-            random.seed()
-    return pid
+# The names forkserver imports from here; it is to import them from wasmvisor.linux.fork.
+from wasmvisor.linux.fork import quiet_fork, single_threaded  # noqa: E402, F401

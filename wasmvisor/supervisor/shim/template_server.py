@@ -15,7 +15,7 @@ Whatever goes wrong there, `start` falls back to spawning the supervisor itself.
 and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
 
 The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
-(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (ipc/child_wakeup.py). It exits after IDLE_ENV
+(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (linux/wakeup.py). It exits after IDLE_ENV
 seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
 run on (each is in its own session).
 """
@@ -30,8 +30,8 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
+from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.linux.wakeup import ChildWakeup
 from wasmvisor.supervisor.rpc.ttrpc_server import peer_credentials
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
@@ -220,8 +220,8 @@ class Template:
     def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request, args: ShimArgs,
                            wakeup: ChildWakeup) -> NoReturn:
         """The forked child: become the supervisor `request` describes. Never returns."""
-        status = 70
-        try:
+
+        def become() -> int:
             wakeup.after_fork()
             for signo in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signo, signal.SIG_DFL)
@@ -238,19 +238,13 @@ class Template:
             if fds:
                 os.dup2(fds[0], LISTEN_FD, inheritable=False)
                 keep = (LISTEN_FD,)
-            from wasmvisor.ipc.launcher import close_fds_except
-
             close_fds_except(keep)
             sys.argv[1:] = request.argv
             from wasmvisor.supervisor.shim.main import run_supervisor
 
-            status = run_supervisor(args, self.config, self.engine, fork_zygote=True)
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: B036 - nothing may return into the template's loop
-            traceback.print_exc()
-        finally:
-            os._exit(status & 0xFF)
+            return run_supervisor(args, self.config, self.engine, fork_zygote=True)
+
+        run_child(become)
 
     def remove_socket(self) -> None:
         """Unlink the socket path if it is still this template's (a newer one may have taken it)."""
