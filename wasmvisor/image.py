@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wasmvisor.linux.files import write_atomic
+
 MEDIA_TYPE_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_TYPE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_TYPE_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -301,13 +303,12 @@ def build_oci_tar(
         ("index.json", index),
         ("oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"})),
     ]
-    out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members:
             spec = FileSpec.dir() if data is None else FileSpec.file(data)
             tar.addfile(_tar_info(name, spec), None if data is None else io.BytesIO(data))
-    tmp.replace(out)
+    write_atomic(out_path, archive.getvalue())
     return sha256_digest(manifest)
 
 

@@ -11,6 +11,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from wasmvisor.linux import mountinfo
+
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
 """Where shims put their sockets (runc's convention; wasmvisor follows it), for any containerd."""
 
@@ -75,13 +77,7 @@ def kill_pids(pids: Sequence[int], sig: int = signal.SIGKILL) -> None:
 
 def mounts_under(path: str | os.PathLike[str]) -> list[str]:
     """Mount points at or below `path` (from /proc/self/mountinfo)."""
-    base = os.path.abspath(path)
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == base or point.startswith(base.rstrip("/") + "/"):
-            found.append(point)
-    return found
+    return mountinfo.points_under(os.path.abspath(path), mountinfo.mount_points())
 
 
 def shim_socket_path(address: str, namespace: str, group: str) -> Path:

@@ -11,13 +11,13 @@ May import: `errors`, `linux` and the generated cgroups metrics protos only (the
 
 from __future__ import annotations
 
-import ctypes
 import os
 from typing import Any
 
 from wasmvisor.cgroups.base import Cgroup
 from wasmvisor.cgroups.paths import parse_proc_cgroup, resolve
 from wasmvisor.cgroups.resources import Resources
+from wasmvisor.linux import syscalls
 
 __all__ = ["Cgroup", "Resources", "detect_version", "open_cgroup", "remove_for_bundle", "spec_cgroup"]
 
@@ -29,11 +29,10 @@ TMPFS_MAGIC = 0x01021994
 
 def fs_type(path: str) -> int:
     """statfs(2)'s f_type of `path` (what `stat -f -c %t` shows), 0 when it cannot be read."""
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64; f_type first
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if libc.statfs(os.fsencode(path), buf) != 0:
+    try:
+        return syscalls.statfs_type(path)
+    except OSError:
         return 0
-    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little", signed=False)
 
 
 def detect_version(root: str = ROOT) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wasmvisor.cgroups.resources import Resources
-from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError
+from wasmvisor.errors import Internal, InvalidArgument, ShimError
 
 REMOVE_TIMEOUT_SECONDS = 1.0
 """How long rmdir is retried while a cgroup is still busy (its last process just ended)."""
@@ -181,6 +181,3 @@ class Cgroup(abc.ABC):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def _missing(self) -> NotFound:
-        return NotFound(f"cgroup {self.path}: not found")

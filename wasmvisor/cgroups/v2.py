@@ -3,7 +3,6 @@ in every ancestor's cgroup.subtree_control."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
@@ -11,6 +10,7 @@ from wasmvisor.cgroups import base
 from wasmvisor.cgroups.base import Cgroup, make_folder, path_error, read_int, read_keyed, read_text, write_file
 from wasmvisor.cgroups.resources import Resources, v2_writes
 from wasmvisor.errors import Internal
+from wasmvisor.linux import syscalls
 
 WANTED_CONTROLLERS = ("cpuset", "cpu", "io", "memory", "hugetlb", "pids")
 METRICS_TYPE = "io.containerd.cgroups.v2.Metrics"
@@ -114,17 +114,17 @@ class V2Cgroup(Cgroup):
         return read_keyed(self._file("memory.events")).get("oom_kill", 0)
 
     def open_oom_events(self) -> int:
-        libc = _libc()
-        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise Internal(f"cgroup {self.path}: inotify_init1: {os.strerror(err)}")
+        try:
+            fd = syscalls.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        except OSError as exc:
+            raise Internal(f"cgroup {self.path}: inotify_init1: {os.strerror(exc.errno or 0)}") from None
         target = self._file("memory.events")
-        if libc.inotify_add_watch(fd, os.fsencode(target), IN_MODIFY) < 0:
-            err = ctypes.get_errno()
+        try:
+            syscalls.inotify_add_watch(fd, target, IN_MODIFY)
+        except OSError as exc:
             os.close(fd)
-            raise path_error(self.given, "watch", target, OSError(err, os.strerror(err)))
-        return int(fd)
+            raise path_error(self.given, "watch", target, OSError(exc.errno, os.strerror(exc.errno or 0))) from None
+        return fd
 
     def drain_oom_events(self, fd: int) -> None:
         try:
@@ -173,13 +173,3 @@ class V2Cgroup(Cgroup):
             setattr(out.memory_events, key, events.get(key, 0))
         return out
 
-
-_LIBC: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
-        _LIBC.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    return _LIBC

@@ -30,6 +30,8 @@ from typing import Generic, TypeVar
 
 import orjson
 
+from wasmvisor.linux.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "WASMVISOR_CACHE_DIR"
@@ -190,8 +192,8 @@ class ModuleCache(Generic[M]):
         cwasm, meta = self.paths(key)
         record = {"format": FORMAT, "fingerprint": self.fingerprint, "size": len(serialized),
                   "sha256": hashlib.sha256(serialized).hexdigest()}
-        _write_atomic(cwasm, serialized)
-        _write_atomic(meta, orjson.dumps(record))
+        write_atomic(cwasm, serialized)
+        write_atomic(meta, orjson.dumps(record))
 
     def _delete(self, key: str) -> None:
         # The lock file stays: deleting it under a waiting process would let a third one compile.
@@ -220,14 +222,3 @@ def load_serialized(serialized: bytes, load: Callable[[str], M], root: Path) -> 
         tmp.flush()
         return load(tmp.name)
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise

@@ -43,15 +43,15 @@ import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from wasmvisor.errors import Unavailable
+from wasmvisor.linux.fork import EX_SOFTWARE, close_fds_except, quiet_fork, run_child
 from wasmvisor.linux.reaper import ChildReaper, ended_children
 from wasmvisor.linux.wakeup import ChildWakeup
 
-__all__ = ["STATUS", "WorkerLauncher", "close_fds_except", "main", "preload_for", "read_status",
+__all__ = ["STATUS", "WorkerLauncher", "main", "preload_for", "read_status",
            "run_preload_hooks", "run_zygote", "serve"]
 
 TYPE_CHECKING = False  # typing and concurrent.futures are not loaded in the zygote for this module
@@ -84,7 +84,6 @@ REQUEST_LIMIT = 4096
 """Bytes of one request the zygote reads."""
 STATUS = struct.Struct("q")
 """A status pipe's numbers: the child's pid, then its returncode."""
-EX_SOFTWARE = 70
 
 
 def read_status(fd: int) -> int:
@@ -383,34 +382,17 @@ def _resolve_once(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-MAX_FD = 1 << 30
-"""Above any fd a process can have (the kernel's nr_open is at most 2**30 - 64)."""
-
-
-def close_fds_except(keep: Sequence[int]) -> None:
-    """Close every fd of this process but 0, 1, 2 and `keep` (after a fork: the parent's sockets
-    must not stay open in a child that outlives their use)."""
-    low = 3
-    for fd in sorted({fd for fd in keep if fd >= 3}):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, MAX_FD)  # close_range(2): no listing of /proc/self/fd
-
-
 def _zygote_after_fork(conn_fd: int, entry: str) -> None:
     """The forked zygote's life: become the zygote, then serve fork requests on `conn_fd`. Ends the
     process; never returns into the supervisor's code."""
-    code = 0
-    try:
+    def become() -> int:
         # The supervisor's listening socket and log pipes must not stay open here (nor, through
         # here, in workers): a supervisor that died would still seem to serve.
         close_fds_except((conn_fd,))
         run_zygote(conn_fd, entry)
-    except BaseException:  # noqa: B036 - nothing may escape into the supervisor's code
-        code = 70
-        traceback.print_exc()
-    finally:
-        os._exit(code)
+        return 0
+
+    run_child(become)
 
 
 # -- the server half: the zygote's -------------------------------------------------------------
@@ -419,11 +401,8 @@ def _zygote_after_fork(conn_fd: int, entry: str) -> None:
 def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
     """Serve fork requests on `conn` until it reaches EOF. Single-threaded; SIGCHLD only wakes the
     loop, which reaps in one place."""
-    from wasmvisor.linux import syscalls as linux  # ctypes: not on the supervisor's path to the spawn
-
     wakeup = ChildWakeup()
     status_fds: dict[int, int] = {}
-    fork = linux.quiet_fork if linux.single_threaded() else os.fork
     try:
         while True:
             ready, _, _ = select.select([conn.fileno(), wakeup.fd], [], [])
@@ -434,7 +413,7 @@ def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
                 message, fds, _, _ = socket.recv_fds(conn, REQUEST_LIMIT, 2)
                 if not message and not fds:
                     return  # EOF: the supervisor is gone or done
-                _fork_one(conn, message, fds, status_fds, wakeup, run_worker, fork)
+                _fork_one(conn, message, fds, status_fds, wakeup, run_worker)
     finally:
         wakeup.close()
         for fd in status_fds.values():
@@ -442,7 +421,7 @@ def serve(conn: socket.socket, run_worker: Callable[[int], object]) -> None:
 
 
 def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: dict[int, int],
-              wakeup: ChildWakeup, run_worker: Callable[[int], object], fork: Callable[[], int]) -> None:
+              wakeup: ChildWakeup, run_worker: Callable[[int], object]) -> None:
     if not fds:
         return  # nothing to report on: not a request of ours
     status_w, worker_fd = fds[0], (fds[1] if len(fds) > 1 else -1)
@@ -451,22 +430,20 @@ def _fork_one(conn: socket.socket, message: bytes, fds: list[int], status_fds: d
         for fd in fds:
             os.close(fd)
         return
-    pid = fork()
+    pid = quiet_fork()  # os.fork where quiet_fork is not safe (linux/fork.py)
     if pid == 0:  # the worker: never returns into this loop
-        code = EX_SOFTWARE
-        try:
+
+        def child() -> int:
             wakeup.after_fork()
             for fd in (status_w, *status_fds.values()):
                 os.close(fd)
             conn.close()
             if ping:
-                code = 0
-            else:
-                run_worker(worker_fd)
-        except BaseException:  # noqa: B036 - nothing may escape into the zygote's loop
-            traceback.print_exc()
-        finally:
-            os._exit(code)
+                return 0
+            run_worker(worker_fd)  # the worker's `run` ends the process itself
+            return EX_SOFTWARE
+
+        run_child(child)
     if worker_fd >= 0:
         os.close(worker_fd)
     try:
@@ -512,15 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     """A zygote spawned as a new interpreter: `... CONN_FD ENTRY PRELOAD...`. Imports the preload
     and runs the zygote. Ends the process."""
     args = sys.argv[1:] if argv is None else argv
-    code = 0
-    try:
+
+    def zygote() -> int:
         run_preload_hooks([importlib.import_module(name) for name in args[2:]])
         run_zygote(int(args[0]), args[1])
-    except BaseException:  # noqa: B036
-        code = EX_SOFTWARE
-        traceback.print_exc()
-    finally:
-        os._exit(code)
+        return 0
+
+    run_child(zygote)
 
 
 if __name__ == "__main__":

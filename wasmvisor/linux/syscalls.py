@@ -1,32 +1,38 @@
-"""Linux system calls Python 3.11's `os` lacks (unshare, setns, mount, umount2, pivot_root,
-sethostname), through ctypes, and a fork without Python's at-fork hooks. Each raises
-OSError(errno, "<call> <args>: <strerror>") on failure.
+"""The Linux system calls Python 3.11's `os` lacks, through one ctypes handle on libc: namespaces
+(unshare, setns), mounts (mount, umount2, pivot_root, mount_setattr), prctl, capabilities, seccomp,
+close_range, execve, statfs, inotify and a bare fork(2).
+
+glibc's wrapper is called where it has one; pivot_root, mount_setattr, close_range and seccomp go
+through syscall(2) with the numbers of `wasmvisor.linux.arch`, and importing this module on a machine
+without a table there raises UnsupportedArchitecture. Failures raise OSError(errno, "<call> <args>:
+<strerror>").
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import sys
+from collections.abc import Sequence
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-_libc.syscall.restype = ctypes.c_long
-_libc.fork.restype = ctypes.c_int
+from wasmvisor.linux import arch
 
-SYS_PIVOT_ROOT = 155
-"""x86_64's syscall number (glibc has no wrapper)."""
-SYS_MOUNT_SETATTR = 442
-"""x86_64 (and every architecture since the unified numbers of Linux 5.1); Linux 5.12+."""
+_NUMBERS = arch.syscall_numbers()  # refuses any machine without a table, at import
+SYS_PIVOT_ROOT = _NUMBERS["pivot_root"]
+SYS_MOUNT_SETATTR = _NUMBERS["mount_setattr"]
+"""Linux 5.12+."""
+SYS_CLOSE_RANGE = _NUMBERS["close_range"]
+"""Linux 5.9+."""
+SYS_SECCOMP = _NUMBERS["seccomp"]
+
 MNT_DETACH = 2
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
 AT_SYMLINK_NOFOLLOW = 0x100
 MOUNT_ATTR_RDONLY = 0x1
+CLOSE_RANGE_CLOEXEC = 4
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 class MountAttr(ctypes.Structure):
@@ -36,10 +42,51 @@ class MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64))
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
+class Statfs(ctypes.Structure):
+    """glibc's struct statfs on the 64-bit machines of `arch` (bits/statfs.h: 120 bytes; `__fsword_t`
+    is a long, the block and file counts 64-bit on both)."""
+
+    _fields_ = (("f_type", ctypes.c_long), ("f_bsize", ctypes.c_long), ("f_blocks", ctypes.c_uint64),
+                ("f_bfree", ctypes.c_uint64), ("f_bavail", ctypes.c_uint64), ("f_files", ctypes.c_uint64),
+                ("f_ffree", ctypes.c_uint64), ("f_fsid", ctypes.c_int * 2), ("f_namelen", ctypes.c_long),
+                ("f_frsize", ctypes.c_long), ("f_flags", ctypes.c_long), ("f_spare", ctypes.c_long * 4))
+
+
+class CapHeader(ctypes.Structure):
+    """struct __user_cap_header_struct (linux/capability.h)."""
+
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class CapData(ctypes.Structure):
+    """struct __user_cap_data_struct: one 32-bit word of each set (version 3 takes two)."""
+
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_libc.capget.argtypes = (ctypes.POINTER(CapHeader), ctypes.POINTER(CapData))
+_libc.capset.argtypes = (ctypes.POINTER(CapHeader), ctypes.POINTER(CapData))
+_libc.execve.argtypes = (ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p))
+_libc.statfs.argtypes = (ctypes.c_char_p, ctypes.POINTER(Statfs))
+_libc.inotify_init1.argtypes = (ctypes.c_int,)
+_libc.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+_libc.syscall.restype = ctypes.c_long
+_libc.fork.restype = ctypes.c_int
+
+
+def _check(result: int, what: str) -> int:
+    """`result` when it is not -1 (the C convention for failure), else OSError naming `what`."""
+    if result == -1:
         errno = ctypes.get_errno()
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
 
 
 def _bytes(value: str | None) -> bytes | None:
@@ -82,31 +129,86 @@ def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, flags: int = AT_R
     _check(int(result), f"mount_setattr {path} (set {attr_set:#x}, clear {attr_clr:#x}, flags {flags:#x})")
 
 
-def single_threaded() -> bool:
-    """True when the calling process has one thread (only then is `quiet_fork` safe)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2): its result (PR_GET_* options answer with it)."""
+    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option}, {arg2})")
 
 
-def quiet_fork() -> int:
-    """fork(2) without the at-fork hooks Python runs around `os.fork` (threading's, logging's,
-    concurrent.futures'): returns 0 in the child, the child's pid in the parent.
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` when our parent *thread* exits
+    (0 = nothing)."""
+    prctl(PR_SET_PDEATHSIG, sig)
 
-    Why: those hooks are Python code run in a process whose pages are all shared with its parent,
-    and Python 3.11 writes to every object and code object it runs (reference counts, the adaptive
-    interpreter's counters), so each fork copied ~0.4-0.6 MB that the child then kept (measured with
-    /proc/PID/smaps_rollup). What the hooks do (re-create the locks and thread records that other
-    threads might have held at the fork) has nothing to undo in a process with one thread: call this
-    only where `single_threaded()` said so. The one hook with an effect of its own, random's
-    reseeding, is done here (a child must not repeat its parent's random sequence)."""
-    pid = int(_libc.fork())
-    if pid < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"fork: {os.strerror(errno)}")
-    if pid == 0:
-        random = sys.modules.get("random")
-        if random is not None:
-            random.seed()
-    return pid
+
+def set_child_subreaper() -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants become our children, not init's."""
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def capget() -> tuple[int, int, int]:
+    """The calling thread's (effective, permitted, inheritable) capabilities as 64-bit masks."""
+    header = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    effective, permitted, inheritable = (getattr(data[0], key) | getattr(data[1], key) << 32
+                                         for key in ("effective", "permitted", "inheritable"))
+    return effective, permitted, inheritable
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of the calling thread, the sets given as 64-bit masks."""
+    header = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)()
+    for word in range(2):
+        data[word].effective, data[word].permitted, data[word].inheritable = (
+            (mask >> (32 * word)) & 0xFFFFFFFF for mask in (effective, permitted, inheritable))
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def seccomp(operation: int, flags: int, args: object) -> None:
+    """seccomp(2); `args` is what the operation points at (a ctypes.byref of a struct sock_fprog
+    for SECCOMP_SET_MODE_FILTER)."""
+    result = _libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_uint(operation), ctypes.c_uint(flags), args)
+    _check(int(result), f"seccomp({operation}, {flags:#x})")
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    """close_range(2): close (or with CLOSE_RANGE_CLOEXEC, mark close-on-exec) fds first..last."""
+    result = _libc.syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first), ctypes.c_uint(last),
+                           ctypes.c_uint(flags))
+    _check(int(result), f"close_range({first}, {last}, {flags:#x})")
+
+
+def c_string_array(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+    """A NULL-terminated `char *[]` for execve (build it before a seccomp filter is loaded)."""
+    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+
+
+def execve(path: bytes, argv: ctypes.Array[ctypes.c_char_p], envp: ctypes.Array[ctypes.c_char_p]) -> int:
+    """execve(2) with arrays made by `c_string_array`. Returns only when it failed: the errno
+    (nothing is raised, so that nothing more needs to run once a seccomp filter is in place)."""
+    _libc.execve(path, argv, envp)
+    return ctypes.get_errno()
+
+
+def statfs_type(path: str) -> int:
+    """statfs(2)'s f_type of `path` (what `stat -f -c %t` shows)."""
+    buf = Statfs()
+    _check(_libc.statfs(os.fsencode(path), ctypes.byref(buf)), f"statfs {path}")
+    return int(buf.f_type)
+
+
+def inotify_init1(flags: int) -> int:
+    """A new inotify fd."""
+    return _check(_libc.inotify_init1(flags), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    """Watch `path` on the inotify `fd`; the watch descriptor."""
+    return _check(_libc.inotify_add_watch(fd, os.fsencode(path), mask), f"inotify_add_watch {path}")
+
+
+def fork() -> int:
+    """fork(2) straight from libc, without any of Python's own after-fork work: see
+    `wasmvisor.linux.fork.quiet_fork`, the one caller."""
+    return _check(int(_libc.fork()), "fork")

@@ -6,8 +6,8 @@ child-subreaper. The zygote is a second interpreter that imports wasmtime and th
 warm-up): started here, it does so on the other core while this process imports asyncio, protobuf and
 the Task API (daemon.py, ~200 ms), instead of after them. So only what the spawn needs comes before
 it: stderr must be the log FIFO already (the zygote and its workers inherit their stderr from us);
-title, logging setup and prctl (setproctitle, ctypes) follow it. Nothing here imports `typing` or
-`dataclasses` for the same reason.
+title, logging setup and prctl (setproctitle; ctypes, through wasmvisor.linux.syscalls) follow it.
+Nothing here imports `typing` or `dataclasses` for the same reason.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PR_SET_CHILD_SUBREAPER = 36
 ZYGOTE_SPAWN_WAIT = 2.0
 """Seconds to wait for the zygote's process to exist before going on (its preload is not awaited)."""
 
@@ -77,8 +76,9 @@ def become_subreaper() -> None:
 
     Called just after the zygote's spawn: no worker is forked before the first Create.
     """
-    import ctypes
+    from wasmvisor.linux import syscalls
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+    try:
+        syscalls.set_child_subreaper()
+    except OSError as exc:
+        log.warning("cannot become a child subreaper: %s", os.strerror(exc.errno or 0))

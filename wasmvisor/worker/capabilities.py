@@ -1,17 +1,17 @@
 """Linux capabilities of the container process: names to numbers (pure), the bounding set, and
 the effective/permitted/inheritable/ambient sets a process keeps after an exec (capget/capset and
-prctl through ctypes). Everything acts on the calling thread, as the kernel's capabilities do.
+prctl, from wasmvisor.linux.syscalls). Everything acts on the calling thread, as the kernel's capabilities do.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from wasmvisor.errors import Internal, InvalidArgument
+from wasmvisor.linux import syscalls
 
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
@@ -31,25 +31,6 @@ PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.prctl.restype = ctypes.c_int
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-
-_libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-_libc.capset.restype = ctypes.c_int
-_libc.capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-_libc.capget.restype = ctypes.c_int
 
 
 @dataclass(frozen=True)
@@ -114,7 +95,11 @@ def last_cap_number() -> int:
     global _last_cap
     if _last_cap is None:
         number = 0
-        while _libc.prctl(PR_CAPBSET_READ, number + 1, 0, 0, 0) >= 0:
+        while True:
+            try:
+                syscalls.prctl(PR_CAPBSET_READ, number + 1)
+            except OSError:  # EINVAL: no such capability
+                break
             number += 1
         _last_cap = number
     return _last_cap
@@ -125,16 +110,16 @@ def drop_bounding(caps: Capabilities) -> None:
     CAP_SETPCAP: done before anything else is dropped)."""
     for number in range(last_cap_number() + 1):
         if number not in caps.bounding:
-            _prctl(PR_CAPBSET_DROP, number, f"process.capabilities.bounding: drop {CAPABILITIES[number]}")
+            prctl(PR_CAPBSET_DROP, number, f"process.capabilities.bounding: drop {CAPABILITIES[number]}")
 
 
 def set_after_exec(caps: Capabilities, euid: int) -> None:
     """capset to the sets of caps_after_exec, then raise the ambient ones."""
     effective, permitted, inheritable = caps_after_exec(caps, euid, current_capabilities()[1])
     capset(effective, permitted, inheritable)
-    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "process.capabilities.ambient: clear")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "process.capabilities.ambient: clear")
     for number in caps.ambient:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, f"process.capabilities.ambient {CAPABILITIES[number]}",
+        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, f"process.capabilities.ambient {CAPABILITIES[number]}",
                number, hint="an ambient capability must be in the permitted and inheritable sets")
 
 
@@ -158,34 +143,33 @@ def caps_after_exec(caps: Capabilities, euid: int, held: frozenset[int]) -> tupl
 
 
 def capset(effective: frozenset[int], permitted: frozenset[int], inheritable: frozenset[int]) -> None:
-    """capset(2) of the calling thread (version 3: two 32-bit words per set)."""
-    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    masks = (cap_mask(effective), cap_mask(permitted), cap_mask(inheritable))
-    for word in range(2):
-        data[word].effective, data[word].permitted, data[word].inheritable = (
-            (mask >> (32 * word)) & 0xFFFFFFFF for mask in masks)
-    if _libc.capset(ctypes.byref(header), data) != 0:
-        err = ctypes.get_errno()
+    """capset(2) of the calling thread."""
+    try:
+        syscalls.capset(cap_mask(effective), cap_mask(permitted), cap_mask(inheritable))
+    except OSError as exc:
+        err = exc.errno
         names = ", ".join(CAPABILITIES[n] for n in sorted(permitted - current_capabilities()[1]))
         detail = f" (not held by the worker: {names})" if names else ""
-        raise syscall_error(err, f"process.capabilities: capset{detail}")
+        raise syscall_error(err, f"process.capabilities: capset{detail}") from None
 
 
 def current_capabilities() -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
     """The calling thread's (effective, permitted, inheritable) capability numbers (capget(2))."""
-    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    if _libc.capget(ctypes.byref(header), data) != 0:
-        raise syscall_error(ctypes.get_errno(), "capget")
-    masks = [getattr(data[0], key) | getattr(data[1], key) << 32 for key in ("effective", "permitted", "inheritable")]
+    try:
+        masks = syscalls.capget()
+    except OSError as exc:
+        raise syscall_error(exc.errno, "capget") from None
     effective, permitted, inheritable = (frozenset(n for n in range(64) if mask >> n & 1) for mask in masks)
     return effective, permitted, inheritable
 
 
-def _prctl(option: int, arg: int, what: str, arg3: int = 0, hint: str = "") -> None:
-    if _libc.prctl(option, arg, arg3, 0, 0) != 0:
-        raise syscall_error(ctypes.get_errno(), what, hint)
+def prctl(option: int, arg: int, what: str, arg3: int = 0, hint: str = "") -> None:
+    """prctl(2) for the spec's process: a failure is an error naming `what` (InvalidArgument for
+    EPERM/EINVAL/EACCES, else Internal)."""
+    try:
+        syscalls.prctl(option, arg, arg3)
+    except OSError as exc:
+        raise syscall_error(exc.errno, what, hint) from None
 
 
 def syscall_error(err: int | None, what: str, hint: str = "") -> Exception:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wasmvisor.linux import syscalls
 from wasmvisor.spec import Spec
-from wasmvisor.worker import identity, sysctl, zygote
+from wasmvisor.worker import identity, sysctl
 from wasmvisor.worker.namespaces import RELAYED_SIGNALS, InitSignals, enter_namespaces, fork_container_process
 from wasmvisor.worker.rootfs import build_rootfs, enter_root, set_hostname
 from wasmvisor.worker.spec_linux import ContainerLayout, container_layout
@@ -77,7 +78,7 @@ class Container:
         log.debug("in the container's root%s", f" (hostname {self.layout.hostname})" if self.layout.hostname else "")
         if self.relayed:
             # A change of credentials clears the parent-death signal: set it again.
-            zygote.set_parent_death_signal(signal.SIGKILL)
+            syscalls.set_parent_death_signal(signal.SIGKILL)
 
     def guest_signal_mask(self) -> set[int]:
         """The signals to keep blocked while the guest runs (those PID 1's thread takes)."""

@@ -11,7 +11,6 @@ lazily: this runs after pivot_root, where the host's files are gone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from typing import Any
 
 from wasmvisor.errors import InvalidArgument
 from wasmvisor.worker import capabilities
-from wasmvisor.worker.capabilities import Capabilities, last_cap_number, parse_capabilities, syscall_error
+from wasmvisor.worker.capabilities import Capabilities, last_cap_number, parse_capabilities, prctl, syscall_error
 
 RLIMITS = (
     "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_RSS", "RLIMIT_NPROC",
@@ -33,10 +32,6 @@ RLIM_INFINITY_U64 = 2**64 - 1
 
 PR_SET_KEEPCAPS = 8
 PR_SET_NO_NEW_PRIVS = 38
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.prctl.restype = ctypes.c_int
 
 
 @dataclass(frozen=True)
@@ -139,14 +134,14 @@ def apply(identity: Identity) -> None:
     if caps is not None:
         capabilities.drop_bounding(caps)
         # Keep the permitted set across the uid change; capset then picks what the spec asks.
-        _prctl(PR_SET_KEEPCAPS, 1, "process.capabilities: PR_SET_KEEPCAPS")
+        prctl(PR_SET_KEEPCAPS, 1, "process.capabilities: PR_SET_KEEPCAPS")
     if identity.uid is not None or identity.gid is not None or identity.additional_gids:
         _set_ids(identity)
     if caps is not None:
-        _prctl(PR_SET_KEEPCAPS, 0, "process.capabilities: PR_SET_KEEPCAPS")
+        prctl(PR_SET_KEEPCAPS, 0, "process.capabilities: PR_SET_KEEPCAPS")
         capabilities.set_after_exec(caps, os.geteuid())
     if identity.no_new_privileges:
-        _prctl(PR_SET_NO_NEW_PRIVS, 1, "process.noNewPrivileges: PR_SET_NO_NEW_PRIVS")
+        prctl(PR_SET_NO_NEW_PRIVS, 1, "process.noNewPrivileges: PR_SET_NO_NEW_PRIVS")
 
 
 def _set_ids(identity: Identity) -> None:
@@ -170,11 +165,6 @@ def _set_ids(identity: Identity) -> None:
             os.setuid(identity.uid)
         except OSError as exc:
             raise syscall_error(exc.errno, f"{user}.uid {identity.uid}: setuid") from None
-
-
-def _prctl(option: int, arg: int, what: str, arg3: int = 0, hint: str = "") -> None:
-    if _libc.prctl(option, arg, arg3, 0, 0) != 0:
-        raise syscall_error(ctypes.get_errno(), what, hint)
 
 
 def _id_value(value: object, where: str, limit: int = 2**32 - 2) -> int:

@@ -41,9 +41,9 @@ from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
-from wasmvisor.ipc.zygote import close_fds_except
+from wasmvisor.linux import syscalls
+from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
-from wasmvisor.worker import zygote
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
@@ -61,7 +61,6 @@ GUEST_SIGNALS = (
 """Left at SIG_DFL in the worker: while the guest runs in native code no Python handler could
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 
-EX_SOFTWARE = 70
 EX_NOEXEC = 127
 """A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
@@ -69,14 +68,9 @@ ARG_MAX = 2 * 1024 * 1024
 
 
 def run(sock_fd: int) -> NoReturn:
-    """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe."""
-    code = EX_SOFTWARE
-    try:
-        code = serve(sock_fd)
-    except BaseException as exc:  # noqa: B036 - nothing may escape into the zygote's loop
-        log.error("worker failed: %s", _exception_line(exc))
-    finally:
-        os._exit(code & 0xFF)
+    """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe. Nothing
+    escapes into the zygote's loop: it ends the process."""
+    run_child(lambda: serve(sock_fd), on_error=lambda exc: log.error("worker failed: %s", _exception_line(exc)))
 
 
 def serve(sock_fd: int) -> int:
@@ -175,7 +169,7 @@ def detach_from_zygote(keep: tuple[int, ...]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # Cleared by fork already; said again because a container must outlive its shim (as with
     # runc): containerd's `delete` action cleans up what a dead shim left running.
-    zygote.set_parent_death_signal(0)
+    syscalls.set_parent_death_signal(0)
     try:
         os.setsid()  # group signals aimed at the supervisor's group do not reach the guest
     except PermissionError:

@@ -32,8 +32,8 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from wasmvisor.errors import InvalidArgument, NotFound
-from wasmvisor.linux import syscalls as linux
-from wasmvisor.worker import zygote
+from wasmvisor.linux import syscalls
+from wasmvisor.linux.fork import quiet_fork, run_child
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
         # The mount namespace last: after it, paths resolve in the joined namespace.
         for ns, fd in sorted(joins, key=lambda j: j[0].flag == CLONE_NEWNS):
             try:
-                linux.setns(fd, ns.flag)
+                syscalls.setns(fd, ns.flag)
             except OSError as exc:
                 if exc.errno == errno.EINVAL:
                     raise InvalidArgument(f"{ns.name}: not a {ns.type} namespace") from None
@@ -80,7 +80,7 @@ def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
             flags |= ns.flag
     if flags:
         try:
-            linux.unshare(flags)
+            syscalls.unshare(flags)
         except OSError as exc:
             names = ", ".join(ns.type for ns in namespaces if not ns.path)
             raise InvalidArgument(f"cannot create namespaces ({names}): {os.strerror(exc.errno or 0)}") from None
@@ -103,11 +103,11 @@ def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> i
     sigwaitinfo, and the child keeps the guest's ones blocked (see `InitSignals`)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {*RELAYED_SIGNALS, signal.SIGCHLD})
     alive_r, alive_w = os.pipe()
-    child = linux.quiet_fork() if linux.single_threaded() else os.fork()
+    child = quiet_fork()
     if child == 0:
         os.close(alive_w)
         try:
-            zygote.set_parent_death_signal(signal.SIGKILL)
+            syscalls.set_parent_death_signal(signal.SIGKILL)
             if select.select([alive_r], [], [], 0)[0]:  # EOF: the relay died before the prctl
                 os._exit(128 + signal.SIGKILL)
         finally:
@@ -115,22 +115,23 @@ def fork_container_process(relay_title: str, close_in_relay: Iterable[int]) -> i
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
         # /proc is still the host's here: its `self` is our pid there.
         return int(os.readlink("/proc/self"))
-    code = 70
-    try:
+
+    def become_relay() -> NoReturn:
         os.close(alive_r)
         for fd in close_in_relay:
             os.close(fd)
         exec_c_relay(relay_title, child, alive_w)
         setproctitle(relay_title)
         relay(child)
-    except BaseException as exc:  # noqa: B036 - the relay never returns into the worker's code
+
+    def relay_failed(exc: BaseException) -> None:
         log.error("relay of container process %d failed: %s", child, exc)
         try:
             os.kill(child, signal.SIGKILL)
         except OSError:
             pass
-    finally:
-        os._exit(code)
+
+    run_child(become_relay, on_error=relay_failed)
 
 
 RELAY_BINARY = Path(__file__).with_name("_bin") / "wasmvisor-relay"

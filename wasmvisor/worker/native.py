@@ -9,18 +9,21 @@ container's stderr and exits 127 (not found) or 126 (found but not executable), 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import posixpath
 import signal
 import stat
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from wasmvisor.errors import InvalidArgument
+from wasmvisor.linux import syscalls
 from wasmvisor.spec import resolve_in_root
 from wasmvisor.worker import seccomp as seccomp_filter
+
+if TYPE_CHECKING:
+    import ctypes
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """PATH when the spec's env has none (containerd's and runc's default)."""
@@ -28,13 +31,6 @@ ELF_MAGIC = b"\x7fELF"
 SCRIPT_MAGIC = b"#!"
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
-SYS_CLOSE_RANGE = 436
-CLOSE_RANGE_CLOEXEC = 4
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.execve.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p)]
-_libc.execve.restype = ctypes.c_int
-_libc.syscall.restype = ctypes.c_long
 
 
 def find_native(root: str, args0: str, env: Sequence[str], cwd: str) -> str | None:
@@ -117,8 +113,7 @@ def exec_native(path: str, args: Sequence[str], env: Sequence[str], cwd: str,
     _close_on_exec_from(3)
     if compiled is not None:
         compiled.load()  # last step before execve: nothing below may need a syscall the filter blocks
-    _libc.execve(c_path, argv, envp)
-    _exec_failed(path, ctypes.get_errno())
+    _exec_failed(path, syscalls.execve(c_path, argv, envp))
 
 
 def _enter_cwd(cwd: str) -> None:
@@ -176,9 +171,7 @@ def _c_string(value: str, where: str) -> bytes:
 
 def _c_strings(values: Sequence[str], where: str) -> ctypes.Array[ctypes.c_char_p]:
     """A NULL-terminated `char *[]`, built before the filter is loaded."""
-    items = [_c_string(v, f"{where}[{i}]") for i, v in enumerate(values)]
-    array = (ctypes.c_char_p * (len(items) + 1))(*items, None)
-    return array
+    return syscalls.c_string_array([_c_string(v, f"{where}[{i}]") for i, v in enumerate(values)])
 
 
 def _reset_signals() -> None:
@@ -198,9 +191,11 @@ def _reset_signals() -> None:
 def _close_on_exec_from(first: int) -> None:
     """Mark every fd from `first` up close-on-exec: the supervisor's socket, the log fd and the
     wasm engine's files must not leak into the container's program."""
-    if _libc.syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
-                     ctypes.c_uint(CLOSE_RANGE_CLOEXEC)) == 0:
+    try:
+        syscalls.close_range(first, flags=syscalls.CLOSE_RANGE_CLOEXEC)
         return
+    except OSError:
+        pass  # before Linux 5.11 (CLOSE_RANGE_CLOEXEC): one fd at a time
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:

@@ -13,24 +13,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import stat
 
 from wasmvisor.errors import InvalidArgument, ShimError
-from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux import mountinfo, syscalls
+from wasmvisor.linux.mount_options import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, PER_MOUNT_FLAGS
 from wasmvisor.spec import resolve_in_root
-from wasmvisor.worker.spec_linux import (
-    DEFAULT_DEV_LINKS,
-    MS_BIND,
-    MS_PRIVATE,
-    MS_RDONLY,
-    MS_REC,
-    MS_REMOUNT,
-    REMOUNT_KEEP,
-    ContainerLayout,
-    Device,
-    Mount,
-)
+from wasmvisor.worker.spec_linux import DEFAULT_DEV_LINKS, ContainerLayout, Device, Mount
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +34,8 @@ def build_rootfs(root: str, layout: ContainerLayout) -> None:
     for under it. Raises InvalidArgument naming the entry that failed."""
     if not os.path.isdir(root):
         raise InvalidArgument(f"container root {root}: not a directory")
-    linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
-    linux.mount(root, root, None, MS_BIND | MS_REC)
+    syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    syscalls.mount(root, root, None, MS_BIND | MS_REC)
     for entry in layout.mounts:
         mount_entry(root, entry)
     if any(m.destination == "/dev" and m.type != "bind" for m in layout.mounts):
@@ -75,9 +64,9 @@ def mount_entry(root: str, entry: Mount) -> None:
             _bind(entry, dest)
         else:
             _make_dir(entry, dest)
-            linux.mount(entry.source or entry.type, dest, entry.type, options.flags, options.data)
+            syscalls.mount(entry.source or entry.type, dest, entry.type, options.flags, options.data)
         for propagation in options.propagation:
-            linux.mount(None, dest, None, propagation)
+            syscalls.mount(None, dest, None, propagation)
     except OSError as exc:
         if entry.type in OPTIONAL_TYPES:
             log.debug("%s: %s not mounted (%s): skipped", entry.name, entry.type, os.strerror(exc.errno or 0))
@@ -105,10 +94,10 @@ def _bind(entry: Mount, dest: str) -> None:
                 os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
             except OSError as exc:
                 raise InvalidArgument(f"{entry.name}: cannot create the mount point: {exc.strerror}") from None
-    linux.mount(entry.source, dest, None, entry.options.flags & (MS_BIND | MS_REC))
+    syscalls.mount(entry.source, dest, None, entry.options.flags & (MS_BIND | MS_REC))
     extra = entry.options.remount_flags
     if extra:
-        linux.mount(None, dest, None, MS_REMOUNT | MS_BIND | extra | _kept_flags(dest))
+        syscalls.mount(None, dest, None, MS_REMOUNT | MS_BIND | extra | _kept_flags(dest))
     if entry.options.recursive_readonly or (entry.options.flags & MS_REC and extra & MS_RDONLY):
         make_tree_readonly(dest)
 
@@ -117,37 +106,22 @@ def make_tree_readonly(path: str) -> None:
     """`rbind` + `ro`: the mounts under `path` read-only too (a bind remount changes one mount
     only). mount_setattr(2) does it at once; before Linux 5.12 each submount is remounted."""
     try:
-        linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY)
+        syscalls.mount_setattr(path, syscalls.MOUNT_ATTR_RDONLY)
         return
     except OSError as exc:
         if exc.errno != errno.ENOSYS:
             raise
-    with open("/proc/self/mountinfo") as f:
-        below = submounts(f.read(), path)
+    below = submounts(mountinfo.mount_points(), path)
     for mount_point in below:
-        linux.mount(None, mount_point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(mount_point))
+        syscalls.mount(None, mount_point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(mount_point))
     log.debug("%s: %d submounts remounted read-only one by one (no mount_setattr)", path, len(below))
 
 
-def submounts(mountinfo: str, path: str) -> list[str]:
-    """The mount points strictly under `path` in a /proc/self/mountinfo text, parents first."""
-    found = []
-    prefix = path.rstrip("/") + "/"
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        if point.startswith(prefix) and point not in found:
-            found.append(point)
-    return sorted(found, key=lambda p: p.count("/"))
-
-
-def _unescape(field: str) -> str:
-    """mountinfo's octal escapes (`\\040` for a space, `\\134` for a backslash...)."""
-    if "\\" not in field:
-        return field
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+def submounts(points: list[str], path: str) -> list[str]:
+    """The mount points strictly under `path` among `points` (mountinfo's), each once, parents first."""
+    top = path.rstrip("/") or "/"
+    below = dict.fromkeys(p for p in mountinfo.points_under(top, points) if p != top)
+    return sorted(below, key=lambda p: p.count("/"))
 
 
 def _make_dir(entry: Mount, path: str) -> None:
@@ -159,7 +133,7 @@ def _make_dir(entry: Mount, path: str) -> None:
 
 def _kept_flags(path: str) -> int:
     """The per-mount flags `path` has now that a bind remount must repeat (ST_* == MS_* bits)."""
-    return os.statvfs(path).f_flag & REMOUNT_KEEP
+    return os.statvfs(path).f_flag & PER_MOUNT_FLAGS
 
 
 def populate_dev(root: str, devices: tuple[Device, ...], pts: bool) -> None:
@@ -175,7 +149,7 @@ def populate_dev(root: str, devices: tuple[Device, ...], pts: bool) -> None:
             os.mknod(path, kind | device.mode, os.makedev(device.major, device.minor))
         except PermissionError:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-            linux.mount(device.path, path, None, MS_BIND)
+            syscalls.mount(device.path, path, None, MS_BIND)
             continue
         os.chmod(path, device.mode)  # mknod's mode went through the umask
         if device.uid or device.gid:
@@ -196,9 +170,9 @@ def mask_path(root: str, path: str) -> None:
         return
     try:
         if os.path.isdir(host):
-            linux.mount("tmpfs", host, "tmpfs", MS_RDONLY)
+            syscalls.mount("tmpfs", host, "tmpfs", MS_RDONLY)
         else:
-            linux.mount(HOST_NULL, host, None, MS_BIND)
+            syscalls.mount(HOST_NULL, host, None, MS_BIND)
     except OSError as exc:
         raise InvalidArgument(f"linux.maskedPaths {path}: cannot mask: {os.strerror(exc.errno or 0)}") from None
 
@@ -209,15 +183,15 @@ def readonly_path(root: str, path: str) -> None:
     if not os.path.lexists(host):
         return
     try:
-        linux.mount(host, host, None, MS_BIND | MS_REC)
-        linux.mount(None, host, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(host))
+        syscalls.mount(host, host, None, MS_BIND | MS_REC)
+        syscalls.mount(None, host, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(host))
     except OSError as exc:
         raise InvalidArgument(f"linux.readonlyPaths {path}: {os.strerror(exc.errno or 0)}") from None
 
 
 def remount_readonly(root: str) -> None:
     """`root.readonly`: the root mount read-only (the mounts under it keep their own flags)."""
-    linux.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(root))
+    syscalls.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(root))
 
 
 def enter_root(root: str, propagation: int = MS_REC | MS_PRIVATE) -> None:
@@ -226,17 +200,17 @@ def enter_root(root: str, propagation: int = MS_REC | MS_PRIVATE) -> None:
     os.chdir(root)
     # pivot_root(".", "."): the old root ends up mounted on top of the new one, where a lazy
     # unmount of "." removes it, with no put_old directory needed in the image.
-    linux.pivot_root(".", ".")
-    linux.umount2(".", linux.MNT_DETACH)
+    syscalls.pivot_root(".", ".")
+    syscalls.umount2(".", syscalls.MNT_DETACH)
     os.chdir("/")
     if propagation != MS_REC | MS_PRIVATE:
-        linux.mount(None, "/", None, propagation)
+        syscalls.mount(None, "/", None, propagation)
 
 
 def set_hostname(name: str) -> None:
     """The container's hostname (its own UTS namespace)."""
     if name:
         try:
-            linux.sethostname(name)
+            syscalls.sethostname(name)
         except OSError as exc:
             raise InvalidArgument(f"hostname {name!r}: {os.strerror(exc.errno or 0)}") from None

@@ -15,11 +15,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wasmvisor.errors import Internal, InvalidArgument, ShimError, Unimplemented
+from wasmvisor.linux import syscalls
 from wasmvisor.worker.capabilities import current_capabilities
 
 SCMP_ACT_KILL_PROCESS = 0x80000000
@@ -66,7 +66,6 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 SECCOMP_SET_MODE_FILTER = 1
-SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
 BPF_INSTRUCTION_SIZE = 8
 CAP_SYS_ADMIN = 21
 
@@ -212,12 +211,6 @@ def _open_library() -> ctypes.CDLL | None:
 
 
 _lib = _open_library()
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_MACHINE = platform.machine()
-_SYS_SECCOMP = SYS_SECCOMP.get(_MACHINE)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_libc.prctl.restype = ctypes.c_int
 
 
 def library() -> ctypes.CDLL:
@@ -250,18 +243,18 @@ class CompiledFilter:
         """Install the filter on the calling thread. Without CAP_SYS_ADMIN the kernel wants
         no_new_privs first: then it is set here (as libseccomp's seccomp_load does by default),
         where runc would have loaded the filter earlier, while still privileged."""
-        if _libc.prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1 and not _has_sys_admin():
-            if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-                raise _os_error("linux.seccomp: PR_SET_NO_NEW_PRIVS")
-        if self.flags:
-            if _SYS_SECCOMP is None:
-                raise Unimplemented(f"linux.seccomp.flags: seccomp(2) number unknown on {_MACHINE}")
-            rc = _libc.syscall(_SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, ctypes.c_uint(self.flags),
-                               ctypes.byref(self._fprog))
-        else:
-            rc = _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog), 0, 0)
-        if rc != 0:
-            raise _os_error("linux.seccomp: installing the filter")
+        try:
+            if syscalls.prctl(PR_GET_NO_NEW_PRIVS) != 1 and not _has_sys_admin():
+                syscalls.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        except OSError as exc:
+            raise _os_error("linux.seccomp: PR_SET_NO_NEW_PRIVS", exc) from None
+        try:
+            if self.flags:
+                syscalls.seccomp(SECCOMP_SET_MODE_FILTER, self.flags, ctypes.byref(self._fprog))
+            else:
+                syscalls.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._fprog))
+        except OSError as exc:
+            raise _os_error("linux.seccomp: installing the filter", exc) from None
 
 
 def compile_profile(profile: Profile) -> CompiledFilter:
@@ -319,8 +312,8 @@ def _check(rc: int, what: str) -> None:
         raise Internal(f"linux.seccomp: {what}: {errno.errorcode.get(-rc, str(-rc))} ({os.strerror(-rc)})")
 
 
-def _os_error(what: str) -> Exception:
-    err = ctypes.get_errno()
+def _os_error(what: str, exc: OSError) -> Exception:
+    err = exc.errno or 0
     text = f"{what}: {os.strerror(err)}"
     return InvalidArgument(text) if err in (errno.EPERM, errno.EACCES, errno.EINVAL) else Internal(text)
 

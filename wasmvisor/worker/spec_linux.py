@@ -15,29 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmvisor.errors import InvalidArgument, Unimplemented
-
-# mount(2) flags (linux/mount.h)
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_SYNCHRONOUS = 16
-MS_REMOUNT = 32
-MS_MANDLOCK = 64
-MS_DIRSYNC = 128
-MS_NOSYMFOLLOW = 256
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_REC = 16384
-MS_SILENT = 32768
-MS_UNBINDABLE = 1 << 17
-MS_PRIVATE = 1 << 18
-MS_SLAVE = 1 << 19
-MS_SHARED = 1 << 20
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
-MS_LAZYTIME = 1 << 25
+from wasmvisor.linux import mount_options
+from wasmvisor.linux.mount_options import FLAG_OPTIONS, MS_BIND, MS_RDONLY, MS_REC, PROPAGATION_OPTIONS
 
 # clone(2) namespace flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
@@ -64,48 +43,8 @@ ALWAYS_NEW = ("mount", "uts", "ipc")
 """Namespaces every container gets (new unless the spec joins one by path), as runwasi's do."""
 UNSUPPORTED_NAMESPACES = ("user", "time")
 
-# Option -> (flags to set, flags to clear), as mount(8) and runc read them.
-FLAG_OPTIONS: dict[str, tuple[int, int]] = {
-    "defaults": (0, 0),
-    "ro": (MS_RDONLY, 0),
-    "rw": (0, MS_RDONLY),
-    "nosuid": (MS_NOSUID, 0),
-    "suid": (0, MS_NOSUID),
-    "nodev": (MS_NODEV, 0),
-    "dev": (0, MS_NODEV),
-    "noexec": (MS_NOEXEC, 0),
-    "exec": (0, MS_NOEXEC),
-    "sync": (MS_SYNCHRONOUS, 0),
-    "async": (0, MS_SYNCHRONOUS),
-    "dirsync": (MS_DIRSYNC, 0),
-    "mand": (MS_MANDLOCK, 0),
-    "nomand": (0, MS_MANDLOCK),
-    "noatime": (MS_NOATIME, 0),
-    "atime": (0, MS_NOATIME),
-    "nodiratime": (MS_NODIRATIME, 0),
-    "diratime": (0, MS_NODIRATIME),
-    "relatime": (MS_RELATIME, 0),
-    "norelatime": (0, MS_RELATIME),
-    "strictatime": (MS_STRICTATIME, 0),
-    "nostrictatime": (0, MS_STRICTATIME),
-    "lazytime": (MS_LAZYTIME, 0),
-    "nolazytime": (0, MS_LAZYTIME),
-    "nosymfollow": (MS_NOSYMFOLLOW, 0),
-    "symfollow": (0, MS_NOSYMFOLLOW),
-}
-PROPAGATION_OPTIONS = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
-REMOUNT_KEEP = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME
-"""Per-mount flags a read-only bind remount must repeat (statvfs's ST_* bits have the same values):
-a bind remount sets exactly the flags it is given."""
+SPEC_FLAG_OPTIONS = {**FLAG_OPTIONS, "rro": (MS_RDONLY, 0), "rrw": (0, MS_RDONLY)}
+"""The mount options of a spec's mounts: the shared table and `rro`/`rrw` (recursive read-only)."""
 
 
 @dataclass(frozen=True)
@@ -135,27 +74,11 @@ class MountOptions:
 def parse_mount_options(options: Sequence[str]) -> MountOptions:
     """`["rbind", "ro", "nosuid", "mode=755"]` -> flags MS_BIND|MS_REC|MS_RDONLY|MS_NOSUID, data
     `mode=755`. Later options win over earlier ones (`ro,rw` is rw); unknown options are data."""
-    flags = 0
-    propagation: list[int] = []
-    data: list[str] = []
-    recursive_readonly = False
-    for option in options:
-        if option in ("rro", "rrw"):
-            recursive_readonly = option == "rro"
-            flags = flags | MS_RDONLY if recursive_readonly else flags & ~MS_RDONLY
-        elif option in FLAG_OPTIONS:
-            on, off = FLAG_OPTIONS[option]
-            flags = (flags | on) & ~off
-        elif option in ("bind", "rbind"):
-            flags |= MS_BIND | (MS_REC if option == "rbind" else 0)
-        elif option in PROPAGATION_OPTIONS:
-            propagation.append(PROPAGATION_OPTIONS[option])
-        elif option:
-            data.append(option)
-    if not flags & MS_RDONLY:
-        recursive_readonly = False  # `rro,rw`: the later option wins
-    return MountOptions(flags=flags, propagation=tuple(propagation), data=",".join(data),
-                        recursive_readonly=recursive_readonly)
+    flags, propagation, data = mount_options.parse(options, SPEC_FLAG_OPTIONS)
+    recursive = [option for option in options if option in ("rro", "rrw")]
+    # `rro,rw` is rw: the later option wins, as for every flag
+    recursive_readonly = bool(recursive) and recursive[-1] == "rro" and bool(flags & MS_RDONLY)
+    return MountOptions(flags=flags, propagation=propagation, data=data, recursive_readonly=recursive_readonly)
 
 
 @dataclass(frozen=True)

@@ -7,28 +7,19 @@ compiled with wasmtime's parallel compiler hangs at its own first compile).
 
 from __future__ import annotations
 
-import ctypes
 import signal
 
 from setproctitle import setproctitle
 
+from wasmvisor.linux.syscalls import set_parent_death_signal
+
 TITLE = "wasmvisor-zygote"
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 """Signals the zygote ignores. They reach it as process-group noise (a terminal's ^C, a
 `kill -TERM -PGID` aimed at the supervisor); the zygote ends when the supervisor does instead:
 its socketpair reaches EOF when the supervisor closes it, PDEATHSIG when it dies.
 Workers inherit these dispositions and reset them (wasmvisor.worker.main)."""
-
-
-def set_parent_death_signal(sig: int) -> None:
-    """prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` when our parent *thread* exits
-    (0 = nothing). Raises OSError when the call fails."""
-    if _libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG, {sig}) failed")
 
 
 def become_zygote() -> None:

@@ -64,9 +64,9 @@ def test_kill_9_of_the_relay_kills_the_container_process() -> None:
 
 PID1_SCRIPT = """
 import os, sys, time
-from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux import syscalls
 from wasmvisor.worker.namespaces import InitSignals, fork_container_process
-linux.unshare(0x20000000)  # CLONE_NEWPID: for the children
+syscalls.unshare(0x20000000)  # CLONE_NEWPID: for the children
 fork_container_process("wasmvisor-init test", ())
 assert InitSignals.needed(), os.getpid()
 InitSignals(lambda sig: print(f"signal {sig}", flush=True)).start()
@@ -90,10 +90,10 @@ ROOTFS_SCRIPT = """
 import json, os, sys
 from wasmvisor.errors import ShimError
 from wasmvisor.worker.spec_linux import container_layout
-from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux import syscalls
 from wasmvisor.worker.rootfs import build_rootfs, enter_root
 root, spec = sys.argv[1], json.loads(sys.argv[2])
-linux.unshare(0x00020000)  # CLONE_NEWNS
+syscalls.unshare(0x00020000)  # CLONE_NEWNS
 try:
     build_rootfs(root, container_layout(spec))
 except ShimError as exc:

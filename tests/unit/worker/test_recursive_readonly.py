@@ -13,24 +13,26 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.host import mounts_under
+from wasmvisor.linux.mountinfo import parse_mount_points
 from wasmvisor.worker.rootfs import submounts
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
 
 SCRIPT = r"""
 import errno, json, os, sys
-from wasmvisor.worker.spec_linux import MS_PRIVATE, MS_REC, container_layout
-from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux import syscalls
+from wasmvisor.linux.mount_options import MS_PRIVATE, MS_REC
+from wasmvisor.worker.spec_linux import container_layout
 from wasmvisor.worker.rootfs import build_rootfs, enter_root
 
 root, volume, options, mode = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4]
-linux.unshare(0x00020000)  # CLONE_NEWNS
-linux.mount(None, "/", None, MS_REC | MS_PRIVATE)
-linux.mount("tmpfs", os.path.join(volume, "sub"), "tmpfs", 0)  # a submount of the volume's source
+syscalls.unshare(0x00020000)  # CLONE_NEWNS
+syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
+syscalls.mount("tmpfs", os.path.join(volume, "sub"), "tmpfs", 0)  # a submount of the volume's source
 if mode == "no-mount-setattr":
     def enosys(*args, **kwargs):
         raise OSError(errno.ENOSYS, "mount_setattr: not implemented")
-    linux.mount_setattr = enosys
+    syscalls.mount_setattr = enosys
 build_rootfs(root, container_layout({"mounts": [
     {"destination": "/data", "type": "bind", "source": volume, "options": options}]}))
 enter_root(root)
@@ -84,5 +86,6 @@ MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 
 
 def test_submounts_are_those_strictly_under_the_path_with_escapes_decoded_parents_first() -> None:
-    assert submounts(MOUNTINFO, "/srv/root/data") == ["/srv/root/data/a b", "/srv/root/data/a b/deep"]
-    assert submounts(MOUNTINFO, "/srv/root/data/") == ["/srv/root/data/a b", "/srv/root/data/a b/deep"]
+    points = parse_mount_points(MOUNTINFO)
+    assert submounts(points, "/srv/root/data") == ["/srv/root/data/a b", "/srv/root/data/a b/deep"]
+    assert submounts(points, "/srv/root/data/") == ["/srv/root/data/a b", "/srv/root/data/a b/deep"]

@@ -8,12 +8,7 @@ from typing import Any
 import pytest
 
 from wasmvisor.errors import InvalidArgument, Unimplemented
-from wasmvisor.worker.spec_linux import (
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    CLONE_NEWPID,
-    CLONE_NEWUTS,
+from wasmvisor.linux.mount_options import (
     MS_BIND,
     MS_NODEV,
     MS_NOEXEC,
@@ -23,6 +18,13 @@ from wasmvisor.worker.spec_linux import (
     MS_REC,
     MS_SLAVE,
     MS_STRICTATIME,
+)
+from wasmvisor.worker.spec_linux import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
     MountOptions,
     container_layout,
     parse_devices,

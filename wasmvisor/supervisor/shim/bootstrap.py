@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from wasmvisor.errors import InvalidArgument
+from wasmvisor.linux.files import write_atomic
 
 PROTOCOL_ENV = "WASMVISOR_PROTOCOL"
 PROTOCOLS = ("ttrpc", "ttrpc-v3", "grpc")
@@ -114,12 +115,8 @@ def _cached_version(binary: str, cache_dir: str) -> tuple[int, int, int] | None:
         return None
     version = parse_version(out)
     if version:
-        tmp = f"{cache}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(" {}.{}.{}\n".format(*version))
-            os.rename(tmp, cache)
+            write_atomic(cache, " {}.{}.{}\n".format(*version).encode(), 0o600)
         except OSError:
             pass
     return version

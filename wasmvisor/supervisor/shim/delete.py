@@ -25,6 +25,7 @@ import os
 import sys
 import time
 
+from wasmvisor.linux import mountinfo
 from wasmvisor.supervisor.shim import leftover_cgroup
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.shim.entry_script import load_site
@@ -92,30 +93,17 @@ def kill_worker(pid: int, title: str, timeout: float = 1.0) -> bool:
     return True
 
 
-def _mountinfo_escape(path: bytes) -> bytes:
-    """/proc/self/mountinfo writes space, tab, newline and backslash as \\ooo octal."""
-    for char in b"\\ \t\n":
-        path = path.replace(bytes([char]), b"\\%03o" % char)
-    return path
-
-
-def mounted_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
-    """Whether anything is mounted at `path` or below it (True when mountinfo cannot be read).
+def mounted_under(path: str, table: str = mountinfo.MOUNTINFO) -> bool:
+    """Whether anything is mounted at `path` or below it, from the mountinfo file `table` (True when it
+    cannot be read).
 
     The cheap check that spares `delete` the mounts module when there is nothing to unmount.
     """
     try:
-        with open(mountinfo, "rb") as f:
-            table = f.read()
+        points = mountinfo.mount_points(table)
     except OSError:
         return True
-    top = _mountinfo_escape(os.fsencode(os.path.realpath(path)))
-    below = top.rstrip(b"/") + b"/"
-    for line in table.splitlines():
-        fields = line.split(b" ", 5)
-        if len(fields) > 4 and (fields[4] == top or fields[4].startswith(below)):
-            return True
-    return False
+    return bool(mountinfo.points_under(os.path.realpath(path), points))
 
 
 DELETED_TASK_RESPONSE = b""

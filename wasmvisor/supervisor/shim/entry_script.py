@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import sys
 
+from wasmvisor.linux.files import write_atomic
+
 FLAGS = "-IS"
 """One word: Linux passes everything after the interpreter in a `#!` line as a single argument."""
 MARKER = "# wasmvisor fast entry script"
@@ -84,11 +86,7 @@ def write(path: str, text: str) -> bool:
                 return False
     except OSError:
         pass
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"), 0o755)
     return True
 
 

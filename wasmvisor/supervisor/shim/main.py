@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from wasmvisor.linux.arch import UnsupportedArchitecture, syscall_numbers
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
 from wasmvisor.supervisor.shim.entry_script import import_asyncio_without_ssl, load_site
 
@@ -45,6 +46,7 @@ def _fail(prefix: str, message: str, status: int = 1) -> NoReturn:
 
 
 def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
+    syscall_numbers()  # a machine wasmvisor has no system call table for is refused here, in one line
     # `start` and `delete` do without the venv's site-packages (delete loads them when it needs them).
     if args.action not in ("start", "delete"):
         load_site()
@@ -106,6 +108,8 @@ def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, nam
         raise
     except KeyboardInterrupt:
         sys.exit(130)
+    except UnsupportedArchitecture as exc:
+        _fail(f"{name} {args.action}", str(exc))
     except Exception as exc:
         if args.action == "serve":
             import logging

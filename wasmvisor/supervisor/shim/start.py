@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+from wasmvisor.linux.files import write_atomic
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, to_argv
 
 try:  # the built-in sha256: `hashlib` costs ~5 ms (OpenSSL), more than this whole path
@@ -214,33 +215,6 @@ def spawn_daemon(command: Sequence[str], listen_fd: int | None) -> int:
         # Python ignores these at startup and ignored signals survive exec.
         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
     )
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `path` through a temporary file and rename, so readers never see half a file."""
-    for attempt in range(100):
-        tmp = f"{path}.{os.getpid()}.{attempt}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-            break
-        except FileExistsError:
-            continue
-    else:
-        import errno
-
-        raise FileExistsError(errno.EEXIST, f"no free temporary name for {path}")
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        os.unlink(tmp)
-        raise
 
 
 def _lock(directory: str) -> int:

@@ -30,8 +30,8 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
+from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.linux.wakeup import ChildWakeup
 from wasmvisor.supervisor.rpc.ttrpc_server import peer_credentials
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
@@ -221,8 +221,8 @@ class Template:
     def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request, args: ShimArgs,
                            wakeup: ChildWakeup) -> NoReturn:
         """The forked child: become the supervisor `request` describes. Never returns."""
-        status = 70
-        try:
+
+        def become() -> int:
             wakeup.after_fork()
             for signo in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signo, signal.SIG_DFL)
@@ -239,19 +239,13 @@ class Template:
             if fds:
                 os.dup2(fds[0], LISTEN_FD, inheritable=False)
                 keep = (LISTEN_FD,)
-            from wasmvisor.ipc.zygote import close_fds_except
-
             close_fds_except(keep)
             sys.argv[1:] = request.argv
             from wasmvisor.supervisor.shim.main import run_supervisor
 
-            status = run_supervisor(args, self.config, self.engine, fork_zygote=True)
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: B036 - nothing may return into the template's loop
-            traceback.print_exc()
-        finally:
-            os._exit(status & 0xFF)
+            return run_supervisor(args, self.config, self.engine, fork_zygote=True)
+
+        run_child(become)
 
     def remove_socket(self) -> None:
         """Unlink the socket path if it is still this template's (a newer one may have taken it)."""

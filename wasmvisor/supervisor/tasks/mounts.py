@@ -1,88 +1,35 @@
 """Rootfs mounts: containerd `Mount` entries -> mount(2), and recursive unmount of a bundle's rootfs.
 
-Option parsing is pure (`parse_options`). `mount_all` and `unmount_all` call libc through ctypes.
+Option parsing is pure (`parse_options`, on wasmvisor.linux.mount_options). `mount_all` and
+`unmount_all` make the calls through wasmvisor.linux.syscalls.
 `MountSpec` mirrors `containerd.types.Mount` so that this module needs no protobuf; the supervisor
 converts.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wasmvisor.errors import Internal, InvalidArgument
+from wasmvisor.linux import mount_options, mountinfo, syscalls
+from wasmvisor.linux.mount_options import (
+    FLAG_OPTIONS,
+    MS_BIND,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    PER_MOUNT_FLAGS,
+    PROPAGATION_TYPES,
+)
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_SYNCHRONOUS = 0x10
-MS_REMOUNT = 0x20
-MS_MANDLOCK = 0x40
-MS_DIRSYNC = 0x80
-MS_NOATIME = 0x400
-MS_NODIRATIME = 0x800
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_SILENT = 0x8000
-MS_UNBINDABLE = 0x20000
-MS_PRIVATE = 0x40000
-MS_SLAVE = 0x80000
-MS_SHARED = 0x100000
-MS_RELATIME = 0x200000
-MS_STRICTATIME = 0x1000000
-MS_LAZYTIME = 0x2000000
-MNT_DETACH = 0x2
-
-_PROPAGATION_TYPES = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
-
-# option -> (clear?, flag). "clear" options undo a flag set earlier in the list ("ro,rw" is rw).
-_FLAG_OPTIONS: dict[str, tuple[bool, int]] = {
-    "defaults": (False, 0),
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "nosuid": (False, MS_NOSUID),
-    "suid": (True, MS_NOSUID),
-    "nodev": (False, MS_NODEV),
-    "dev": (True, MS_NODEV),
-    "noexec": (False, MS_NOEXEC),
-    "exec": (True, MS_NOEXEC),
-    "sync": (False, MS_SYNCHRONOUS),
-    "async": (True, MS_SYNCHRONOUS),
-    "dirsync": (False, MS_DIRSYNC),
-    "remount": (False, MS_REMOUNT),
-    "mand": (False, MS_MANDLOCK),
-    "nomand": (True, MS_MANDLOCK),
-    "noatime": (False, MS_NOATIME),
-    "atime": (True, MS_NOATIME),
-    "nodiratime": (False, MS_NODIRATIME),
-    "diratime": (True, MS_NODIRATIME),
-    "relatime": (False, MS_RELATIME),
-    "norelatime": (True, MS_RELATIME),
-    "strictatime": (False, MS_STRICTATIME),
-    "nostrictatime": (True, MS_STRICTATIME),
-    "lazytime": (False, MS_LAZYTIME),
-    "nolazytime": (True, MS_LAZYTIME),
-    "bind": (False, MS_BIND),
-    "rbind": (False, MS_BIND | MS_REC),
-}
-_PROPAGATION_OPTIONS: dict[str, int] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
+ROOTFS_FLAG_OPTIONS = {**FLAG_OPTIONS, "remount": (MS_REMOUNT, 0)}
+"""The options of containerd's rootfs mounts: the shared table and `remount`."""
 # Flags a read-only (etc.) bind mount needs a second, MS_REMOUNT call for: mount(2) ignores them with MS_BIND.
-_BIND_REMOUNT_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME
+_BIND_REMOUNT_FLAGS = MS_RDONLY | PER_MOUNT_FLAGS
 _PAGE_SIZE = 4096
 _chdir_lock = threading.Lock()
 
@@ -102,48 +49,24 @@ def parse_options(options: Sequence[str]) -> tuple[int, str, list[int]]:
 
     Unknown options (`lowerdir=...`, `size=64m`, `userxattr`) become the comma-joined data.
     """
-    flags = 0
-    data: list[str] = []
-    propagation: list[int] = []
-    for option in options:
-        if option in _FLAG_OPTIONS:
-            clear, flag = _FLAG_OPTIONS[option]
-            flags = flags & ~flag if clear else flags | flag
-        elif option in _PROPAGATION_OPTIONS:
-            propagation.append(_PROPAGATION_OPTIONS[option])
-        else:
-            data.append(option)
-    return flags, ",".join(data), propagation
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    libc.mount.restype = ctypes.c_int
-    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    libc.umount2.restype = ctypes.c_int
-    return libc
+    flags, propagation, data = mount_options.parse(options, ROOTFS_FLAG_OPTIONS)
+    return flags, data, list(propagation)
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    """mount(2); raises OSError."""
-    rc = _libc().mount(
-        os.fsencode(source) if source else None,
-        os.fsencode(target),
-        os.fsencode(fstype) if fstype else None,
-        flags,
-        data.encode() if data else None,
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    """mount(2); raises OSError with the bare reason (the caller's message names the mount)."""
+    try:
+        syscalls.mount(source or None, target, fstype or None, flags, data)
+    except OSError as exc:
+        raise OSError(exc.errno, os.strerror(exc.errno or 0)) from None
 
 
-def _umount(target: str, flags: int = MNT_DETACH) -> None:
-    if _libc().umount2(os.fsencode(target), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+def _umount(target: str) -> None:
+    """A lazy umount2(2); raises OSError with the bare reason."""
+    try:
+        syscalls.umount2(target, syscalls.MNT_DETACH)
+    except OSError as exc:
+        raise OSError(exc.errno, os.strerror(exc.errno or 0)) from None
 
 
 def _compact_lowerdirs(data: str) -> tuple[str, str] | None:
@@ -194,7 +117,7 @@ def _mount_one(spec: MountSpec, dest: str) -> None:
     for change in propagation:
         _mount("", dest, "", change, "")
     if flags & MS_BIND and flags & _BIND_REMOUNT_FLAGS:
-        _mount("", dest, "", (flags & ~(MS_REC | _PROPAGATION_TYPES)) | MS_REMOUNT | MS_BIND, "")
+        _mount("", dest, "", (flags & ~(MS_REC | PROPAGATION_TYPES)) | MS_REMOUNT | MS_BIND, "")
 
 
 def _destination(target: str, relative: str) -> str:
@@ -229,37 +152,10 @@ def mount_all(mounts: Sequence[MountSpec], target: str) -> None:
         done.append(dest)
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
-    if "\\" not in field:
-        return field
-    out = bytearray()
-    raw = field.encode()
-    i = 0
-    while i < len(raw):
-        if raw[i] == 0x5C and i + 3 < len(raw) and raw[i + 1:i + 4].isdigit():
-            out.append(int(raw[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(raw[i])
-            i += 1
-    return os.fsdecode(bytes(out))
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """Every mount point of this mount namespace, in mount order (duplicates for stacked mounts)."""
-    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-        return [_unescape(line.split(" ", 5)[4]) for line in f if line.strip()]
-
-
-def _under(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
 def is_mounted(path: str) -> bool:
     """Whether `path` is a mount point."""
     real = os.path.realpath(path)
-    return real in mount_points()
+    return real in mountinfo.mount_points()
 
 
 def unmount_all(target: str) -> None:
@@ -269,7 +165,7 @@ def unmount_all(target: str) -> None:
     """
     top = os.path.realpath(target)
     for _ in range(64):  # stacked mounts need one pass per layer
-        points = [p for p in mount_points() if _under(p, top)]
+        points = mountinfo.points_under(top, mountinfo.mount_points())
         if not points:
             return
         # Deepest paths first; among equal paths the latest mount (the one on top) first.

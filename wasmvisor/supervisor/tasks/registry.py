@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from wasmvisor import errors, logs
 from wasmvisor.cgroups import migration
 from wasmvisor.ipc.messages import LayerFile
+from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
@@ -348,12 +349,7 @@ class TaskRegistry:
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
-    path = worker_pid_file(bundle)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # root's alone
-    with open(fd, "w") as f:
-        f.write(str(pid))
-    os.replace(tmp, path)
+    write_atomic(worker_pid_file(bundle), str(pid).encode(), 0o600)  # root's alone
 
 
 async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:

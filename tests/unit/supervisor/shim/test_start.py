@@ -185,17 +185,6 @@ def test_shim_command_for_a_frozen_binary(monkeypatch: pytest.MonkeyPatch) -> No
     assert start.shim_command() == [sys.executable]
 
 
-def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "address"
-    target.write_text("old")
-    old_inode = target.stat().st_ino
-    start.write_atomic(str(target), b"unix:///new")
-    assert target.read_bytes() == b"unix:///new"
-    assert target.stat().st_ino != old_inode
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert [p.name for p in tmp_path.iterdir()] == ["address"]
-
-
 def test_start_launches_a_listening_daemon_and_prints_its_address(
     bundle: Path, sockets: Path, fake: FakeDaemons, tmp_path: Path,
 ) -> None:

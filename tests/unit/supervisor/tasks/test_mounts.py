@@ -10,6 +10,26 @@ from pathlib import Path
 import pytest
 
 from wasmvisor.errors import InvalidArgument
+from wasmvisor.linux import mountinfo
+from wasmvisor.linux.mount_options import (
+    MS_BIND,
+    MS_MANDLOCK,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
+)
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.mounts import MountSpec, is_mounted, mount_all, parse_options, unmount_all
 
@@ -18,28 +38,28 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 
 @pytest.mark.parametrize(("options", "flags", "data", "propagation"), [
     ([], 0, "", []),
-    (["ro"], mounts.MS_RDONLY, "", []),
+    (["ro"], MS_RDONLY, "", []),
     (["ro", "rw"], 0, "", []),
-    (["rw", "ro"], mounts.MS_RDONLY, "", []),
-    (["nosuid", "nodev", "noexec"], mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC, "", []),
+    (["rw", "ro"], MS_RDONLY, "", []),
+    (["nosuid", "nodev", "noexec"], MS_NOSUID | MS_NODEV | MS_NOEXEC, "", []),
     (["nosuid", "suid", "nodev", "dev", "noexec", "exec"], 0, "", []),
     (["sync", "async"], 0, "", []),
-    (["sync"], mounts.MS_SYNCHRONOUS, "", []),
-    (["remount", "ro"], mounts.MS_REMOUNT | mounts.MS_RDONLY, "", []),
-    (["bind"], mounts.MS_BIND, "", []),
-    (["rbind", "ro"], mounts.MS_BIND | mounts.MS_REC | mounts.MS_RDONLY, "", []),
-    (["noatime", "nodiratime"], mounts.MS_NOATIME | mounts.MS_NODIRATIME, "", []),
-    (["relatime"], mounts.MS_RELATIME, "", []),
-    (["strictatime"], mounts.MS_STRICTATIME, "", []),
-    (["mand"], mounts.MS_MANDLOCK, "", []),
+    (["sync"], MS_SYNCHRONOUS, "", []),
+    (["remount", "ro"], MS_REMOUNT | MS_RDONLY, "", []),
+    (["bind"], MS_BIND, "", []),
+    (["rbind", "ro"], MS_BIND | MS_REC | MS_RDONLY, "", []),
+    (["noatime", "nodiratime"], MS_NOATIME | MS_NODIRATIME, "", []),
+    (["relatime"], MS_RELATIME, "", []),
+    (["strictatime"], MS_STRICTATIME, "", []),
+    (["mand"], MS_MANDLOCK, "", []),
     (["defaults"], 0, "", []),
     (["index=off", "lowerdir=/a:/b", "upperdir=/u", "workdir=/w"], 0,
      "index=off,lowerdir=/a:/b,upperdir=/u,workdir=/w", []),
-    (["rbind", "rprivate"], mounts.MS_BIND | mounts.MS_REC, "", [mounts.MS_PRIVATE | mounts.MS_REC]),
+    (["rbind", "rprivate"], MS_BIND | MS_REC, "", [MS_PRIVATE | MS_REC]),
     (["private", "shared", "rshared", "slave", "rslave", "unbindable"], 0, "",
-     [mounts.MS_PRIVATE, mounts.MS_SHARED, mounts.MS_SHARED | mounts.MS_REC, mounts.MS_SLAVE,
-      mounts.MS_SLAVE | mounts.MS_REC, mounts.MS_UNBINDABLE]),
-    (["size=64m", "mode=755", "nosuid"], mounts.MS_NOSUID, "size=64m,mode=755", []),
+     [MS_PRIVATE, MS_SHARED, MS_SHARED | MS_REC, MS_SLAVE,
+      MS_SLAVE | MS_REC, MS_UNBINDABLE]),
+    (["size=64m", "mode=755", "nosuid"], MS_NOSUID, "size=64m,mode=755", []),
 ])
 def test_fstab_options_become_flags_data_and_propagation(
     options: list[str], flags: int, data: str, propagation: list[int],
@@ -67,8 +87,7 @@ def cleanup(tmp_path: Path) -> Iterator[Path]:
 
 
 def _points_under(path: Path) -> list[str]:
-    top = str(path)
-    return [p for p in mounts.mount_points() if p == top or p.startswith(top + "/")]
+    return mountinfo.points_under(str(path), mountinfo.mount_points())
 
 
 @needs_root
@@ -185,6 +204,3 @@ def test_unmounting_what_is_not_mounted_is_fine(tmp_path: Path) -> None:
     unmount_all(str(tmp_path / "does" / "not" / "exist"))
     assert not is_mounted(str(tmp_path))
 
-
-def test_mountinfo_escapes_are_decoded() -> None:
-    assert mounts._unescape("/a\\040b\\011c\\134d") == "/a b\tc\\d"

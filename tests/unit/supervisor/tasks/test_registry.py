@@ -454,7 +454,7 @@ def test_a_create_that_fails_at_its_last_step_releases_the_worker_mounts_and_cgr
     monkeypatch.setattr(mounts, "mount_all", lambda specs, target: None)
     monkeypatch.setattr(mounts, "unmount_all", unmounted.append)
     opts = with_rootfs(create_opts(write_bundle(tmp_path / "b", linux=True)))
-    Path(worker_pid_file(opts.bundle) + ".tmp").mkdir()  # init.pid cannot be written
+    Path(worker_pid_file(opts.bundle)).mkdir()  # init.pid cannot be written (a folder is in its place)
 
     async def scenario() -> None:
         with pytest.raises(IsADirectoryError):

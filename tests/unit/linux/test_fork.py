@@ -1,5 +1,6 @@
-"""quiet_fork: a fork without Python's at-fork hooks, for the single-threaded zygote and worker; and
-close_fds_except, which a forked worker uses to drop what it inherited."""
+"""The fork plumbing: run_child, the one epilogue of a forked child (it always exits, with the status
+its body gives); quiet_fork, a fork without Python's at-fork hooks for the single-threaded zygote and
+worker (os.fork elsewhere); and close_fds_except, which a forked worker uses to drop what it inherited."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wasmvisor.ipc.zygote import close_fds_except
-from wasmvisor.linux import syscalls as linux
+import pytest
+
+from wasmvisor.linux.fork import close_fds_except, quiet_fork
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _in_child(body: object) -> bytes:
     """Run `body()` (returning bytes) in a quiet_fork child; its bytes come back through a pipe."""
     r, w = os.pipe()
-    pid = linux.quiet_fork()
+    pid = quiet_fork()
     if pid == 0:
         try:
             os.write(w, body())  # type: ignore[operator]
@@ -37,12 +41,12 @@ def _in_child(body: object) -> bytes:
 
 PROGRAM = """
 import os
-from wasmvisor.linux import syscalls as linux
+from wasmvisor.linux.fork import quiet_fork
 r, w = os.pipe()
 calls = []
 os.register_at_fork(before=lambda: calls.append("before"), after_in_parent=lambda: calls.append("parent"),
                     after_in_child=lambda: os.write(w, b"child hook ran"))
-pid = linux.quiet_fork()
+pid = quiet_fork()
 if pid == 0:
     os._exit(0)
 os.close(w)
@@ -54,7 +58,7 @@ print(pid != os.getpid(), os.waitstatus_to_exitcode(status), calls, os.read(r, 1
 def test_the_child_runs_no_at_fork_hook_and_the_parent_none_either() -> None:
     # In an interpreter of its own: an at-fork hook cannot be unregistered from this one.
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[3])
+                         cwd=REPO)
     assert out.stdout.strip() == "True 0 [] b''"
 
 
@@ -68,12 +72,12 @@ def test_the_child_does_not_repeat_its_parents_random_sequence() -> None:
 
 THREADS_PROGRAM = """
 import threading
-from wasmvisor.linux import syscalls as linux
-alone = linux.single_threaded()
+from wasmvisor.linux.fork import single_threaded
+alone = single_threaded()
 stop = threading.Event()
 thread = threading.Thread(target=stop.wait)
 thread.start()
-print(alone, linux.single_threaded())
+print(alone, single_threaded())
 stop.set()
 thread.join()
 """
@@ -84,7 +88,7 @@ def test_single_threaded_sees_a_second_thread() -> None:
     # process may have more, and a thread started in a quiet_fork child of a threaded process could
     # meet a lock another thread held at the fork).
     out = subprocess.run([sys.executable, "-c", THREADS_PROGRAM], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[3])
+                         cwd=REPO)
     assert out.stdout.strip() == "True False"
 
 
@@ -97,7 +101,7 @@ def test_close_fds_except_keeps_the_standard_fds_and_those_asked_for() -> None:
         return True
 
     r, w = os.pipe()
-    pid = linux.quiet_fork()
+    pid = quiet_fork()
     if pid == 0:
         try:
             fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
@@ -114,3 +118,61 @@ def test_close_fds_except_keeps_the_standard_fds_and_those_asked_for() -> None:
     os.waitpid(pid, 0)
     fds = report["fds"]
     assert sorted(report["open"]) == sorted([0, 1, 2, fds[1], fds[4]])  # r, inherited, is closed too
+
+
+EPILOGUE = """
+import sys
+from wasmvisor.linux.fork import run_child
+def body():
+{body}
+run_child(body{on_error})
+print("returned into the caller")
+"""
+
+
+@pytest.mark.parametrize(("body", "status", "stderr"), [
+    ("return 3", 3, ""),
+    ("return 256 + 5", 5, ""),
+    ("raise ValueError('boom')", 70, "ValueError: boom"),
+    ("raise KeyboardInterrupt", 70, "KeyboardInterrupt"),
+    ("sys.exit(4)", 4, ""),
+    ("sys.exit()", 0, ""),
+    ("sys.exit('bye')", 1, "bye"),
+])
+def test_run_child_exits_with_the_status_of_its_body_and_never_returns(body: str, status: int, stderr: str) -> None:
+    program = EPILOGUE.format(body=f"    {body}", on_error="")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (done.returncode, done.stdout) == (status, "")
+    assert done.stderr.strip().endswith(stderr), done.stderr
+
+
+def test_run_child_hands_an_exception_to_on_error_instead_of_printing_it() -> None:
+    program = EPILOGUE.format(body="    raise ValueError('boom')",
+                              on_error=", on_error=lambda exc: print('on_error', repr(exc), flush=True)")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert (done.returncode, done.stdout, done.stderr) == (70, "on_error ValueError('boom')\n", "")
+
+
+FALLBACK_PROGRAM = """
+import os, sys, threading
+from wasmvisor.linux import fork
+r, w = os.pipe()
+os.register_at_fork(after_in_child=lambda: os.write(w, b"hook"))
+if sys.argv[1] == "threads":
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+else:
+    fork.QUIET_FORK_CHECKED = False  # as on an interpreter other than CPython 3.11
+pid = fork.quiet_fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+os.close(w)
+print(os.read(r, 100).decode())
+"""
+
+
+@pytest.mark.parametrize("case", ["threads", "another-interpreter"])
+def test_quiet_fork_is_os_fork_with_a_second_thread_or_another_interpreter(case: str) -> None:
+    out = subprocess.run([sys.executable, "-c", FALLBACK_PROGRAM, case], capture_output=True, text=True,
+                         check=True, timeout=60, cwd=REPO)
+    assert out.stdout.strip() == "hook"
