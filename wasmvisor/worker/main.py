@@ -45,19 +45,13 @@ from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker.container import Container
+from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 log = logging.getLogger("wasmvisor.worker")
 
-GUEST_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-)
+GUEST_SIGNALS = TERMINATING_SIGNALS
 """Left at SIG_DFL in the worker: while the guest runs in native code no Python handler could
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 

@@ -38,17 +38,9 @@ from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
 
-RELAYED_SIGNALS = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGALRM,
-    signal.SIGCONT,
-    signal.SIGWINCH,
-)
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals whose default action ends a process: the worker leaves them at SIG_DFL (worker/main.py)."""
+RELAYED_SIGNALS = (*TERMINATING_SIGNALS, signal.SIGALRM, signal.SIGCONT, signal.SIGWINCH)
 """What the relay forwards to the container process (SIGKILL and SIGSTOP cannot be caught)."""
 HARMLESS_SIGNALS = (signal.SIGCONT, signal.SIGWINCH)
 """Ignored by default: the container's PID 1 takes them and carries on."""
