@@ -6,7 +6,6 @@ live in the registry (tasks.py). Errors are raised as ShimErrors and mapped by t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -26,9 +25,6 @@ from wasmvisor.supervisor.tasks.state import Status
 from wasmvisor.version import VERSION
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_LINGER_SECONDS = 1.0
-"""How long an idle supervisor waits after Shutdown for a Create that a racing `start` promised."""
 
 _STATUS = {
     Status.CREATED: types_pb.CREATED,
@@ -69,7 +65,7 @@ def _read_runtime_options(bundle: str) -> bytes:
 class TaskService:
     """containerd.task.v2.Task served from a TaskRegistry."""
 
-    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[], None]) -> None:
+    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[str], None]) -> None:
         self.registry = registry
         self.request_shutdown = request_shutdown
 
@@ -172,21 +168,9 @@ class TaskService:
         return Empty()
 
     async def Shutdown(self, req: pb.ShutdownRequest, call: Call) -> Empty:
-        if len(self.registry) == 0:
-            # A `start` for the next task of this group may have just found this supervisor alive
-            # (its Create is on the way), so linger a moment and leave only if none came.
-            log.info("shutdown requested and no task remains: exiting in %.1f s unless a task arrives",
-                     SHUTDOWN_LINGER_SECONDS)
-            asyncio.get_running_loop().call_later(SHUTDOWN_LINGER_SECONDS, self._shutdown_if_idle)
-        else:
-            log.debug("shutdown for %s ignored: %d task(s) remain", req.id, len(self.registry))
+        # The supervisor's lifetime decides: it ends once no task and no claim remains (lifetime.py).
+        self.request_shutdown(req.id)
         return Empty()
-
-    def _shutdown_if_idle(self) -> None:
-        if len(self.registry) == 0:
-            self.request_shutdown()
-        else:
-            log.info("a new task arrived after shutdown was requested: staying")
 
     async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
         task = self._task("stats", req)
