@@ -96,7 +96,7 @@ class Supervisor:
         lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
                             call_later=loop.call_later)
         lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
-        service = TaskService(registry, lifetime.shutdown)
+        service = TaskService(registry, lifetime)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
         services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))

@@ -4,11 +4,11 @@ after containerd's Shutdown with neither left, it lingers a moment, then ends.
 A `start` may hand containerd the address of a running supervisor only with that supervisor's
 promise to stay until the task's Create (shim/claim.py): without it, a supervisor in its linger could
 end between `start`'s answer and containerd's connect or Create (`ttrpc: closed`, `dial unix ...: no
-such file or directory`). A claim counts until containerd's Shutdown for that task (after its Delete,
-or after a failed Create) or until CLAIM_SECONDS pass without it (containerd never came). Once the
-supervisor decides to end, it first refuses claims and removes its socket file, both in that one
-step: a `start` that was refused, or that finds no file, binds the address afresh and launches a new
-supervisor, and never hears from this one again.
+such file or directory`). A claim counts until that task's Create arrives (the task then counts
+itself), or containerd's Shutdown for it, or until CLAIM_SECONDS pass without either (containerd
+never came). Once the supervisor decides to end, it first refuses claims and removes its socket
+file, both in that one step: a `start` that was refused, or that finds no file, binds the address
+afresh and launches a new supervisor, and never hears from this one again.
 
 The linger keeps the supervisor for the next task of a quick series (`ctr run --rm` in a loop, the
 next container of a pod), which then costs a claim instead of a new supervisor and zygote. It is
@@ -66,7 +66,7 @@ class Lifetime:
 
     def claim(self, task_id: str) -> bool:
         """A `start` for `task_id` asks the supervisor to stay for its Create: True (it stays until that
-        task's Shutdown or CLAIM_SECONDS), or False when the supervisor is ending."""
+        Create, the task's Shutdown or CLAIM_SECONDS), or False when the supervisor is ending."""
         if self.ending:
             log.info("claim for task %s refused: the supervisor is ending", task_id)
             return False
@@ -77,8 +77,15 @@ class Lifetime:
         self._call_later(self.claim_seconds, lambda: self._expire(task_id, number))
         return True
 
+    def arrived(self, task_id: str) -> None:
+        """The Create of `task_id` has come: its claim is settled (the registry counts the task from
+        now on, in the same step of the loop). Nothing ends here: a failed Create is followed by
+        containerd's Delete and Shutdown."""
+        self._claims.pop(task_id, None)
+
     def shutdown(self, task_id: str) -> None:
-        """containerd's Shutdown after `task_id`: its claim is settled. Idle now, the supervisor lingers."""
+        """containerd's Shutdown after `task_id` (its claim, if its Create never came, is settled). Idle
+        now, the supervisor lingers."""
         self._claims.pop(task_id, None)
         if self.ending:
             return

@@ -73,7 +73,9 @@ def test_a_claim_during_the_linger_keeps_the_supervisor_until_its_tasks_shutdown
     assert group.lifetime.claim("t2")
     group.timers.advance(5)  # past the linger: the claim holds it
     assert group.did == []
-    group.tasks = 1  # t2's Create
+    group.lifetime.arrived("t2")  # t2's Create
+    group.tasks = 1
+    assert group.lifetime.claims == []
     group.timers.advance(5)
     group.tasks = 0  # t2's Delete
     group.lifetime.shutdown("t2")
@@ -88,6 +90,7 @@ def test_the_linger_counts_from_the_last_shutdown_not_the_first(group: Group) ->
     for n in range(2, 20):
         group.timers.advance(0.3)
         assert group.lifetime.claim(f"run{n}")
+        group.lifetime.arrived(f"run{n}")
         group.tasks = 1
         group.timers.advance(0.05)
         group.tasks = 0
@@ -146,3 +149,26 @@ def test_end_is_idempotent_and_a_later_shutdown_does_nothing(group: Group) -> No
     group.lifetime.shutdown("t1")
     group.timers.advance(60)
     assert group.did == ["release", "end"]
+
+
+def test_a_pods_containers_without_shutdown_do_not_hold_the_supervisor_after_the_pod(group: Group) -> None:
+    """containerd 2.x skips Shutdown after a container of a CRI sandbox: their claims were settled by
+    their Create, so the sandbox's own Shutdown ends the supervisor after the linger."""
+    group.lifetime.claim("sandbox")
+    group.lifetime.arrived("sandbox")
+    group.tasks = 1
+    for container in ("app", "sidecar"):
+        assert group.lifetime.claim(container)
+        group.lifetime.arrived(container)
+        group.tasks += 1
+    group.timers.advance(5)
+    group.tasks = 0  # both containers deleted (no Shutdown), then the sandbox
+    group.lifetime.shutdown("sandbox")
+    group.timers.advance(1.1)
+    assert group.did == ["release", "end"]
+
+
+def test_a_create_without_a_claim_settles_nothing_else(group: Group) -> None:
+    group.lifetime.claim("t2")
+    group.lifetime.arrived("t1")  # containerd 2.x connects for a pod's container without `start`
+    assert group.lifetime.claims == ["t2"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from typing import Protocol
 
 from google.protobuf.empty_pb2 import Empty
 
@@ -62,12 +62,21 @@ def _read_runtime_options(bundle: str) -> bytes:
         return b""
 
 
+class Lifetime(Protocol):
+    """What the Task API tells the supervisor's lifetime (supervisor/lifetime.py): a claimed task's
+    Create has come; containerd has asked for Shutdown after a task."""
+
+    def arrived(self, task_id: str) -> None: ...
+
+    def shutdown(self, task_id: str) -> None: ...
+
+
 class TaskService:
     """containerd.task.v2.Task served from a TaskRegistry."""
 
-    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[str], None]) -> None:
+    def __init__(self, registry: TaskRegistry, lifetime: Lifetime) -> None:
         self.registry = registry
-        self.request_shutdown = request_shutdown
+        self.lifetime = lifetime
 
     def _task(self, method: str, req: object) -> Task:
         task_id = getattr(req, "id", "")
@@ -76,6 +85,7 @@ class TaskService:
         return self.registry.get(task_id)
 
     async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
+        self.lifetime.arrived(req.id)  # its claim is settled: from here on the registry counts the task
         _require_id("create", req.id)
         if req.terminal:
             raise errors.InvalidArgument(
@@ -169,7 +179,7 @@ class TaskService:
 
     async def Shutdown(self, req: pb.ShutdownRequest, call: Call) -> Empty:
         # The supervisor's lifetime decides: it ends once no task and no claim remains (lifetime.py).
-        self.request_shutdown(req.id)
+        self.lifetime.shutdown(req.id)
         return Empty()
 
     async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
