@@ -77,6 +77,9 @@ class Harness:
         self.server = TtrpcServer([service])
         self.run(self._serve_events())
         self.addresses: list[str] = []
+        self.started: dict[str, list[str]] = {}
+        """Address -> the ids of the tasks `start` was run for there: close() sends each its Shutdown,
+        which settles its claim, as containerd does after a task."""
         self.clients: list[TtrpcClient] = []
 
     async def _cancel_rest(self) -> None:
@@ -128,6 +131,7 @@ class Harness:
         address = out.stdout.decode()
         assert address.startswith("unix://"), address
         self.addresses.append(address)
+        self.started.setdefault(address, []).append(task_id)
         return address
 
     def client(self, address: str) -> TtrpcClient:
@@ -152,7 +156,8 @@ class Harness:
             try:
                 c = self.client(address)
                 supervisors.append(self.call(c, "Connect", pb.ConnectRequest(), pb.ConnectResponse).shim_pid)
-                self.run(c.call(TASK, "Shutdown", pb.ShutdownRequest(id="x"), _empty()), timeout=5)
+                for task_id in dict.fromkeys(self.started[address]):
+                    self.run(c.call(TASK, "Shutdown", pb.ShutdownRequest(id=task_id), _empty()), timeout=5)
             except Exception:
                 pass
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS

@@ -19,6 +19,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from tests.integration.harness import HELLO, SHIM, Harness
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
+from wasmvisor.supervisor.shim import claim
 
 V3 = "containerd.task.v3.Task"
 FAKE_CONTAINERD_2 = "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.1.9+unknown '\n"
@@ -73,6 +74,8 @@ def test_grpc_bootstrap_then_hello_runs_over_task_v3(harness: Harness) -> None:
     assert answer["version"] == 3 and answer["protocol"] == "grpc", answer
     assert answer["address"].startswith(str(h.sockets)), "a gRPC address is a plain path, no unix://"
     task = GrpcTask(answer["address"])
+    # A second `start` of the group would claim it over gRPC too (settled by the Shutdown below).
+    assert claim.ask_grpc(answer["address"], "ghello") == claim.GRANTED
     try:
         with pytest.raises(grpc.RpcError) as missing:
             task.call("State", pb.StateRequest(id="nope"), pb.StateResponse)

@@ -2,10 +2,11 @@
 
 `serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one
 composition root: it builds the event publisher, the wasm layer reader, the instance factory (on
-the zygote's launcher), the task registry and service, and the transports, and hands each what it
-uses. Signal handlers only set the stop event; the loop does the work. The Task API is served
-over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
-socket path (grpc_server.py binds it).
+the zygote's launcher), the task registry and service, the group's Lifetime (lifetime.py: tasks,
+`start`'s claims, the linger after Shutdown) and the transports, and hands each what it uses.
+Signal handlers only set the stop event; the loop does the work. The Task API is served over
+ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the socket
+path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
+from wasmvisor.supervisor.lifetime import Lifetime
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
+from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
+from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.tasks.instance import WorkerInstance
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
@@ -61,10 +65,13 @@ def serve(args: ShimArgs, config: Config, engine: str, prepared: daemon_setup.Pr
         return 1
     else:
         listener = socket.socket(fileno=args.socket_fd)
+    address = SocketFile(_socket_path(listener, args.socket))
     try:
-        return asyncio.run(Supervisor(args, group, engine, level, prepared.launcher).run(listener))
+        return asyncio.run(Supervisor(args, group, engine, level, prepared.launcher).run(listener, address))
     finally:
-        _remove_socket(listener, args.socket)
+        if listener is not None:
+            listener.close()
+        address.remove()  # so that a later `start` binds afresh (done already when the Lifetime ended us)
 
 
 class Supervisor:
@@ -76,7 +83,7 @@ class Supervisor:
         self.level = level
         self.stop = asyncio.Event()
 
-    async def run(self, listener: socket.socket | None) -> int:
+    async def run(self, listener: socket.socket | None, address: SocketFile) -> int:
         loop = asyncio.get_running_loop()
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
@@ -92,9 +99,13 @@ class Supervisor:
         new_instance = functools.partial(WorkerInstance.new, launcher=launcher)
         registry = TaskRegistry(self.args.namespace, self.group, new_instance=new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
-        service = TaskService(registry, self.stop.set)
+        lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
+                            call_later=loop.call_later)
+        lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
+        service = TaskService(registry, lifetime)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
+        services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:
@@ -102,6 +113,7 @@ class Supervisor:
 
             server = GrpcServer(services)
             await server.start(self.args.socket)
+            address.mark()  # grpcio has bound the path now
             protocol = "grpc"
         else:
             server = TtrpcServer(services)
@@ -118,6 +130,7 @@ class Supervisor:
         except Exception:
             log.exception("zygote failed to start; workers will be forked on demand")
         await self.stop.wait()
+        lifetime.end()  # after a signal: refuse claims and give the address up before the drain
         if keeper is not None:
             keeper.cancel()
         log.info("supervisor shutting down (%d task(s) left)", len(registry))
@@ -130,17 +143,11 @@ class Supervisor:
         return 0
 
 
-def _remove_socket(listener: socket.socket | None, path: str) -> None:
-    """Close the listener and unlink its socket file, so that a later `start` binds afresh."""
-    if listener is not None:
-        if not path:
-            try:
-                path = listener.getsockname()
-            except OSError:
-                path = ""
-        listener.close()
-    if isinstance(path, str) and path and not path.startswith("\0"):
+def _socket_path(listener: socket.socket | None, path: str) -> str:
+    """The file the supervisor listens on: `-socket`, else the listener's name ("" if abstract)."""
+    if not path and listener is not None:
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+            path = listener.getsockname()
+        except OSError:
+            path = ""
+    return path if isinstance(path, str) and not path.startswith("\0") else ""

@@ -7,13 +7,17 @@ socket is bound here, in the start process, and handed to the daemon as fd 3: co
 containerd opens right after we exit wait in the backlog until the daemon accepts them. A gRPC
 daemon binds the path itself (grpcio cannot adopt a socket), so `start` waits until it serves.
 
-Fast path: when the group's supervisor already runs (and no bootstrap other than the plain address
-is asked for), `start` is a connect() and one or two small file writes, and this module loads only
-modules that cost nothing (`os`, `_socket`, the built-in sha256), not even `socket`, `hashlib`,
-`json` (unless config.json carries the pod annotation), `enum` or `typing`. Everything else (locking,
-binding, spawning, the bootstrap choice, errors) is imported on the slow path that launches a
-supervisor. Measured with `python -X importtime` and a live socket: see tests/unit/supervisor/
-test_start_fast_path.py, which keeps it that way.
+A running supervisor is reused only with its promise to stay for this task: a claim answered over
+its socket (claim.py, lifetime.py). One that is ending refuses, having removed its socket file
+already, and `start` launches a new supervisor on the same address.
+
+Fast path: when the group's supervisor already runs and grants the claim (and no bootstrap other
+than the plain address is asked for), `start` is one small exchange on the socket and one or two
+small file writes, and this module loads only modules that cost nothing (`os`, `_socket`, the
+built-in sha256), not even `socket`, `hashlib`, `json` (unless config.json carries the pod
+annotation), `enum` or `typing`. Everything else (locking, binding, spawning, the bootstrap choice,
+errors) is imported on the slow path that launches a supervisor. Measured with `python -X importtime`
+and a live socket: see tests/unit/supervisor/shim/test_start_fast_path.py, which keeps it that way.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import time
 
 from wasmvisor.linux.files import write_atomic
+from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, to_argv
 
 try:  # the built-in sha256: `hashlib` costs ~5 ms (OpenSSL), more than this whole path
@@ -36,7 +41,7 @@ except ImportError:  # pragma: no cover - 3.12 renamed it; builds without built-
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import BinaryIO, TextIO
 
 SOCKET_DIR_ENV = "WASMVISOR_SOCKET_DIR"
@@ -47,11 +52,11 @@ MAX_SOCKET_PATH = 106
 GROUP_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 ADDRESS_FILE = "address"
 STATE_FILE_MODE = 0o600
-OPTIONS_FILE = "wasmvisor-options.pb"
-"""The serialized runtime-options Any that containerd wrote on start's stdin (absent when empty)."""
 LISTEN_FD = 3
 RACE_DEADLINE = 2.0
 """Seconds to keep retrying when another process holds the socket path but does not answer."""
+CLAIM_ATTEMPTS = 3
+"""Claims sent before a server that closes without answering is judged by `is_serving` alone."""
 GRPC_BIND_DEADLINE = 15.0
 """Seconds `start` waits for a gRPC supervisor to bind its socket (grpcio cannot adopt our fd)."""
 PROTOCOL_ENV = "WASMVISOR_PROTOCOL"
@@ -248,18 +253,37 @@ def is_serving(path: str, timeout: float = 1.0) -> bool:
     return True
 
 
-def claim_socket(path: str, deadline: float = RACE_DEADLINE) -> _socket.socket | None:
-    """Bind and listen on `path`, or return None if a live server already owns it.
+def stays(path: str, task_id: str, protocol: str = "ttrpc") -> bool:
+    """Whether `start` may answer with the supervisor listening on `path`: it granted the claim for
+    `task_id`, or it serves without answering claims (an older wasmvisor; a full backlog), as
+    every live supervisor was reused before claims. False: nothing listens there, or the supervisor
+    refused because it is ending (its socket file is gone already), and a new one must be launched.
+    """
+    ask = claim.ask_grpc if protocol == "grpc" else claim.ask
+    for _ in range(CLAIM_ATTEMPTS):
+        answer = ask(path, task_id)
+        if answer in (claim.GRANTED, claim.SILENT, claim.OTHER):
+            return True
+        if answer in (claim.REFUSED, claim.ABSENT):
+            return False
+        # GARBLED: perhaps a supervisor that closed its connections as it ended; its file is gone by
+        # then, so the next attempt reaches the path's current owner, if any.
+    return is_serving(path)  # a server of another protocol never answers a claim
 
-    A path that refuses connections is a stale socket from a dead supervisor: it is removed. A
+
+def bind_unless_served(path: str, served: Callable[[str], bool] = is_serving,
+                       deadline: float = RACE_DEADLINE) -> _socket.socket | None:
+    """Bind and listen on `path`, or return None if `served(path)` says a live server there is to be used.
+
+    A path that is not served is a stale socket of a dead server, or none: it is removed. A
     concurrent `start` that binds between our unlink and bind makes ours fail with EADDRINUSE; we
-    then go round again, find it serving, and reuse it.
+    then go round again and ask the server it launched.
     """
     import errno
 
     give_up = time.monotonic() + deadline
     while True:
-        if is_serving(path):
+        if served(path):
             return None
         try:
             os.unlink(path)
@@ -342,18 +366,18 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     group = group_of(bundle, args.id)
     directory = socket_dir()
     path = socket_path(args.address, args.namespace, group, directory)
-    options = read_options(stdin if stdin is not None else sys.stdin.buffer)
+    # containerd writes the runtime options (an Any) on stdin; no field of them is used yet (the
+    # Task API's Create checks their type), but they are read so that containerd's write never waits.
+    read_options(stdin if stdin is not None else sys.stdin.buffer)
     pid = None
-    if not os.environ.get(PROTOCOL_ENV) and is_serving(path):
-        # Fast path: the group's supervisor runs and the answer is the plain address. No lock is
-        # needed to reuse a server; only launching one must be serialized.
+    if not os.environ.get(PROTOCOL_ENV) and stays(path, args.id):
+        # Fast path: the group's supervisor runs, has promised to stay for this task, and the answer
+        # is the plain address. No lock is needed to reuse a server; only launching one must be serialized.
         address = PLAIN_SCHEME + path
     else:
-        address, pid = _claim_or_launch(args, bundle=bundle, group=group, directory=directory, path=path,
+        address, pid = _reuse_or_launch(args, bundle=bundle, group=group, directory=directory, path=path,
                                         launcher=launcher)
     # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
-    if options:
-        write_atomic(os.path.join(bundle, OPTIONS_FILE), options, STATE_FILE_MODE)
     write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode(), STATE_FILE_MODE)
     out = stdout if stdout is not None else sys.stdout
     out.write(address)
@@ -361,9 +385,9 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
     return Started(address=address, daemon_pid=pid)
 
 
-def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str, path: str,
+def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str, path: str,
                      launcher: Sequence[str] | None) -> tuple[str, int | None]:
-    """Under the socket directory's lock: reuse the group's live supervisor or launch one.
+    """Under the socket directory's lock: reuse the group's live supervisor (if it grants the claim) or launch one.
 
     Returns the answer for containerd and the new daemon's pid (None when one was reused).
     """
@@ -380,7 +404,7 @@ def _claim_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
     pid = None
     lock = _lock(directory)
     try:
-        sock = claim_socket(path)
+        sock = bind_unless_served(path, lambda p: stays(p, args.id, protocol))
         if sock is not None:
             serve_args = args.replace(protocol=protocol if protocol == "grpc" else "")
             command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
@@ -419,5 +443,5 @@ def _from_template(address: str, directory: str, command: list[str], listen_fd: 
     return template_client.launch_supervisor(
         directory=directory, address=address, command=prefix, serve_argv=command[len(prefix):],
         listen_fd=listen_fd, package_root=os.path.dirname(os.path.abspath(wasmvisor.__file__)),
-        spawn=spawn_daemon, claim=claim_socket,
+        spawn=spawn_daemon, bind=bind_unless_served,
     )

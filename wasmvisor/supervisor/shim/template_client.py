@@ -108,10 +108,10 @@ def request(sock: _socket.socket, argv: Sequence[str], env: Mapping[str, str], c
 def launch_supervisor(*, directory: str, address: str, command: Sequence[str], serve_argv: Sequence[str],
                       listen_fd: int | None, package_root: str,
                       spawn: Callable[[Sequence[str], int | None], int],
-                      claim: Callable[[str], object]) -> int | None:
+                      bind: Callable[[str], object]) -> int | None:
     """Have the template fork the supervisor that `command + serve_argv` would start; its pid, or None.
 
-    Launches the template first when none serves (`claim(path)` binds its socket, `spawn(argv, fd)`
+    Launches the template first when none serves (`bind(path)` binds its socket, `spawn(argv, fd)`
     starts it detached with that socket as fd 3); the request then waits in the socket's backlog
     until the template has done its preload.
     """
@@ -121,7 +121,7 @@ def launch_supervisor(*, directory: str, address: str, command: Sequence[str], s
         path = template_path(directory, address, command, code_stamp(package_root))
         sock = connect(path)
         if sock is None:
-            listener = claim(path)
+            listener = bind(path)
             if listener is not None:
                 try:
                     spawn([*command, "-address", address, "-socket", path, "-socket-fd", "3", "template"],

@@ -33,6 +33,7 @@ import time
 
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.linux.wakeup import ChildWakeup
+from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import peer_credentials
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
 from wasmvisor.supervisor.shim.template_client import MAGIC
@@ -143,10 +144,7 @@ class Template:
         self.idle = idle
         self.children: set[int] = set()
         self.stopping = False
-        try:
-            self._inode: int | None = os.stat(path).st_ino  # the file `start` bound for us
-        except OSError:
-            self._inode = None
+        self.socket_file = SocketFile(path)  # the file `start` bound for us
 
     def run(self) -> int:
         wakeup = ChildWakeup()
@@ -166,7 +164,7 @@ class Template:
                 elif not self.children and time.monotonic() - last > self.idle:
                     break
         finally:
-            self.remove_socket()
+            self.socket_file.remove()  # unless a newer template has taken the path
             self.listener.close()
             wakeup.close()
         return 0
@@ -246,14 +244,6 @@ class Template:
             return run_supervisor(args, self.config, self.engine, fork_zygote=True)
 
         run_child(become)
-
-    def remove_socket(self) -> None:
-        """Unlink the socket path if it is still this template's (a newer one may have taken it)."""
-        try:
-            if self._inode is not None and os.stat(self.path).st_ino == self._inode:
-                os.unlink(self.path)
-        except OSError:
-            pass
 
 
 def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:

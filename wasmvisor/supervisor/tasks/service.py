@@ -7,10 +7,9 @@ transport.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable
+from typing import Protocol
 
 from google.protobuf.empty_pb2 import Empty
 
@@ -25,9 +24,6 @@ from wasmvisor.supervisor.tasks.state import Status
 from wasmvisor.version import VERSION
 
 log = logging.getLogger(__name__)
-
-SHUTDOWN_LINGER_SECONDS = 1.0
-"""How long an idle supervisor waits after Shutdown for a Create that a racing `start` promised."""
 
 _STATUS = {
     Status.CREATED: types_pb.CREATED,
@@ -56,12 +52,21 @@ def _require_id(method: str, task_id: str) -> None:
         raise errors.InvalidArgument(f"{method}: task id is empty")
 
 
+class Lifetime(Protocol):
+    """What the Task API tells the supervisor's lifetime (supervisor/lifetime.py): a claimed task's
+    Create has come; containerd has asked for Shutdown after a task."""
+
+    def arrived(self, task_id: str) -> None: ...
+
+    def shutdown(self, task_id: str) -> None: ...
+
+
 class TaskService:
     """containerd.task.v2.Task served from a TaskRegistry."""
 
-    def __init__(self, registry: TaskRegistry, request_shutdown: Callable[[], None]) -> None:
+    def __init__(self, registry: TaskRegistry, lifetime: Lifetime) -> None:
         self.registry = registry
-        self.request_shutdown = request_shutdown
+        self.lifetime = lifetime
 
     def _task(self, method: str, req: object) -> Task:
         task_id = getattr(req, "id", "")
@@ -70,6 +75,7 @@ class TaskService:
         return self.registry.get(task_id)
 
     async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
+        self.lifetime.arrived(req.id)  # its claim is settled: from here on the registry counts the task
         _require_id("create", req.id)
         if req.terminal:
             raise errors.InvalidArgument(
@@ -158,21 +164,9 @@ class TaskService:
         return Empty()
 
     async def Shutdown(self, req: pb.ShutdownRequest, call: Call) -> Empty:
-        if len(self.registry) == 0:
-            # A `start` for the next task of this group may have just found this supervisor alive
-            # (its Create is on the way), so linger a moment and leave only if none came.
-            log.info("shutdown requested and no task remains: exiting in %.1f s unless a task arrives",
-                     SHUTDOWN_LINGER_SECONDS)
-            asyncio.get_running_loop().call_later(SHUTDOWN_LINGER_SECONDS, self._shutdown_if_idle)
-        else:
-            log.debug("shutdown for %s ignored: %d task(s) remain", req.id, len(self.registry))
+        # The supervisor's lifetime decides: it ends once no task and no claim remains (lifetime.py).
+        self.lifetime.shutdown(req.id)
         return Empty()
-
-    def _shutdown_if_idle(self) -> None:
-        if len(self.registry) == 0:
-            self.request_shutdown()
-        else:
-            log.info("a new task arrived after shutdown was requested: staying")
 
     async def Stats(self, req: pb.StatsRequest, call: Call) -> pb.StatsResponse:
         task = self._task("stats", req)

@@ -1,7 +1,8 @@
 """The `start` action: containerd gets one address per group, and a supervisor is listening behind it.
 
-The real daemon is replaced by a small script (the launcher is injectable) that records what it got
-and accepts connections on the inherited fd 3.
+The real daemon is replaced by a small script (the launcher is injectable) that records what it got,
+accepts connections on the inherited fd 3 and grants every claim; a running supervisor found by
+`start` is a FakeGroup that answers claims as told.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from wasmvisor.errors import InvalidArgument
+from tests.unit.supervisor.shim.fake_group import FakeGroup
+from wasmvisor.errors import Code, InvalidArgument
 from wasmvisor.supervisor.shim import start
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, parse_args
 
@@ -46,7 +48,18 @@ FAKE_DAEMON = textwrap.dedent("""
         json.dump(record, f)
     while True:
         conn, _ = listener.accept()
-        conn.sendall(b"hello from the daemon")
+        try:
+            conn.settimeout(0.2)
+            try:
+                first = conn.recv(4096)
+            except TimeoutError:
+                first = b""
+            if first[8:9] == bytes([1]):  # a ttrpc Request: the claim of another `start` of the group
+                conn.sendall(bytes([0, 0, 0, 0, 0, 0, 0, 1, 2, 0]))  # its Response (stream 1): status OK
+            else:
+                conn.sendall(b"hello from the daemon")
+        except OSError:
+            pass
         conn.close()
 """)
 
@@ -76,8 +89,8 @@ class FakeDaemons:
         self.command = command
         self.pids: list[int] = []
 
-    def start(self, stdin: bytes = b"", stdout: io.StringIO | None = None) -> start.Started:
-        started = start.run(ARGS, stdin=io.BytesIO(stdin), stdout=stdout or io.StringIO(),
+    def start(self, stdin: io.BytesIO | None = None, stdout: io.StringIO | None = None) -> start.Started:
+        started = start.run(ARGS, stdin=stdin or io.BytesIO(), stdout=stdout or io.StringIO(),
                             launcher=self.command)
         if started.daemon_pid is not None:
             self.pids.append(started.daemon_pid)
@@ -193,7 +206,6 @@ def test_start_launches_a_listening_daemon_and_prints_its_address(
     path = start.socket_path(ARGS.address, "default", "task1")
     assert out.getvalue() == f"unix://{path}" == started.address
     assert (bundle / "address").read_text() == f"unix://{path}"
-    assert not (bundle / start.OPTIONS_FILE).exists()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(sockets.stat().st_mode) == 0o700
     assert started.daemon_pid is not None
@@ -209,10 +221,14 @@ def test_start_launches_a_listening_daemon_and_prints_its_address(
     assert _greeting(path) == b"hello from the daemon"
 
 
-def test_start_saves_runtime_options_from_stdin(bundle: Path, sockets: Path, fake: FakeDaemons) -> None:
-    options = b"\n\x1fruntimeoptions.v1.Options\x12\x05\x12\x03/x"
-    fake.start(stdin=options)
-    assert (bundle / start.OPTIONS_FILE).read_bytes() == options
+def test_start_reads_the_runtime_options_on_stdin_and_keeps_only_its_address(
+    bundle: Path, sockets: Path, fake: FakeDaemons,
+) -> None:
+    stdin = io.BytesIO(b"\n\x1fruntimeoptions.v1.Options\x12\x05\x12\x03/x")
+    before = set(os.listdir(bundle))
+    fake.start(stdin=stdin)
+    assert stdin.read() == b""  # read to its end: containerd's write never waits
+    assert set(os.listdir(bundle)) - before == {"address"}
 
 
 def test_start_reuses_a_live_supervisor_of_the_same_group(
@@ -221,14 +237,36 @@ def test_start_reuses_a_live_supervisor_of_the_same_group(
     (bundle / "config.json").write_text(json.dumps({"annotations": {"io.kubernetes.cri.sandbox-id": "pod"}}))
     path = start.socket_path(ARGS.address, "default", "pod")
     sockets.mkdir()
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen()
+    with FakeGroup(path) as group:
         out = io.StringIO()
         started = fake.start(stdout=out)
         assert started.daemon_pid is None
         assert out.getvalue() == f"unix://{path}"
         assert (bundle / "address").read_text() == f"unix://{path}"
+    assert group.task_ids == ["task1"]
+
+
+def test_a_supervisor_that_refuses_the_claim_is_replaced_on_the_same_address(
+    bundle: Path, sockets: Path, fake: FakeDaemons, tmp_path: Path,
+) -> None:
+    path = start.socket_path(ARGS.address, "default", "task1")
+    sockets.mkdir()
+    with FakeGroup(path, Code.FAILED_PRECONDITION) as ending:  # in its linger's last moment
+        started = fake.start()
+        assert started.daemon_pid is not None
+        assert started.address == f"unix://{path}"
+        _record(tmp_path, started.daemon_pid)
+        assert _greeting(path) == b"hello from the daemon"
+    assert ending.task_ids == ["task1", "task1"]  # asked on the fast path, then under the lock
+
+
+def test_a_server_that_does_not_know_claims_is_reused_as_before(bundle: Path, sockets: Path, fake: FakeDaemons) -> None:
+    """A supervisor of an older wasmvisor (no Group service) still serves its group after an upgrade."""
+    path = start.socket_path(ARGS.address, "default", "task1")
+    sockets.mkdir()
+    with FakeGroup(path, Code.UNIMPLEMENTED) as older:
+        started = fake.start()
+    assert (started.daemon_pid, started.address, older.task_ids) == (None, f"unix://{path}", ["task1"])
 
 
 def test_stale_socket_of_a_dead_supervisor_is_replaced(
@@ -278,9 +316,7 @@ def _shim(*argv: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 def test_shim_binary_start_prints_only_the_address(bundle: Path, sockets: Path) -> None:
     path = start.socket_path(ARGS.address, "default", "task1")
     sockets.mkdir()
-    with socket.socket(socket.AF_UNIX) as server:  # a live supervisor: nothing is spawned
-        server.bind(path)
-        server.listen()
+    with FakeGroup(path):  # a live supervisor: nothing is spawned
         result = _shim("-namespace", "default", "-address", ARGS.address, "-publish-binary", "/c",
                        "-id", "task1", "start", cwd=bundle, env=dict(os.environ))
     assert (result.returncode, result.stdout, result.stderr) == (0, f"unix://{path}".encode(), b"")

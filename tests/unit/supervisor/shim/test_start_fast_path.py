@@ -2,7 +2,7 @@
 almost nothing (no protobuf, asyncio, logging, socket, hashlib, json, typing, dataclasses).
 
 Each case runs the shim's `main` in a fresh interpreter (as containerd runs the binary) next to a
-socket that accepts connections, and looks at the modules that interpreter loaded.
+socket whose server grants claims (the live supervisor), and looks at the modules that interpreter loaded.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.supervisor.shim.fake_group import FakeGroup
 from wasmvisor.supervisor.shim import bootstrap, start
 
 REPO = Path(__file__).resolve().parents[4]
@@ -83,9 +84,10 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
 def test_start_with_a_live_supervisor_loads_no_heavy_module(live: tuple[Path, Path], flags: tuple[str, ...]) -> None:
     bundle, sockets = live
     path = start.socket_path("/run/c.sock", "ns", "task1", str(sockets))
-    with listen(path):
+    with FakeGroup(path) as group:
         out, modules = run_start(bundle, sockets, *flags)
     assert out == "unix://" + path
+    assert group.task_ids == ["task1"]
     assert (bundle / start.ADDRESS_FILE).read_text() == out
     assert loaded(modules, NEVER_ON_THE_FAST_PATH if "-S" in flags else HEAVY) == []
 
@@ -94,7 +96,7 @@ def test_pod_annotation_is_read_without_json_or_re(live: tuple[Path, Path]) -> N
     bundle, sockets = live
     (bundle / "config.json").write_text(json.dumps({"annotations": {start.GROUP_ANNOTATION: "pod-7"}}))
     path = start.socket_path("/run/c.sock", "ns", "pod-7", str(sockets))
-    with listen(path):
+    with FakeGroup(path):
         out, modules = run_start(bundle, sockets, "-I", "-S", task_id="task2")
     assert out == "unix://" + path
     assert loaded(modules, ("json", "re", *NEVER_ON_THE_FAST_PATH)) == []
@@ -124,7 +126,7 @@ def test_load_json_refuses_bytes_that_are_not_utf8() -> None:
 def test_a_requested_protocol_takes_the_full_path_and_still_reuses_the_supervisor(live: tuple[Path, Path]) -> None:
     bundle, sockets = live
     path = start.socket_path("/run/c.sock", "ns", "task1", str(sockets))
-    with listen(path):
+    with FakeGroup(path):
         # containerd 1.6 (none of its 1.7+ variables set): the plain address, chosen by bootstrap.
         out, modules = run_start(bundle, sockets, env={"WASMVISOR_PROTOCOL": "ttrpc-v3"})
     assert out == "unix://" + path

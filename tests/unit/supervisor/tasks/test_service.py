@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ from google.protobuf.empty_pb2 import Empty
 from wasmvisor import errors
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
+from wasmvisor.supervisor.lifetime import Lifetime
 from wasmvisor.supervisor.rpc.service import Call
-from wasmvisor.supervisor.tasks import service as service_module
 from wasmvisor.supervisor.tasks.events import ZERO_TIME_SECONDS
 from wasmvisor.supervisor.tasks.service import TaskService
 from wasmvisor.version import VERSION
@@ -26,8 +27,12 @@ from wasmvisor.version import VERSION
 from .fakes import FakeInstances, RecordingPublisher, new_registry, run, turns, write_bundle
 
 
+def _call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 class Harness:
-    """A TaskService over fake instances; `shutdowns` counts request_shutdown calls."""
+    """A TaskService over fake instances and a real Lifetime (no linger); `shutdowns` counts its ends."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -36,7 +41,13 @@ class Harness:
         self.registry = new_registry(self.instances, self.events)
         self.shutdowns = 0
         self.shutdown_requested = asyncio.Event()
-        self.service = TaskService(self.registry, self._request_shutdown)
+        self.released = 0
+        self.lifetime = Lifetime(lambda: len(self.registry), release=self._release, end=self._request_shutdown,
+                                 call_later=_call_later, linger=0.0)
+        self.service = TaskService(self.registry, self.lifetime)
+
+    def _release(self) -> None:
+        self.released += 1
 
     def _request_shutdown(self) -> None:
         self.shutdowns += 1
@@ -262,9 +273,7 @@ def test_pids_connect_and_closeio(h: Harness) -> None:
     run(scenario())
 
 
-def test_shutdown_ends_the_supervisor_only_once_no_task_is_left(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service_module, "SHUTDOWN_LINGER_SECONDS", 0.0)
-
+def test_shutdown_ends_the_supervisor_only_once_no_task_is_left(h: Harness) -> None:
     async def scenario() -> None:
         await h.create("t")
         await h.call("Shutdown", pb.ShutdownRequest(id="t"))
@@ -275,4 +284,4 @@ def test_shutdown_ends_the_supervisor_only_once_no_task_is_left(h: Harness, monk
         await h.shutdown_requested.wait()
 
     run(scenario())
-    assert h.shutdowns == 1
+    assert (h.shutdowns, h.released) == (1, 1)
