@@ -63,7 +63,7 @@ def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
     if args.action == "template":
         from wasmvisor.supervisor.shim import template_server
 
-        return template_server.serve(args, config, engine)
+        return template_server.serve(args, config, engine, run_supervisor)
     return run_supervisor(args, config, engine)
 
 

@@ -30,14 +30,7 @@ import time
 from wasmvisor.linux.files import write_atomic
 from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, to_argv
-
-try:  # the built-in sha256: `hashlib` costs ~5 ms (OpenSSL), more than this whole path
-    from _sha256 import sha256  # Python 3.11
-except ImportError:  # pragma: no cover - 3.12 renamed it; builds without built-in hashes
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found, no-redef]
-    except ImportError:
-        from hashlib import sha256  # type: ignore[assignment]
+from wasmvisor.supervisor.shim.fastload import loads, sha256
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
 if TYPE_CHECKING:
@@ -98,7 +91,7 @@ def group_of(bundle: str, task_id: str) -> str:
     if GROUP_ANNOTATION.encode() not in raw:
         return task_id
     try:
-        spec = load_json(raw)
+        spec = loads(raw)
     except ValueError:
         return task_id
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
@@ -107,38 +100,6 @@ def group_of(bundle: str, task_id: str) -> str:
         if isinstance(group, str) and group:
             return group
     return task_id
-
-
-class _ScanContext:
-    """What the C JSON scanner reads off a JSONDecoder: the defaults of `json.loads`."""
-
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = float
-    memo: dict[str, str] = {}
-
-
-def load_json(raw: bytes) -> object:
-    """`json.loads(raw)` for a UTF-8 document, through the C scanner that `json` itself uses but
-    without importing `json`, whose decoder imports `re`: ~7 ms of a pod's `start` (measured: 25 ->
-    18 ms). ValueError for anything json.loads would refuse."""
-    try:
-        import _json
-    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
-        import json
-
-        return json.loads(raw)
-    text = raw.decode("utf-8").strip(" \t\n\r")
-    try:
-        value, end = _json.make_scanner(_ScanContext())(text, 0)  # type: ignore[arg-type]
-    except StopIteration:
-        raise ValueError("config.json: not a complete JSON document") from None
-    if end != len(text):
-        raise ValueError("config.json: extra data after the JSON document")
-    return value
 
 
 def socket_dir() -> str:

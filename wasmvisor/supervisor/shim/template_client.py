@@ -49,7 +49,7 @@ def code_stamp(root: str) -> str:
 
 def template_path(directory: str, address: str, command: Sequence[str], stamp: str) -> str:
     """`<directory>/wasmvisor-template-<32 hex>`: one template per containerd, shim command and code."""
-    from wasmvisor.supervisor.shim.start import sha256
+    from wasmvisor.supervisor.shim.fastload import sha256
 
     key = "\0".join([address, *command, stamp]).encode()
     return os.path.join(directory, PREFIX + sha256(key).hexdigest()[:32])

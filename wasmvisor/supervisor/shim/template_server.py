@@ -40,9 +40,13 @@ from wasmvisor.supervisor.shim.template_client import MAGIC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from wasmvisor.supervisor.config import Config
+
+    RunSupervisor = Callable[..., int]
+    """shim.main.run_supervisor: `(args, config, engine, *, fork_zygote) -> exit status`."""
 
 TITLE = "wasmvisor-template"
 IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
@@ -119,8 +123,10 @@ def parse_request(data: bytes) -> Request:
     return Request(argv, env, cwd)
 
 
-def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
-    """The `template` action: preload, then fork supervisors on request until idle or SIGTERM."""
+def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: RunSupervisor) -> int:
+    """The `template` action: preload, then fork supervisors on request until idle or SIGTERM; each
+    forked child becomes its group's supervisor through `run_supervisor` (shim/main.py's, handed in
+    so that this module does not import the module that imports it)."""
     if args.socket_fd is None:
         sys.stderr.write("template needs -socket-fd (it is started by the start action)\n")
         return 1
@@ -132,12 +138,14 @@ def serve(args: ShimArgs, config: Config | None, engine: str) -> int:
 
     setproctitle(f"{TITLE} -address {args.address} {args.socket}")
     gc.freeze()  # what is loaded now is shared with every supervisor, zygote and worker forked from here
-    return Template(listener, args.socket, config, engine, idle_seconds(os.environ)).run()
+    return Template(listener, args.socket, config, engine, idle_seconds(os.environ), run_supervisor).run()
 
 
 class Template:
-    def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float) -> None:
+    def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float,
+                 run_supervisor: RunSupervisor) -> None:
         self.listener = listener
+        self.run_supervisor = run_supervisor
         self.path = path
         self.config = config
         self.engine = engine
@@ -239,9 +247,7 @@ class Template:
                 keep = (LISTEN_FD,)
             close_fds_except(keep)
             sys.argv[1:] = request.argv
-            from wasmvisor.supervisor.shim.main import run_supervisor
-
-            return run_supervisor(args, self.config, self.engine, fork_zygote=True)
+            return self.run_supervisor(args, self.config, self.engine, fork_zygote=True)
 
         run_child(become)
 

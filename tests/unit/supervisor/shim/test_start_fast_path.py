@@ -102,27 +102,6 @@ def test_pod_annotation_is_read_without_json_or_re(live: tuple[Path, Path]) -> N
     assert loaded(modules, ("json", "re", *NEVER_ON_THE_FAST_PATH)) == []
 
 
-@pytest.mark.parametrize("text", [
-    '{"annotations": {"io.kubernetes.cri.sandbox-id": "p\\u00e9\\n"}, "n": [1, -2.5e3, true, null]}',
-    '  \n{"a": "\\"quoted\\"", "b": {}}\n', '[]', '"s"', '{"big": 123456789012345678901234567890}',
-])
-def test_load_json_reads_what_json_loads_reads(text: str) -> None:
-    assert start.load_json(text.encode()) == json.loads(text)
-
-
-@pytest.mark.parametrize("text", ['{"a":', '{"a": 1} x', '', '{"a": 1,}', "{'a': 1}", '{"a": tru}'])
-def test_load_json_refuses_what_json_loads_refuses(text: str) -> None:
-    with pytest.raises(ValueError):
-        json.loads(text)
-    with pytest.raises(ValueError):
-        start.load_json(text.encode())
-
-
-def test_load_json_refuses_bytes_that_are_not_utf8() -> None:
-    with pytest.raises(ValueError):
-        start.load_json(b'{"a": "\xff"}')
-
-
 def test_a_requested_protocol_takes_the_full_path_and_still_reuses_the_supervisor(live: tuple[Path, Path]) -> None:
     bundle, sockets = live
     path = start.socket_path("/run/c.sock", "ns", "task1", str(sockets))
