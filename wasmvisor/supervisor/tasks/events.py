@@ -11,7 +11,7 @@ from wasmvisor.proto.containerd.types import mount_pb2
 
 if TYPE_CHECKING:
     from wasmvisor.supervisor.tasks.instance import Exit
-    from wasmvisor.supervisor.tasks.registry import Task
+    from wasmvisor.supervisor.tasks.task import Task
 
 # Go's zero time (0001-01-01T00:00:00Z): what runc sends for "not exited", and what every
 # containerd version shows as such (an absent field shows as 1970 on 1.7+).

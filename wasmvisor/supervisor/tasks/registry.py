@@ -14,8 +14,6 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmvisor import errors, logs
@@ -27,7 +25,7 @@ from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
 from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, InstanceFactory, worker_pid_file
-from wasmvisor.supervisor.tasks.state import TaskState
+from wasmvisor.supervisor.tasks.task import CreateOpts, Task
 
 log = logging.getLogger(__name__)
 
@@ -52,52 +50,6 @@ class LayerReader(Protocol):
     """Reads a container's wasm layers from containerd (containerd.wasm_layers.WasmLayerReader)."""
 
     async def for_container(self, task_id: str, bundle: str, rootfs: str, spec: Spec | None) -> Layers: ...
-
-
-@dataclass(frozen=True)
-class TaskIO:
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
-
-
-@dataclass(frozen=True)
-class CreateOpts:
-    """What containerd's Create carries, decoded (as containerd's runtime.CreateOpts)."""
-
-    bundle: str
-    spec: Spec | None = None
-    """The bundle's config.json, parsed."""
-    rootfs: Sequence[mounts.MountSpec] = ()
-    io: TaskIO = field(default_factory=TaskIO)
-    checkpoint: str = ""
-
-
-def _set_event() -> asyncio.Event:
-    event = asyncio.Event()
-    event.set()
-    return event
-
-
-@dataclass
-class Task:
-    id: str
-    opts: CreateOpts
-    rootfs: str
-    instance: Instance
-    state: TaskState = field(default_factory=TaskState)
-    cgroup: TaskCgroup | None = None
-    """None when the spec has no `linux` section (or the host no cgroups)."""
-    exit: Exit | None = None
-    """How the task ended, once its exit watcher has recorded it (then `exited` is set)."""
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    start_returned: asyncio.Event = field(default_factory=_set_event)
-    """Clear while Start is in flight: an exit meanwhile is recorded once Start has returned."""
-
-    @property
-    def pid(self) -> int:
-        return self.instance.pid
 
 
 class TaskRegistry:

@@ -18,9 +18,11 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
 from wasmvisor.spec import load_spec
 from wasmvisor.supervisor.rpc.service import Call
+from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.events import timestamp
-from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskIO, TaskRegistry, mounts
+from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.state import Status
+from wasmvisor.supervisor.tasks.task import CreateOpts, Task, TaskIO
 from wasmvisor.version import VERSION
 
 log = logging.getLogger(__name__)

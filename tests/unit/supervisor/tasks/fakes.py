@@ -17,7 +17,8 @@ from wasmvisor import errors
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, load_spec
 from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig
-from wasmvisor.supervisor.tasks.registry import CreateOpts, TaskRegistry
+from wasmvisor.supervisor.tasks.registry import TaskRegistry
+from wasmvisor.supervisor.tasks.task import CreateOpts
 
 T = TypeVar("T")
 ENDING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)

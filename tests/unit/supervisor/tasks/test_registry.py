@@ -15,8 +15,9 @@ from wasmvisor.cgroups import migration
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks import registry as registry_module
 from wasmvisor.supervisor.tasks.instance import worker_pid_file
-from wasmvisor.supervisor.tasks.registry import CreateOpts, Task, TaskRegistry
+from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.state import Status
+from wasmvisor.supervisor.tasks.task import CreateOpts, Task
 
 from .fakes import (
     FakeCgroup,
