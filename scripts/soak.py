@@ -2,7 +2,8 @@
 """Soak one supervisor: N create/start/wait/delete cycles straight over ttrpc (no containerd), every
 fifth a sleeping guest killed with a signal instead of a quick one, and compare what the supervisor
 holds before and after: open fds, mounts (each task's rootfs is a bind mount), processes in its
-tree, zombies. Prints the counts. (wasmvisor creates no cgroups yet: nothing to count there.)
+tree, zombies. Prints the counts. (The harness's specs have no `linux` section, so no cgroup is made:
+nothing to count there.)
 
     .venv/bin/python scripts/soak.py [CYCLES]        (default 1000; root needed)
 

@@ -1,6 +1,6 @@
 """The transport-neutral shape of an RPC service: a name and a table of unary methods.
 
-The Task service is written once against this; the ttrpc server (and later a gRPC server) serve
+The Task service is written once against this; the ttrpc server and the gRPC server serve
 any `Service` without knowing what it does. A handler is `async def handler(request, call)` that
 returns the response message or raises a `wasmvisor.errors.ShimError`.
 """
