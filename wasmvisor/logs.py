@@ -125,12 +125,16 @@ def configure(stream: TextIO | int, level: str, **fields: str) -> logging.Handle
     return handler
 
 
+LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL,
+          "critical": logging.CRITICAL}
+"""logrus/containerd level names (lower case) -> logging levels."""
+
+
 def level_number(level: str) -> int:
     """The logging level for a logrus/containerd level name (`trace` and `debug` -> DEBUG)."""
-    name = level.strip().lower()
-    aliases = {"trace": "debug", "warn": "warning", "fatal": "critical", "panic": "critical"}
-    value = logging.getLevelName(aliases.get(name, name).upper())
-    if not isinstance(value, int):
+    value = LEVELS.get(level.strip().lower())
+    if value is None:
         raise ValueError(f"unknown log level {level!r}")
     return value
 

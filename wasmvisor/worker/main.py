@@ -61,6 +61,14 @@ MAX_ARG_STRLEN = 128 * 1024
 ARG_MAX = 2 * 1024 * 1024
 
 
+# The worker's log handler, made once in the zygote (this module is in its preload): a worker that made
+# its own would run logging's Formatter and Handler set-up, writing to ~0.1 MB of pages it shares
+# with the zygote (Python 3.11 writes to the code objects it runs). A worker gives it its fd and fields.
+_LOG_FORMATTER = logs.LogrusFormatter()
+_LOG_HANDLER = logs.FdHandler(-1)
+_LOG_HANDLER.setFormatter(_LOG_FORMATTER)
+
+
 def run(sock_fd: int) -> NoReturn:
     """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe. Nothing
     escapes into the zygote's loop: it ends the process."""
@@ -70,12 +78,9 @@ def run(sock_fd: int) -> NoReturn:
 def serve(sock_fd: int) -> int:
     """The worker's whole life after fork; returns its exit code."""
     detach_from_zygote(keep=(sock_fd,))
-    log_fd = os.dup(2)
-    formatter = logs.LogrusFormatter()
-    handler = logs.FdHandler(log_fd)
-    handler.setFormatter(formatter)
+    log_fd = _LOG_HANDLER.fd = os.dup(2)
     root = logging.getLogger()
-    root.handlers[:] = [handler]  # the level stays the supervisor's until Configure says
+    root.handlers[:] = [_LOG_HANDLER]  # the level stays the supervisor's until Configure says
     channel = Channel(socket.socket(fileno=sock_fd))
 
     first = channel.receive()
@@ -85,13 +90,10 @@ def serve(sock_fd: int) -> int:
         raise messages.ProtocolError(f"first message is {first.kind!r}, want 'configure'")
     config = first
     setproctitle(f"wasmvisor-worker {config.namespace}/{config.id}")
-    formatter.fields = {"instance": config.id, "namespace": config.namespace}
+    _LOG_FORMATTER.fields = {"instance": config.id, "namespace": config.namespace}
     if config.pod:
-        formatter.fields["pod"] = config.pod
-    try:
-        level = logs.level_number(config.log_level)
-    except ValueError:
-        level = logging.INFO
+        _LOG_FORMATTER.fields["pod"] = config.pod
+    level = logs.LEVELS.get(config.log_level.lower(), logging.INFO)
     if root.level != level:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
