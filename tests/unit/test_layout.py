@@ -38,11 +38,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         # what the supervisor knows of engines: their catalog and the compiled-module cache, never an engine
         "wasmvisor.engines.catalog", "wasmvisor.engines.module_cache",
     ),
-    "wasmvisor.supervisor.tasks": (
-        *BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor.rpc", "wasmvisor.supervisor.containerd",
-    ),
+    # The containerd client comes in as an argument (registry.LayerReader), never by import.
+    "wasmvisor.supervisor.tasks": (*BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor.rpc"),
     "wasmvisor.supervisor.shim": (
-        *BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor", "wasmvisor.engines.catalog",
+        *BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor",
         # entry_script reads the package's location from the root package
         "wasmvisor",
     ),
