@@ -100,8 +100,14 @@ def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, nam
         sys.stdout.flush()
         sys.exit(0)
     if args.info:
-        # containerd 2.x asks for RuntimeInfo; a non-zero exit only fails the features that need it.
-        _fail(name, "-info is not supported")
+        # containerd 2.x asks for the RuntimeInfo (introspection, idmapped-mount checks): info.py
+        load_site()
+        try:
+            from wasmvisor.supervisor.shim import info
+
+            sys.exit(info.run(name))
+        except Exception as exc:
+            _fail(f"{name} -info", _describe(exc))
     try:
         status = _run_action(args, config, engine)
     except SystemExit:

@@ -331,11 +331,9 @@ def test_shim_binary_start_failure_is_one_line_on_stderr(bundle: Path, tmp_path:
     assert len(lines) == 1 and lines[0].startswith("wasmvisor start: socket path ")
 
 
-def test_shim_binary_version_and_info(bundle: Path) -> None:
+def test_shim_binary_version(bundle: Path) -> None:
     version = _shim("-v", cwd=bundle, env=dict(os.environ))
     assert version.returncode == 0 and version.stdout.startswith(b"containerd-shim-wasmvisor-v1:\n  Version: ")
-    info = _shim("-info", cwd=bundle, env=dict(os.environ))
-    assert (info.returncode, info.stdout, info.stderr) == (1, b"", b"wasmvisor: -info is not supported\n")
 
 
 def test_shim_binary_usage_error_exits_2(bundle: Path) -> None:
