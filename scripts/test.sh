@@ -7,7 +7,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$REPO/scripts/setup.sh"
 cd "$REPO"
 # Lint and type-check the package first (style.md: ruff and mypy run in CI).
-.venv/bin/ruff check wasmvisor tests scripts
+.venv/bin/ruff check wasmvisor tests scripts examples
 .venv/bin/mypy wasmvisor
 # The e2e suite runs once per containerd line (1.6 system, 1.7 and 2.1 fetched by setup.sh).
 export WASMVISOR_CONTAINERD="${WASMVISOR_CONTAINERD:-all}"

@@ -1,7 +1,8 @@
 """wasmvisor: a containerd runtime shim that runs WebAssembly (WASI) programs as containers.
 
 The public library API, for building a shim of your own (as with runwasi):
-`Engine`, `RuntimeContext`, `Instance`, `InstanceConfig`, `Config`, `shim_main`, `VERSION`.
+`Engine`, `RuntimeContext`, `Instance`, `InstanceConfig`, `Exit`, `Config`, `shim_main`, `VERSION`
+(docs/library.md).
 Names are imported on first use so that `import wasmvisor` stays cheap on the shim's start path.
 """
 
@@ -22,6 +23,7 @@ _LAZY = {
     "GuestError": "wasmvisor.engines.base",
     "Instance": "wasmvisor.supervisor.tasks.instance",
     "InstanceConfig": "wasmvisor.supervisor.tasks.instance",
+    "Exit": "wasmvisor.supervisor.tasks.instance",
     "Config": "wasmvisor.supervisor.config",
     "shim_main": "wasmvisor.supervisor.shim.main",
 }

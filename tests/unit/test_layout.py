@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wasmvisor"
 
 BOTTOM = (
     "wasmvisor.errors", "wasmvisor.spec", "wasmvisor.cgroups", "wasmvisor.linux", "wasmvisor.logs", "wasmvisor.version",
+    "wasmvisor.refs",
 )
 """Import only each other (and `proto`, where said)."""
 
@@ -23,6 +24,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.errors": (),
     "wasmvisor.version": (),
     "wasmvisor.logs": (),
+    "wasmvisor.refs": ("wasmvisor.errors",),
     "wasmvisor.linux": ("wasmvisor.errors",),
     "wasmvisor.spec": ("wasmvisor.errors",),
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),

@@ -35,9 +35,6 @@ def test_a_custom_engine_is_an_engine_subclass() -> None:
     class Echo(wasmvisor.Engine):
         name = "echo"
 
-        def can_handle(self, ctx: wasmvisor.RuntimeContext) -> None:
-            return None
-
         def run_wasi(self, ctx: wasmvisor.RuntimeContext, stdio: wasmvisor.Stdio) -> int:
             return len(ctx.args)
 

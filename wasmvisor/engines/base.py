@@ -90,16 +90,26 @@ PreparedGuest = Callable[[Stdio], int]
 
 
 class Engine(abc.ABC):
-    """A way to run a container's entrypoint. Subclasses: wasmtime, native."""
+    """A way to run a container's entrypoint (runwasi's `Engine` trait).
+
+    Only `name` and `run_wasi` are required; `can_handle` (the wasm header check), `prepare`,
+    `supported_layer_types`, `can_precompile` and `precompile` have defaults to override."""
 
     name: str = "engine"
 
     supported_layer_types: tuple[str, ...] = ()
-    """OCI layer media types this engine runs directly."""
+    """OCI layer media types this engine runs directly (none by default)."""
 
-    @abc.abstractmethod
     def can_handle(self, ctx: RuntimeContext) -> None:
-        """Raise GuestError with a message naming the file when this engine cannot run `ctx`."""
+        """Raise GuestError with a message naming the file when this engine cannot run `ctx`.
+
+        The default accepts a container with wasm layers (their media types were checked against
+        the engine's already) and otherwise an entrypoint file that starts with the `\\0asm` header."""
+        if ctx.wasm_layers:
+            return
+        head = read_head(ctx.entrypoint.host_path, ctx.entrypoint.source)
+        if not head.startswith(WASM_MAGIC):
+            raise not_wasm(ctx.entrypoint.source, head)
 
     def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
         """Do the slow work (load, validate, link) now, at Create; return what Start calls.
@@ -118,3 +128,22 @@ class Engine(abc.ABC):
     def precompile(self, layers: Sequence[WasmLayer]) -> list[bytes | None]:
         """The compiled form of each layer (None where a layer needs no compiling)."""
         return [None for _ in layers]
+
+
+def read_head(host_path: str, source: str) -> bytes:
+    """The first 8 bytes of the module at `host_path`; GuestError naming `source` when it cannot be read."""
+    try:
+        with open(host_path, "rb") as f:
+            return f.read(8)
+    except (FileNotFoundError, NotADirectoryError):
+        raise GuestError(f"module {source}: no such file in the container image") from None
+    except IsADirectoryError:
+        raise GuestError(f"module {source}: is a directory") from None
+    except OSError as exc:
+        raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None
+
+
+def not_wasm(source: str, head: bytes) -> GuestError:
+    """The error for a module `source` whose first bytes `head` are not the wasm header."""
+    shown = head[:4].hex() if head else "nothing: the file is empty"
+    return GuestError(f"module {source}: not a wasm file (starts with {shown})")

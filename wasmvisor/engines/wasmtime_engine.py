@@ -39,6 +39,8 @@ from wasmvisor.engines.base import (
     RuntimeContext,
     Stdio,
     WasmLayer,
+    not_wasm,
+    read_head,
 )
 from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.module_cache import ModuleCache
@@ -115,12 +117,11 @@ class WasmtimeEngine(Engine):
         if layer is not None:
             head = layer[:8]
         else:
-            head = _read_head(ctx.entrypoint.host_path, source)
+            head = read_head(ctx.entrypoint.host_path, source)
             if not head.startswith(WASM_MAGIC):
                 if ctx.entrypoint.host_path.endswith(".wat"):
                     return
-                shown = head[:4].hex() if head else "nothing: the file is empty"
-                raise GuestError(f"module {source}: not a wasm file (starts with {shown})")
+                raise not_wasm(source, head)
         if head[4:8] == _COMPONENT_VERSION:
             raise GuestError(f"module {source}: is a wasm component; only core modules run for now")
 
@@ -311,18 +312,6 @@ def _module_layer(ctx: RuntimeContext) -> bytes | None:
         if layer.media_type == COMPONENT_LAYER:
             raise GuestError(f"module {ctx.entrypoint.source}: component layers do not run yet")
     return None
-
-
-def _read_head(host_path: str, source: str) -> bytes:
-    try:
-        with open(host_path, "rb") as f:
-            return f.read(8)
-    except (FileNotFoundError, NotADirectoryError):
-        raise GuestError(f"module {source}: no such file in the container image") from None
-    except IsADirectoryError:
-        raise GuestError(f"module {source}: is a directory") from None
-    except OSError as exc:
-        raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None
 
 
 engine_fingerprint()  # in the zygote's preload, so that no worker spends its ~1 ms of file lookups

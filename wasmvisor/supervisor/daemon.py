@@ -1,12 +1,12 @@
 """The supervisor process: one per pod group. Serves the Task API, owns the zygote, never runs guests.
 
-`serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one
-composition root: it builds the event publisher, the wasm layer reader, the instance factory (on
-the zygote's launcher), the task registry and service, the group's Lifetime (lifetime.py: tasks,
-`start`'s claims, the linger after Shutdown) and the transports, and hands each what it uses.
-Signal handlers only set the stop event; the loop does the work. The Task API is served over
-ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the socket
-path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
+`serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one composition
+root: it builds the event publisher, the wasm layer reader, the instance factory (on the zygote's
+launcher, or the shim's own Instance class with no zygote), the task registry and service, the group's
+Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown) and the transports, and hands
+each what it uses. Signal handlers only set the stop event; the loop does the work. The Task API is
+served over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
+socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 
+from wasmvisor import errors
 from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import daemon_setup
@@ -29,7 +30,7 @@ from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
-from wasmvisor.supervisor.tasks.instance import WorkerInstance
+from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance, instance_class
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.service import TaskService
@@ -44,39 +45,62 @@ TASK_SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
 SHUTDOWN_FLUSH_SECONDS = 3.0
 
 
-def serve(args: ShimArgs, config: Config, engine: str, prepared: daemon_setup.Prepared | None = None) -> int:
+def serve(args: ShimArgs, config: Config, engine: str, prepared: daemon_setup.Prepared | None = None, *,
+          instance: str | None = None) -> int:
     """Run the supervisor until Shutdown (with no task left) or SIGTERM/SIGINT.
 
     `prepared`: what daemon_setup.prepare did already (main.py calls it before importing this
-    module, so that the zygote starts first); done here when None.
+    module, so that the zygote starts first); done here when None. `instance`: the shim's own
+    Instance class ("module:Class"), driven instead of workers from the zygote.
     """
     if prepared is None:
-        prepared = daemon_setup.prepare(args, config, engine)
-    group, level = prepared.group, prepared.level
+        prepared = daemon_setup.prepare(args, config, engine, instance=instance)
+    group, level, launcher = prepared.group, prepared.level, prepared.launcher
     listener: socket.socket | None = None
+    problem = ""
+    try:
+        new_instance = instance_factory(instance, launcher)
+    except errors.ShimError as exc:
+        problem = f"cannot serve: {exc.message}"
     if args.protocol == "grpc":
         if not args.socket:
-            log.error("serve -protocol grpc needs -socket (it is started by the start action)")
-            prepared.launcher.close()
-            return 1
+            problem = "serve -protocol grpc needs -socket (it is started by the start action)"
     elif args.socket_fd is None:
-        log.error("serve needs -socket-fd (it is started by the start action)")
-        prepared.launcher.close()
-        return 1
+        problem = "serve needs -socket-fd (it is started by the start action)"
     else:
         listener = socket.socket(fileno=args.socket_fd)
+    if problem:
+        log.error("%s", problem)
+        if launcher is not None:
+            launcher.close()
+        if listener is not None:
+            listener.close()
+        return 1
     address = SocketFile(_socket_path(listener, args.socket))
     try:
-        return asyncio.run(Supervisor(args, group, engine, level, prepared.launcher).run(listener, address))
+        supervisor = Supervisor(args, group, engine, level, new_instance, launcher)
+        return asyncio.run(supervisor.run(listener, address))
     finally:
         if listener is not None:
             listener.close()
         address.remove()  # so that a later `start` binds afresh (done already when the Lifetime ended us)
 
 
+def instance_factory(instance: str | None, launcher: WorkerLauncher | None) -> InstanceFactory:
+    """The registry's InstanceFactory: the `new` of the shim's own Instance class named `instance`,
+    else a WorkerInstance forked by the zygote's `launcher`."""
+    if instance:
+        return instance_class(instance).new
+    if launcher is None:
+        raise errors.Internal("no zygote launcher for the worker instances")
+    return functools.partial(WorkerInstance.new, launcher=launcher)
+
+
 class Supervisor:
-    def __init__(self, args: ShimArgs, group: str, engine: str, level: str, launcher: WorkerLauncher) -> None:
+    def __init__(self, args: ShimArgs, group: str, engine: str, level: str, new_instance: InstanceFactory,
+                 launcher: WorkerLauncher | None) -> None:
         self.args = args
+        self.new_instance = new_instance
         self.launcher = launcher
         self.group = group
         self.engine = engine
@@ -88,16 +112,17 @@ class Supervisor:
         for signo in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signo, self.stop.set)
         launcher = self.launcher
-        launcher.reaper.attach(loop)  # the one place this process reaps (SIGCHLD only wakes the loop)
-        # The zygote boots (imports wasmtime) while the first Create is on its way: started in
-        # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
-        warm = loop.run_in_executor(None, launcher.warm_up)
+        warm: asyncio.Future[float] | None = None
+        if launcher is not None:
+            launcher.reaper.attach(loop)  # the one place this process reaps (SIGCHLD only wakes the loop)
+            # The zygote boots (imports wasmtime) while the first Create is on its way: started in
+            # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
+            warm = loop.run_in_executor(None, launcher.warm_up)
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
         layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
                                  self.engine)
-        new_instance = functools.partial(WorkerInstance.new, launcher=launcher)
-        registry = TaskRegistry(self.args.namespace, self.group, new_instance=new_instance, events=publisher,
+        registry = TaskRegistry(self.args.namespace, self.group, new_instance=self.new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
         lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
                             call_later=loop.call_later)
@@ -124,11 +149,12 @@ class Supervisor:
             os.getpid(), self.args.namespace, self.group, protocol, ", ".join(TASK_SERVICES),
         )
         keeper: asyncio.Task[None] | None = None
-        try:
-            await warm
-            keeper = loop.create_task(launcher.keep_zygote(), name="zygote-keeper")
-        except Exception:
-            log.exception("zygote failed to start; workers will be forked on demand")
+        if launcher is not None and warm is not None:
+            try:
+                await warm
+                keeper = loop.create_task(launcher.keep_zygote(), name="zygote-keeper")
+            except Exception:
+                log.exception("zygote failed to start; workers will be forked on demand")
         await self.stop.wait()
         lifetime.end()  # after a signal: refuse claims and give the address up before the drain
         if keeper is not None:
@@ -139,7 +165,8 @@ class Supervisor:
         if serving is not None:
             serving.cancel()
         await publisher.close(SHUTDOWN_FLUSH_SECONDS)
-        launcher.close()
+        if launcher is not None:
+            launcher.close()
         return 0
 
 

@@ -36,19 +36,22 @@ class Prepared:
 
     __slots__ = ("group", "level", "launcher")
 
-    def __init__(self, group: str, level: str, launcher: WorkerLauncher) -> None:
+    def __init__(self, group: str, level: str, launcher: WorkerLauncher | None) -> None:
         self.group = group
         self.level = level
         self.launcher = launcher
+        """None with the shim's own Instance class: it has no zygote."""
 
 
-def prepare(args: ShimArgs, config: Config, engine: str, *, fork_zygote: bool = False) -> Prepared:
+def prepare(args: ShimArgs, config: Config, engine: str, *, fork_zygote: bool = False,
+            instance: str | None = None) -> Prepared:
     """Start the zygote (without waiting for its preload) with stderr on the log FIFO; then title,
     logging and subreaper.
 
     `fork_zygote`: this process was forked from the node's template (template.py) and has the
     zygote's preload imported: the zygote is a fork of it, ready at once, instead of a new
-    interpreter."""
+    interpreter. `instance`: the shim's own Instance class ("module:Class") runs the guests: no
+    zygote, and no subreaper (that Instance reaps the processes it starts, if any)."""
     group = args.group or args.id
     level = "debug" if args.debug else config.default_log_level
     if not config.no_setup_logger:
@@ -56,18 +59,21 @@ def prepare(args: ShimArgs, config: Config, engine: str, *, fork_zygote: bool = 
         if fd is not None:
             os.dup2(fd, 2)
             os.close(fd)
-    launcher = WorkerLauncher(preload=preload_for(engine), reaper=ChildReaper())
-    if fork_zygote:
-        launcher.fork_zygote()
-    else:
-        launcher.begin_warm_up(wait_spawned=ZYGOTE_SPAWN_WAIT)
+    launcher = None
+    if instance is None:
+        launcher = WorkerLauncher(preload=preload_for(engine), reaper=ChildReaper())
+        if fork_zygote:
+            launcher.fork_zygote()
+        else:
+            launcher.begin_warm_up(wait_spawned=ZYGOTE_SPAWN_WAIT)
     # The zygote preloads on the other core from here on.
     from setproctitle import setproctitle
 
     setproctitle(f"wasmvisor-shim {args.namespace}/{group}")
     if not config.no_setup_logger:
         logs.configure(sys.stderr, level, namespace=args.namespace, pod=group)
-    become_subreaper()
+    if launcher is not None:
+        become_subreaper()
     return Prepared(group, level, launcher)
 
 

@@ -16,7 +16,6 @@ containerd's log FIFO), in containerd's `key=value` format, never to the guest's
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import signal
@@ -43,6 +42,7 @@ from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
+from wasmvisor.refs import load_class
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
@@ -223,15 +223,7 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
 
 def load_engine(ref: str) -> Engine:
     """An instance of the Engine class named `module:Class`."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise Internal(f"engine {ref!r}: want module:Class")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise Internal(f"engine {ref!r}: cannot load: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Engine)):
-        raise Internal(f"engine {ref!r}: not an Engine")
+    cls: type[Engine] = load_class(ref, Engine, "engine")
     try:
         return cls()
     except Exception as exc:

@@ -1,9 +1,9 @@
 """The shim binary: `containerd-shim-wasmvisor-v1 [flags] start|delete`, `-v`, and the internal `serve`.
 
 `shim_main` is also the library entry for shims built on wasmvisor (as runwasi's `shim_main`): a custom
-shim passes its own engine as "module:Class" and its own name. Each action's module is imported only
-when that action runs, so `start` (on containerd's critical path) loads no grpc, protobuf, asyncio or
-wasmtime.
+shim passes its own engine, or its own Instance class, as "module:Class" and its own name. Each action's
+module is imported only when that action runs, so `start` (on containerd's critical path) loads no grpc,
+protobuf, asyncio or wasmtime.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _fail(prefix: str, message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
+def _run_action(args: ShimArgs, config: Config | None, engine: str, instance: str | None) -> int:
     syscall_numbers()  # a machine wasmvisor has no system call table for is refused here, in one line
     # `start` and `delete` do without the venv's site-packages (delete loads them when it needs them).
     if args.action not in ("start", "delete"):
@@ -63,27 +63,34 @@ def _run_action(args: ShimArgs, config: Config | None, engine: str) -> int:
     if args.action == "template":
         from wasmvisor.supervisor.shim import template_server
 
-        return template_server.serve(args, config, engine, run_supervisor)
-    return run_supervisor(args, config, engine)
+        return template_server.serve(args, config, engine, run_supervisor, instance=instance)
+    return run_supervisor(args, config, engine, instance=instance)
 
 
-def run_supervisor(args: ShimArgs, config: Config | None, engine: str, *, fork_zygote: bool = False) -> int:
+def run_supervisor(args: ShimArgs, config: Config | None, engine: str, *, instance: str | None = None,
+                   fork_zygote: bool = False) -> int:
     """The `serve` action: the daemon that `start` launched (a new interpreter, or a fork of the
     node's template with `fork_zygote`). A new interpreter starts its zygote before its own imports
-    (asyncio, protobuf, the Task API), so that both go on at once (daemon_setup.py)."""
+    (asyncio, protobuf, the Task API), so that both go on at once (daemon_setup.py); with the shim's
+    own `instance` class there is no zygote."""
     from wasmvisor.supervisor import daemon_setup
     from wasmvisor.supervisor.config import Config
 
     config = config if config is not None else Config()
-    prepared = daemon_setup.prepare(args, config, engine, fork_zygote=fork_zygote)
+    prepared = daemon_setup.prepare(args, config, engine, fork_zygote=fork_zygote, instance=instance)
     from wasmvisor.supervisor.daemon import serve
 
-    return serve(args, config, engine, prepared)
+    return serve(args, config, engine, prepared, instance=instance)
 
 
-def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, name: str = "wasmvisor",
-              argv: Sequence[str] | None = None) -> NoReturn:
+def shim_main(engine: str = DEFAULT_ENGINE, *, instance: str | None = None, config: Config | None = None,
+              name: str = "wasmvisor", argv: Sequence[str] | None = None) -> NoReturn:
     """Run the shim binary's command line and exit.
+
+    `engine` names the Engine class ("module:Class") the workers run guests with. `instance` names an
+    Instance class of the shim's own instead ("module:Class"): the supervisor then drives it directly,
+    with no zygote and no worker processes (docs/library.md). Both are text so that they reach the
+    daemon and the node's template, which are this binary run again with other actions.
 
     Errors end the process with status 1 and one line on stderr (for `start`, containerd copies that
     line into its error message); a command line that cannot be parsed exits 2, as Go's flag does.
@@ -109,7 +116,7 @@ def shim_main(engine: str = DEFAULT_ENGINE, *, config: Config | None = None, nam
         except Exception as exc:
             _fail(f"{name} -info", _describe(exc))
     try:
-        status = _run_action(args, config, engine)
+        status = _run_action(args, config, engine, instance)
     except SystemExit:
         raise
     except KeyboardInterrupt:

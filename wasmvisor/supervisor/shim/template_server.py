@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from wasmvisor.supervisor.config import Config
 
     RunSupervisor = Callable[..., int]
-    """shim.main.run_supervisor: `(args, config, engine, *, fork_zygote) -> exit status`."""
+    """shim.main.run_supervisor: `(args, config, engine, *, instance, fork_zygote) -> exit status`."""
 
 TITLE = "wasmvisor-template"
 IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
@@ -73,11 +73,13 @@ PRELOAD = (
 )
 
 
-def preload(engine: str) -> list[str]:
-    """Every module the template imports: PRELOAD, then the zygote's preload for `engine`."""
+def preload(engine: str, instance: str | None = None) -> list[str]:
+    """Every module the template imports: PRELOAD, then the zygote's preload for `engine`, or the
+    module of the shim's own `instance` class (no zygote runs then)."""
     from wasmvisor.ipc.zygote import preload_for
 
-    return [*PRELOAD, *(m for m in preload_for(engine) if m not in PRELOAD)]
+    extra = (instance.split(":", 1)[0],) if instance else preload_for(engine)
+    return [*PRELOAD, *(m for m in extra if m not in PRELOAD)]
 
 
 def idle_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
@@ -123,7 +125,8 @@ def parse_request(data: bytes) -> Request:
     return Request(argv, env, cwd)
 
 
-def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: RunSupervisor) -> int:
+def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: RunSupervisor, *,
+          instance: str | None = None) -> int:
     """The `template` action: preload, then fork supervisors on request until idle or SIGTERM; each
     forked child becomes its group's supervisor through `run_supervisor` (shim/main.py's, handed in
     so that this module does not import the module that imports it)."""
@@ -133,22 +136,24 @@ def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: Ru
     listener = socket.socket(fileno=args.socket_fd)
     from wasmvisor.ipc.zygote import run_preload_hooks
 
-    run_preload_hooks([importlib.import_module(name) for name in preload(engine)])
+    run_preload_hooks([importlib.import_module(name) for name in preload(engine, instance)])
     from setproctitle import setproctitle
 
     setproctitle(f"{TITLE} -address {args.address} {args.socket}")
     gc.freeze()  # what is loaded now is shared with every supervisor, zygote and worker forked from here
-    return Template(listener, args.socket, config, engine, idle_seconds(os.environ), run_supervisor).run()
+    return Template(listener, args.socket, config, engine, idle_seconds(os.environ), run_supervisor,
+                    instance=instance).run()
 
 
 class Template:
     def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float,
-                 run_supervisor: RunSupervisor) -> None:
+                 run_supervisor: RunSupervisor, *, instance: str | None = None) -> None:
         self.listener = listener
         self.run_supervisor = run_supervisor
         self.path = path
         self.config = config
         self.engine = engine
+        self.instance = instance
         self.idle = idle
         self.children: set[int] = set()
         self.stopping = False
@@ -247,7 +252,7 @@ class Template:
                 keep = (LISTEN_FD,)
             close_fds_except(keep)
             sys.argv[1:] = request.argv
-            return self.run_supervisor(args, self.config, self.engine, fork_zygote=True)
+            return self.run_supervisor(args, self.config, self.engine, instance=self.instance, fork_zygote=True)
 
         run_child(become)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from wasmvisor import errors
 from wasmvisor.ipc import messages
+from wasmvisor.refs import load_class
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,6 +98,16 @@ class Instance(abc.ABC):
 InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
 """`(id, cfg, on_forked)` -> a new Instance: an Instance class's `new` (runwasi's `Instance::new`),
 bound to what it needs, e.g. `functools.partial(WorkerInstance.new, launcher=launcher)`."""
+
+
+def instance_class(ref: str) -> type[Instance]:
+    """The shim's own Instance class named `ref` ("module:Class"); Internal when it cannot be
+    loaded, is not an Instance or leaves a method of the contract unwritten."""
+    cls: type[Instance] = load_class(ref, Instance, "instance")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise errors.Internal(f"instance {ref!r}: {cls.__name__} does not implement {', '.join(missing)}")
+    return cls
 
 
 class WorkerInstance(Instance):
