@@ -19,7 +19,7 @@ from google.protobuf.any_pb2 import Any as AnyPb
 
 from wasmvisor.errors import InvalidArgument
 from wasmvisor.proto.containerd.types import introspection_pb2 as pb
-from wasmvisor.supervisor.tasks.service import KNOWN_OPTIONS
+from wasmvisor.supervisor.tasks import runtime_options
 from wasmvisor.version import VERSION, revision
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,10 @@ def read_options(data: bytes) -> AnyPb | None:
     try:
         options.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError
-        raise InvalidArgument(f"-info: runtime options on stdin: not a protobuf Any ({exc})") from exc
+        raise InvalidArgument(f"runtime options on stdin: not a protobuf Any ({exc})") from exc
     if not options.type_url and not options.value:
         return None
-    if options.type_url.rsplit("/", 1)[-1] not in KNOWN_OPTIONS:
-        raise InvalidArgument(f"-info: runtime options of type {options.type_url!r}: want one of "
-                              f"{', '.join(sorted(KNOWN_OPTIONS))}")
+    runtime_options.check(options.type_url, "stdin")
     return options
 
 

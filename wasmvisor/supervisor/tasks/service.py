@@ -18,7 +18,7 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
 from wasmvisor.spec import load_spec
 from wasmvisor.supervisor.rpc.service import Call
-from wasmvisor.supervisor.tasks import mounts
+from wasmvisor.supervisor.tasks import mounts, runtime_options
 from wasmvisor.supervisor.tasks.events import timestamp
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.state import Status
@@ -35,11 +35,6 @@ _STATUS = {
     Status.STOPPED: types_pb.STOPPED,
     Status.DELETING: types_pb.STOPPED,
 }
-
-
-KNOWN_OPTIONS = frozenset({"runtimeoptions.v1.Options", "containerd.runc.v1.Options"})
-"""Runtime option types a Create may carry: CRI's generic ones and runc's (containerd 1.6 sends
-either, from the runtime's config); wasmvisor reads none of their fields yet."""
 
 
 def _no_exec(method: str, req: object) -> None:
@@ -86,12 +81,7 @@ class TaskService:
         if req.checkpoint or req.parent_checkpoint:
             raise errors.InvalidArgument(f"create {req.id}: restoring from a checkpoint is not supported")
         if req.HasField("options") and req.options.type_url:
-            kind = req.options.type_url.rsplit("/", 1)[-1]
-            if kind not in KNOWN_OPTIONS:
-                raise errors.InvalidArgument(
-                    f"create {req.id}: runtime options of type {kind!r} are not understood "
-                    f"(known: {', '.join(sorted(KNOWN_OPTIONS))})"
-                )
+            runtime_options.check(req.options.type_url, f"create {req.id}")
         if not req.bundle or not os.path.isabs(req.bundle):
             raise errors.InvalidArgument(f"create {req.id}: bundle path {req.bundle!r} is not absolute")
         for name in ("stdin", "stdout", "stderr"):
