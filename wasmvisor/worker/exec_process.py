@@ -26,11 +26,11 @@ from wasmvisor.linux import syscalls
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import identity
 from wasmvisor.worker.container import warn_unapplied_security_labels
-from wasmvisor.worker.guest_run import failure_of, load_engine, serve_start
+from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
 from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, CLONE_NEWPID, Namespace, parse_namespaces
-from wasmvisor.worker.stdio import install_stdio, open_stdio
+from wasmvisor.worker.stdio import install_stdio, stdio_of
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
         native = find_native(host_root, proc.args[0], proc.env, proc.cwd)
         if native is not None and config.exec_in_wasm:
             raise InvalidArgument(f"exec {proc.args[0]} in wasm container {config.id}: not a wasm module")
+        if config.terminal and native is None:
+            raise InvalidArgument(no_wasm_terminal(proc.args[0]))
         namespaces = container_namespaces(spec.raw, config.exec_target_pid)
         enter_namespaces([ns for ns in namespaces if ns.flag != CLONE_NEWNS])
         pid = os.getpid()
@@ -116,7 +118,7 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
             prepare_seccomp(seccomp)
         else:
             guest = _prepare_wasm(config, proc, host_root, spec.memory_limit)
-        install_stdio(open_stdio(config), log_fd)
+        install_stdio(stdio_of(config), log_fd)
         mount = [ns for ns in namespaces if ns.flag == CLONE_NEWNS]
         if mount:
             # wasmtime's compile threads share this thread's root and cwd, and setns refuses a

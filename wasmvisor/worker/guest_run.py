@@ -62,6 +62,11 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
     return code
 
 
+def no_wasm_terminal(args0: str) -> str:
+    """Why a wasm guest is refused a terminal (the engine gives it no tty)."""
+    return f"terminal=true: {args0} is a wasm module, and a wasm guest cannot have a tty (run it without -t/--tty)"
+
+
 def load_engine(ref: str) -> Engine:
     """An instance of the Engine class named `module:Class`."""
     cls: type[Engine] = load_class(ref, Engine, "engine")

@@ -36,10 +36,10 @@ from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.exec_process import serve_exec
-from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, serve_start
+from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
-from wasmvisor.worker.stdio import install_stdio, open_stdio
+from wasmvisor.worker.stdio import install_stdio, open_stdio, stdio_of
 
 __all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
            "runtime_context", "serve"]
@@ -112,7 +112,9 @@ def serve(sock_fd: int) -> int:
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
-        install_stdio(open_stdio(config), log_fd)
+        if config.terminal and native is None:
+            raise InvalidArgument(no_wasm_terminal(spec.args[0]))
+        install_stdio(stdio_of(config), log_fd)
         box.seal(spec.raw.get("process") or {})
     except Exception as exc:
         status, message = failure_of(exc)

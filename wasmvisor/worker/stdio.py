@@ -11,6 +11,7 @@ import urllib.parse
 from wasmvisor.engines.base import Stdio
 from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
 from wasmvisor.ipc.messages import Configure
+from wasmvisor.linux import pty
 
 
 def open_stdio(config: Configure) -> Stdio:
@@ -34,6 +35,23 @@ def open_stdio(config: Configure) -> Stdio:
             os.close(fd)
         raise
     return Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
+
+
+def open_console(path: str) -> Stdio:
+    """The pty slave `path` on fds 0, 1 and 2, made the calling process's controlling terminal
+    (call it in the container process, after any fork)."""
+    fd = pty.open_slave(path)
+    try:
+        pty.take_controlling_terminal(fd)
+        return Stdio(stdin=fd, stdout=os.dup(fd), stderr=os.dup(fd))
+    except OSError as exc:
+        os.close(fd)
+        raise InvalidArgument(f"terminal {path}: cannot make it the controlling terminal: {exc.strerror}") from None
+
+
+def stdio_of(config: Configure) -> Stdio:
+    """The process's stdio: its terminal when it has one, else the FIFOs or files of `config`."""
+    return open_console(config.console) if config.console else open_stdio(config)
 
 
 def install_stdio(stdio: Stdio, log_fd: int) -> None:
