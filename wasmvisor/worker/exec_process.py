@@ -30,7 +30,7 @@ from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
 from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, CLONE_NEWPID, Namespace, parse_namespaces
-from wasmvisor.worker.stdio import install_stdio, stdio_of
+from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
             prepare_seccomp(seccomp)
         else:
             guest = _prepare_wasm(config, proc, host_root, spec.memory_limit)
-        install_stdio(stdio_of(config), log_fd)
+        install_stdio(open_stdio(config), log_fd)
         mount = [ns for ns in namespaces if ns.flag == CLONE_NEWNS]
         if mount:
             # wasmtime's compile threads share this thread's root and cwd, and setns refuses a

@@ -39,7 +39,7 @@ from wasmvisor.worker.exec_process import serve_exec
 from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
-from wasmvisor.worker.stdio import install_stdio, open_stdio, stdio_of
+from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 __all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
            "runtime_context", "serve"]
@@ -112,9 +112,7 @@ def serve(sock_fd: int) -> int:
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
-        if config.terminal and native is None:
-            raise InvalidArgument(no_wasm_terminal(spec.args[0]))
-        install_stdio(stdio_of(config), log_fd)
+        install_stdio(open_stdio(config), log_fd)
         box.seal(spec.raw.get("process") or {})
     except Exception as exc:
         status, message = failure_of(exc)
@@ -167,6 +165,8 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
     from wasmvisor.engines.base import WasmLayer  # here, not at the top: serve() is edited apart
 
     check_sizes(spec)
+    if config.terminal:
+        raise InvalidArgument(no_wasm_terminal(spec.args[0]))
     path, func = parse_entrypoint(spec.args[0])
     root = config.rootfs or spec.root_path
     host_path = resolve_in_root(root, path, spec.cwd)

@@ -18,7 +18,10 @@ def open_stdio(config: Configure) -> Stdio:
     """Open the container's stdio as the runc shim does: "" is /dev/null, a FIFO is opened
     O_RDWR for output (never blocks, and no EPIPE while containerd restarts) and non-blocking
     for input (then made blocking), a regular file is appended to, `file:///path` is created
-    and appended to. With a terminal and no stderr, stderr goes where stdout goes."""
+    and appended to. With a terminal and no stderr, stderr goes where stdout goes; with the
+    supervisor's pty (`console`), all three are its slave (see open_console)."""
+    if config.console:
+        return open_console(config.console)
     fds: list[int] = []
     try:
         fds.append(_open_input(config.stdin))
@@ -47,11 +50,6 @@ def open_console(path: str) -> Stdio:
     except OSError as exc:
         os.close(fd)
         raise InvalidArgument(f"terminal {path}: cannot make it the controlling terminal: {exc.strerror}") from None
-
-
-def stdio_of(config: Configure) -> Stdio:
-    """The process's stdio: its terminal when it has one, else the FIFOs or files of `config`."""
-    return open_console(config.console) if config.console else open_stdio(config)
 
 
 def install_stdio(stdio: Stdio, log_fd: int) -> None:

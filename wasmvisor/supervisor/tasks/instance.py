@@ -43,6 +43,8 @@ class Exit:
     pid: int
     status: int
     at_ns: int
+    reason: str = ""
+    """Why, when the worker said (a trap's message: Exited.note); empty for a plain exit."""
 
 
 @dataclass(frozen=True)
@@ -333,13 +335,14 @@ class WorkerInstance(Instance):
             log.warning("worker %d of %s sent an unexpected %s message", self.pid, self.id, msg.kind)
 
     def _finish(self, returncode: int) -> None:
+        reason = ""
         if self._reported is not None:
-            status, at_ns = self._reported.code & 0xFF, self._reported.at_ns
+            status, at_ns, reason = self._reported.code & 0xFF, self._reported.at_ns, self._reported.note
         elif returncode < 0:
             status, at_ns = 128 - returncode, time.time_ns()
         else:
             status, at_ns = returncode & 0xFF, time.time_ns()
-        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns)
+        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns, reason=reason)
         self._close_container_pidfd()  # the relay ends only once the container process has
         log.debug("worker %d of %s ended: returncode %d, exit status %d", self.pid, self.id, returncode, status)
         gone = errors.FailedPrecondition(f"worker of {self.id} exited with status {status} before it was ready")
