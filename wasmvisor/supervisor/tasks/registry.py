@@ -191,7 +191,11 @@ class TaskRegistry:
         """Exec: a new process in the running task's container, in its cgroup."""
         task.state.check_running(f"exec {exec_id!r} in task {task.id}")
         on_forked = task.cgroup.add if task.cgroup else None
-        return await self.execs_of(task).add(exec_id, task.instance, process, stdio, on_forked)
+        execs = self.execs_of(task)
+        proc = await execs.add(exec_id, task.instance, process, stdio, on_forked)
+        if not task.state.alive:  # the task ended while its exec was being prepared
+            self._background(execs.end_all(), f"ending the execs of {task.id}")
+        return proc
 
     def execs_of(self, task: Task) -> TaskExecs:
         return self._execs[task.id]
