@@ -229,7 +229,8 @@ async def seed_precompiled(
             return True
         data = await client.read(compiled, MAX_LAYER_BYTES * 4)
         oci_wasm.check_digest(data, compiled, f"precompiled blob {compiled}")
-        await asyncio.get_running_loop().run_in_executor(None, cache.put, wasm, data)
+        if not await asyncio.get_running_loop().run_in_executor(None, cache.put, wasm, data):
+            return False  # the cache cannot be used (warned once): the worker compiles in memory
         log.info("wasm layer %s: using precompiled %s from the content store", layer.digest, compiled)
         return True
     except Exception as exc:
