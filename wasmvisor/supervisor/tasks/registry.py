@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from wasmvisor import errors, logs
 from wasmvisor.cgroups import migration
 from wasmvisor.ipc.messages import LayerFile
+from wasmvisor.linux import pid_record
 from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
@@ -305,7 +306,8 @@ class TaskRegistry:
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
-    write_atomic(worker_pid_file(bundle), str(pid).encode(), 0o600)  # root's alone
+    # Pid and start time: `delete` finds the process by them, whatever program it has exec'd since.
+    write_atomic(worker_pid_file(bundle), pid_record.encode(pid), 0o600)  # root's alone
 
 
 async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:
