@@ -49,6 +49,14 @@ def finish(h: Harness, client: object, task_id: str) -> int:
     return status
 
 
+def template_after_a_group(h: Harness, task_id: str) -> tuple[int, str]:
+    """Run a group of its own to its end: the template that forked its supervisor, and its socket."""
+    shim, client = run_group(h, task_id)
+    assert finish(h, client, task_id) == 0
+    [template] = h.templates()
+    return template, process_titles()[template].split()[-1]
+
+
 def test_a_new_groups_supervisor_is_forked_by_the_template_and_forks_its_own_zygote(harness: Harness) -> None:
     h = harness
     shim, client = run_group(h, "first")
@@ -116,10 +124,7 @@ def test_with_the_template_disabled_the_supervisor_is_spawned(harness: Harness) 
 
 def test_a_bad_request_gets_an_error_answer_and_the_template_keeps_serving(harness: Harness) -> None:
     h = harness
-    shim, client = run_group(h, "before")
-    assert finish(h, client, "before") == 0
-    [template] = h.templates()
-    path = process_titles()[template].split()[-1]
+    template, path = template_after_a_group(h, "before")
     magic = template_protocol.MAGIC.encode()
     bad = [b"not a length\n", b"5\nshort",
            frame(b"\0".join([magic, b"/", b"1", b"start"])),
@@ -162,10 +167,7 @@ def test_an_idle_template_exits_and_removes_its_socket(harness: Harness) -> None
 
 def test_a_client_that_says_nothing_does_not_hold_up_a_new_group(harness: Harness) -> None:
     h = harness
-    shim, client = run_group(h, "first")
-    assert finish(h, client, "first") == 0
-    [template] = h.templates()
-    path = process_titles()[template].split()[-1]
+    template, path = template_after_a_group(h, "first")
     with socket.socket(socket.AF_UNIX) as silent:
         silent.connect(path)  # and sends nothing
         shim2, client2 = run_group(h, "second")
