@@ -6,7 +6,8 @@ launcher, or the shim's own Instance class with no zygote), the task registry an
 Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown) and the transports, and hands
 each what it uses. Signal handlers only set the stop event; the loop does the work. The Task API is
 served over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
-socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
+socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims and the
+Admin service that answers `wasmvisor ps` (admin.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import socket
 from wasmvisor import errors
 from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
-from wasmvisor.supervisor import daemon_setup
+from wasmvisor.supervisor import admin, daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.lifetime import Lifetime
@@ -30,6 +31,7 @@ from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
+from wasmvisor.supervisor.tasks.describe import TaskDescriber
 from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance, instance_class
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
@@ -131,6 +133,7 @@ class Supervisor:
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
         services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
+        services.append(admin.service(TaskDescriber(registry).describe))  # `wasmvisor ps`
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:

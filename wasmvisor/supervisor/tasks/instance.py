@@ -160,6 +160,11 @@ class WorkerInstance(Instance):
         return await self._started
 
     @property
+    def execs(self) -> bool:
+        """Whether the worker exec'd a native program (known once Start has answered)."""
+        return self._execs
+
+    @property
     def relay_pid(self) -> int | None:
         """The worker's pid when it stays outside the container's pid namespace as a relay."""
         return self.handle.pid if self.pid != self.handle.pid else None
