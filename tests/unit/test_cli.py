@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -77,3 +78,25 @@ def test_import_without_ctr_on_path_fails_clearly(
     assert main(["image", "build", "--wasm", str(tmp_path / "app.wasm"), "--name", "x/app:1",
                  "-o", str(tmp_path / "o.tar"), "--import"]) == 1
     assert capsys.readouterr().err == "wasmvisor: --import: ctr not found on PATH\n"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--socket-dir", "/nonexistent-sockets"], "ps: socket folder /nonexistent-sockets: not a directory\n"),
+    (["--timeout", "0"], "ps: --timeout and --interval must be positive\n"),
+])
+def test_ps_with_bad_flags_is_one_line_on_stderr(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps checks root first")
+    assert main(["ps", *flags]) == 1
+    assert capsys.readouterr().err == "wasmvisor: " + message
+
+
+def test_ps_on_an_empty_socket_folder_says_nothing_listens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps needs root")
+    assert main(["ps", "--socket-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"no wasmvisor supervisor listens in {tmp_path}\n"

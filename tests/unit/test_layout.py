@@ -30,7 +30,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),
     "wasmvisor.proto": ("wasmvisor.proto",),
     "wasmvisor.image": BOTTOM,
-    "wasmvisor.cli": (*BOTTOM, "wasmvisor.image"),
+    "wasmvisor.cli": (*BOTTOM, "wasmvisor.image", "wasmvisor.ops", "wasmvisor.supervisor.shim.start"),
+    # The operator's commands: the client half of the Admin service and where sockets and templates live.
+    "wasmvisor.ops": (
+        *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.supervisor.shim.start",
+        "wasmvisor.supervisor.shim.template_client",
+    ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,
     "wasmvisor.worker": (*BOTTOM, "wasmvisor.ipc", "wasmvisor.engines"),
