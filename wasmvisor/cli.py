@@ -94,6 +94,14 @@ def _ps(args: argparse.Namespace) -> int:
         return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from wasmvisor.ops.doctor import examine, render
+
+    findings = examine(args.address, args.config, args.cri_handler)
+    sys.stdout.write("\n".join(render(findings)) + "\n")
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasmvisor", description="Run WebAssembly programs as containers.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -126,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--socket-dir", default=socket_dir(),
                     help="the supervisors' socket folder (default: $WASMVISOR_SOCKET_DIR or /run/containerd/s)")
     ps.set_defaults(handler=_ps)
+
+    doctor = commands.add_parser("doctor", help="check this node's containerd, config, shim, cgroups, cache, kernel")
+    doctor.add_argument("--address", default=DEFAULT_ADDRESS, help=f"containerd's socket (default {DEFAULT_ADDRESS})")
+    doctor.add_argument("--config", help="containerd's config file (default: the one on its command line, else "
+                                         "/etc/containerd/config.toml)")
+    doctor.add_argument("--handler", dest="cri_handler", default="", help="the CRI runtime handler name that must point at wasmvisor")
+    doctor.set_defaults(handler=_doctor)
     return parser
 
 

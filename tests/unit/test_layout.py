@@ -33,8 +33,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.cli": (*BOTTOM, "wasmvisor.image", "wasmvisor.ops", "wasmvisor.supervisor.shim.start"),
     # The operator's commands: the client half of the Admin service and where sockets and templates live.
     "wasmvisor.ops": (
-        *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.supervisor.shim.start",
-        "wasmvisor.supervisor.shim.template_client",
+        *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
     ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,
