@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--address", default=DEFAULT_ADDRESS, help=f"containerd's socket (default {DEFAULT_ADDRESS})")
     doctor.add_argument("--config", help="containerd's config file (default: the one on its command line, else "
                                          "/etc/containerd/config.toml)")
-    doctor.add_argument("--handler", dest="cri_handler", default="", help="the CRI runtime handler name that must point at wasmvisor")
+    doctor.add_argument("--handler", dest="cri_handler", default="",
+                        help="the CRI runtime handler name that must point at wasmvisor")
     doctor.set_defaults(handler=_doctor)
     return parser
 
