@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wasmvisor"
 
 BOTTOM = (
     "wasmvisor.errors", "wasmvisor.spec", "wasmvisor.cgroups", "wasmvisor.linux", "wasmvisor.logs", "wasmvisor.version",
-    "wasmvisor.refs",
+    "wasmvisor.refs", "wasmvisor.tracing",
 )
 """Import only each other (and `proto`, where said)."""
 
@@ -25,6 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.version": (),
     "wasmvisor.logs": (),
     "wasmvisor.refs": ("wasmvisor.errors",),
+    "wasmvisor.tracing": (),
     "wasmvisor.linux": ("wasmvisor.errors",),
     "wasmvisor.spec": ("wasmvisor.errors",),
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),

@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 
-from wasmvisor import errors
+from wasmvisor import errors, tracing
 from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import admin, daemon_setup
@@ -36,6 +36,7 @@ from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance,
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.service import TaskService
+from wasmvisor.supervisor.tasks.spans import TaskSpans
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,20 +121,25 @@ class Supervisor:
             # The zygote boots (imports wasmtime) while the first Create is on its way: started in
             # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
             warm = loop.run_in_executor(None, launcher.warm_up)
+        tracer = self._tracer()
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
         layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
-                                 self.engine)
+                                 self.engine, tracer=tracer)
         registry = TaskRegistry(self.args.namespace, self.group, new_instance=self.new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
         lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
                             call_later=loop.call_later)
         lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
         service = TaskService(registry, lifetime)
+        describer = TaskDescriber(registry)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
+        if tracer.enabled:
+            spans = TaskSpans(tracer, registry, describer)
+            services = [spans.wrap(s) for s in services]
         services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
-        services.append(admin.service(TaskDescriber(registry).describe))  # `wasmvisor ps`
+        services.append(admin.service(describer.describe))  # `wasmvisor ps`
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:
@@ -170,7 +176,24 @@ class Supervisor:
         await publisher.close(SHUTDOWN_FLUSH_SECONDS)
         if launcher is not None:
             launcher.close()
+        tracer.close()  # exports the spans still batched
         return 0
+
+    def _tracer(self) -> tracing.Tracer:
+        """The OpenTelemetry tracer when the OTLP variables ask for one (imported only then), else none."""
+        if not tracing.configured(os.environ):
+            return tracing.NO_TRACER
+        try:
+            from wasmvisor.supervisor.otel import OtelTracer
+        except ImportError as exc:
+            log.warning("OTLP endpoint set but OpenTelemetry is not installed (pip install 'wasmvisor[otel]'): %s",
+                        exc)
+            return tracing.NO_TRACER
+        try:
+            return OtelTracer({"wasmvisor.namespace": self.args.namespace, "wasmvisor.pod": self.group})
+        except errors.ShimError as exc:
+            log.warning("traces off: %s", exc.message)
+            return tracing.NO_TRACER
 
 
 def _socket_path(listener: socket.socket | None, path: str) -> str:

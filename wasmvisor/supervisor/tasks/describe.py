@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from typing import Any
 
 from wasmvisor.errors import ShimError
@@ -104,5 +105,7 @@ class TaskDescriber:
             "group": self.registry.group,
             "pid": os.getpid(),
             "engine": engine_name(self.registry.engine),
+            # Whether this supervisor exports traces: OpenTelemetry is imported only when configured.
+            "opentelemetry_loaded": "opentelemetry" in sys.modules,
             "tasks": out,
         }

@@ -1,0 +1,56 @@
+"""The OpenTelemetry tracer (the `otel` extra): spans exported over OTLP (http/protobuf) in batches.
+
+Imported by daemon.py only when tracing.configured() says the environment asks for traces. The SDK
+reads the standard variables itself: OTEL_EXPORTER_OTLP_ENDPOINT / ..._TRACES_ENDPOINT and the
+exporter's headers and timeouts, OTEL_SERVICE_NAME (default here: `wasmvisor-shim`), OTEL_TRACES_SAMPLER
+and its argument, OTEL_BSP_* for the batches, OTEL_PROPAGATORS (default: W3C trace context, as
+containerd 2.x sends it in the ttrpc metadata).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+
+from opentelemetry import propagate
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from wasmvisor import errors, tracing
+from wasmvisor.version import VERSION
+
+DEFAULT_SERVICE_NAME = "wasmvisor-shim"
+
+
+class OtelTracer(tracing.Tracer):
+    enabled = True
+
+    def __init__(self, resource: tracing.Attributes) -> None:
+        attributes = {"service.version": VERSION, **resource}
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = DEFAULT_SERVICE_NAME
+        self._provider = TracerProvider(resource=Resource.create(attributes))
+        try:
+            self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        except Exception as exc:  # a malformed endpoint, header or timeout variable
+            raise errors.InvalidArgument(f"OTLP exporter: {exc}") from exc
+        self._tracer = self._provider.get_tracer("wasmvisor", VERSION)
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: tracing.Attributes | None = None,
+             carrier: Mapping[str, str] | None = None) -> Iterator[tracing.Span]:
+        context = propagate.extract(carrier) if carrier is not None else None
+        kind = SpanKind.SERVER if carrier is not None else SpanKind.INTERNAL
+        with self._tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes) as span:
+            yield span
+
+    def record(self, name: str, start_ns: int, end_ns: int, attributes: tracing.Attributes | None = None) -> None:
+        span = self._tracer.start_span(name, start_time=start_ns, attributes=attributes)
+        span.end(end_time=max(start_ns, end_ns))
+
+    def close(self) -> None:
+        self._provider.shutdown()  # flushes the batch
