@@ -2,7 +2,8 @@
 
 Imported by daemon.py only when tracing.configured() says the environment asks for traces. The SDK
 reads the standard variables itself: OTEL_EXPORTER_OTLP_ENDPOINT / ..._TRACES_ENDPOINT and the
-exporter's headers and timeouts, OTEL_SERVICE_NAME (default here: `wasmvisor-shim`), OTEL_TRACES_SAMPLER
+exporter's headers and timeouts, OTEL_SERVICE_NAME (default here, and instead of the
+`containerd` that containerd 2.x passes down: `wasmvisor-shim`), OTEL_TRACES_SAMPLER
 and its argument, OTEL_BSP_* for the batches, OTEL_PROPAGATORS (default: W3C trace context, as
 containerd 2.x sends it in the ttrpc metadata).
 """
@@ -24,6 +25,9 @@ from wasmvisor import errors, tracing
 from wasmvisor.version import VERSION
 
 DEFAULT_SERVICE_NAME = "wasmvisor-shim"
+INHERITED_SERVICE_NAMES = ("", "containerd")
+"""containerd 2.x exports its own spans as `containerd` and its shims inherit that variable: taken as unset,
+so that our spans are not shown as containerd's (the Go runc shim names itself too)."""
 
 
 class OtelTracer(tracing.Tracer):
@@ -31,7 +35,7 @@ class OtelTracer(tracing.Tracer):
 
     def __init__(self, resource: tracing.Attributes) -> None:
         attributes = {"service.version": VERSION, **resource}
-        if not os.environ.get("OTEL_SERVICE_NAME"):
+        if os.environ.get("OTEL_SERVICE_NAME", "") in INHERITED_SERVICE_NAMES:
             attributes["service.name"] = DEFAULT_SERVICE_NAME
         self._provider = TracerProvider(resource=Resource.create(attributes))
         try:
