@@ -36,7 +36,6 @@ from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance,
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.service import TaskService
-from wasmvisor.supervisor.tasks.spans import TaskSpans
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,6 +135,8 @@ class Supervisor:
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
         if tracer.enabled:
+            from wasmvisor.supervisor.tasks.spans import TaskSpans  # only when traces are exported
+
             spans = TaskSpans(tracer, registry, describer)
             services = [spans.wrap(s) for s in services]
         services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))

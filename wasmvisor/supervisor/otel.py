@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from opentelemetry import propagate
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -46,7 +47,7 @@ class OtelTracer(tracing.Tracer):
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: tracing.Attributes | None = None,
-             carrier: Mapping[str, str] | None = None) -> Iterator[tracing.Span]:
+             carrier: Mapping[str, str] | None = None) -> Iterator[Any]:  # an OpenTelemetry span
         context = propagate.extract(carrier) if carrier is not None else None
         kind = SpanKind.SERVER if carrier is not None else SpanKind.INTERNAL
         with self._tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes) as span:
