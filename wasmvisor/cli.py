@@ -79,7 +79,7 @@ def _ps(args: argparse.Namespace) -> int:
         raise CommandError("ps: --timeout and --interval must be positive")
     try:
         while True:
-            snap = snapshot(args.socket_dir, args.timeout)
+            snap = snapshot(args.socket_dir, args.timeout, args.namespace)
             if args.json:
                 text = json.dumps(snap, indent=None if args.watch else 2) + "\n"
             else:
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     from wasmvisor.supervisor.shim.start import socket_dir  # cheap: what `start` loads
 
     ps = commands.add_parser("ps", help="list the tasks of every wasmvisor supervisor on this node (root)")
+    ps.add_argument("-n", "--namespace", default="", help="only the groups of this containerd namespace")
     ps.add_argument("--json", action="store_true", help="print the listing as JSON")
     ps.add_argument("--watch", action="store_true", help="refresh the listing in place until interrupted")
     ps.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")

@@ -73,7 +73,8 @@ def test_ps_shows_a_wasm_task_and_a_native_one_with_state_pid_engine_and_pss(
         assert (task["id"], task["state"], task["pid"], task["engine"]) == (task_id, "running", pid, engine)
         assert task["module"] == module and task["pss_bytes"] > 0 and task["exit_status"] is None
     assert group(snap, f"{ctr.namespace}/{wasm_id}")["tasks"][0]["digest"].startswith("sha256:")
-    text = ps(containerd, ctr).stdout
+    text = ps(containerd, ctr, "-n", ctr.namespace).stdout
+    assert all(f" {ctr.namespace}/" in line for line in text.splitlines() if "GROUP" in line), text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(f"    {ctr.namespace}/")}
     assert rows[f"{ctr.namespace}/{wasm_id}"][1:4] == ["running", str(wasm_pid), "wasmtime"], text
     assert rows[f"{ctr.namespace}/{native_id}"][1:4] == ["running", str(native_pid), "native"], text

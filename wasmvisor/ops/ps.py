@@ -96,9 +96,11 @@ def _usage(pid: int | None, boot: int, now: float) -> dict[str, Any]:
     }
 
 
-def snapshot(socket_dir: str, timeout: float) -> dict[str, Any]:
-    """Everything `ps` shows, as data (`--json` prints it as it is)."""
+def snapshot(socket_dir: str, timeout: float, namespace: str = "") -> dict[str, Any]:
+    """Everything `ps` shows (of the groups of `namespace`, when given), as data (`--json` prints it)."""
     supervisors, templates = find_supervisors(socket_dir)
+    if namespace:
+        supervisors = [s for s in supervisors if s.name.startswith(f"{namespace}/")]
     asyncio.run(ask_all(supervisors, timeout))
     boot, now = procfs.boot_time(), time.time()
     groups = []

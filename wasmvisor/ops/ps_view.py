@@ -81,11 +81,11 @@ def render(snap: dict[str, Any]) -> list[str]:
     groups = snap["groups"]
     if not groups:
         return [f"no wasmvisor supervisor listens in {snap['socket_dir']}"]
+    templates = [t for t in snap["templates"] if any(g["template"] == t["pid"] for g in groups)]
     sections: list[tuple[str, list[dict[str, Any]]]] = []
-    for template in snap["templates"]:
+    for template in templates:
         mine = [g for g in groups if g["template"] == template["pid"]]
-        if mine:
-            sections.append((f"TEMPLATE {template['pid']}  {template['title']}", mine))
+        sections.append((f"TEMPLATE {template['pid']}  {template['title']}", mine))
     orphans = [g for g in groups if g["template"] is None]
     if orphans:
         sections.append(("NO TEMPLATE (started by `start` itself)", orphans))
