@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from google.protobuf.empty_pb2 import Empty
@@ -14,6 +16,7 @@ from tests.integration.test_task_api import create
 from wasmvisor.errors import DeadlineExceeded
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor import admin
+from wasmvisor.supervisor.rpc.grpc_server import GrpcServer
 
 POD = {"io.kubernetes.cri.sandbox-id": "adminpod"}
 
@@ -62,3 +65,19 @@ def test_a_stopped_supervisor_is_reported_after_the_deadline_not_waited_for(harn
     finally:
         os.kill(supervisor, signal.SIGCONT)
     h.call(c, "Delete", pb.DeleteRequest(id="frozen"), pb.DeleteResponse)
+
+
+def test_a_supervisor_serving_grpc_is_asked_over_grpc(tmp_path: Path) -> None:
+    # The Admin service sits beside the Task API on the gRPC server too (WASMVISOR_PROTOCOL=grpc on 2.x).
+    async def describe() -> dict[str, object]:
+        return {"group": "g", "tasks": []}
+
+    async def scenario() -> dict[str, object]:
+        server = GrpcServer([admin.service(describe)])
+        await server.start(str(tmp_path / "g.sock"))
+        try:
+            return await admin.ask(str(tmp_path / "g.sock"))
+        finally:
+            await server.close()
+
+    assert asyncio.run(scenario()) == {"group": "g", "tasks": []}

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.empty_pb2 import Empty
 from google.protobuf.wrappers_pb2 import StringValue
 
-from wasmvisor.errors import DeadlineExceeded
+from wasmvisor.errors import DeadlineExceeded, RpcError, Unavailable
 from wasmvisor.supervisor.rpc.service import Call, Method, Service
 from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
 
@@ -41,7 +42,9 @@ def service(describe: Callable[[], Awaitable[dict[str, Any]]]) -> Service:
 async def ask(path: str, timeout: float = TIMEOUT) -> dict[str, Any]:
     """What the supervisor listening on `path` runs. Raises DeadlineExceeded when it does not answer
     within `timeout` s (connecting included), Unavailable when nothing listens, RpcError for a server
-    that does not know the call (not a supervisor, or an older one)."""
+    that does not know the call (not a supervisor, or an older one). A supervisor that serves gRPC
+    (`-protocol grpc`) closes a ttrpc connection at once: it is asked again over gRPC."""
+    give_up = time.monotonic() + timeout
     client: TtrpcClient | None = None
     try:
         async with asyncio.timeout(timeout):
@@ -49,8 +52,29 @@ async def ask(path: str, timeout: float = TIMEOUT) -> dict[str, Any]:
             answer = await client.call(SERVICE, METHOD, Empty(), StringValue)
     except TimeoutError:
         raise DeadlineExceeded(f"{path}: no answer within {timeout:g} s") from None
+    except Unavailable:
+        if client is None:
+            raise  # nothing listens
+        answer = await asyncio.to_thread(_ask_grpc, path, max(0.01, give_up - time.monotonic()), timeout)
     finally:
         if client is not None:
             await client.close()
     found: dict[str, Any] = json.loads(answer.value)
     return found
+
+
+def _ask_grpc(path: str, left: float, timeout: float) -> StringValue:
+    import grpc  # ~60 ms of imports: only for a supervisor that speaks gRPC
+
+    with grpc.insecure_channel("unix:" + path) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/{METHOD}", request_serializer=Empty.SerializeToString,
+                                   response_deserializer=StringValue.FromString)
+        try:
+            answer: StringValue = call(Empty(), timeout=left)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded(f"{path}: no answer within {timeout:g} s") from None
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            raise RpcError(code.value[0], f"grpc: {details}") from None
+    return answer
