@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from wasmvisor.cli import main
+
+CLEAR = "\x1b[H\x1b[2J"
+"""What `ps --watch` writes before each redraw."""
 
 MODULE = b"\0asm\x01\0\0\0"
 
@@ -100,3 +107,23 @@ def test_ps_on_an_empty_socket_folder_says_nothing_listens(
         pytest.skip("ps needs root")
     assert main(["ps", "--socket-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out == f"no wasmvisor supervisor listens in {tmp_path}\n"
+
+
+def test_ps_watch_redraws_in_place_until_interrupted(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps needs root")
+    cli = Path(sys.executable).parent / "wasmvisor"
+    proc = subprocess.Popen([str(cli), "ps", "--watch", "--interval", "0.05", "--socket-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    watchdog = threading.Timer(30, proc.kill)  # a command that hangs ends the test, not the suite
+    watchdog.start()
+    seen = ""
+    while seen.count(CLEAR) < 2 and (char := proc.stdout.read(1)):  # two redraws
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    watchdog.cancel()
+
+    assert proc.returncode == 0
+    assert (seen + rest).split(CLEAR)[1] == f"no wasmvisor supervisor listens in {tmp_path}\n"
