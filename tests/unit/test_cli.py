@@ -1,4 +1,4 @@
-"""`wasmvisor image build`: both image forms, and one line on stderr for bad input."""
+"""The `wasmvisor` command: `image build` (both image forms), `ps`, and one line on stderr for bad input."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
