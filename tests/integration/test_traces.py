@@ -46,7 +46,7 @@ def test_task_calls_and_worker_phases_are_spans_under_containerds_trace(receiver
 
         spans = receiver.wait_for({f"{TASK}/Create", f"{TASK}/Start", f"{TASK}/Wait", "worker/fork",
                                    "worker/configure", "worker/container", "worker/module", "worker/seal",
-                                   "worker/run", "worker/exit"})
+                                   "worker/instantiate", "worker/run", "worker/exit"})
 
     [created], [started] = spans[f"{TASK}/Create"], spans[f"{TASK}/Start"]
     for call in (created, started, spans[f"{TASK}/Wait"][0]):
@@ -59,7 +59,7 @@ def test_task_calls_and_worker_phases_are_spans_under_containerds_trace(receiver
     }
     assert created.resource["service.name"] == "wasmvisor-itest"
     for phase, parent in (("fork", created), ("configure", created), ("container", created), ("module", created),
-                          ("seal", created), ("run", started), ("exit", started)):
+                          ("seal", created), ("instantiate", started), ("run", started), ("exit", started)):
         [span] = spans[f"worker/{phase}"]
         assert (span.trace_id, span.parent_id) == (trace_id, parent.span_id), phase
         assert span.attributes["wasmvisor.task.id"] == "traced" and span.attributes["wasmvisor.module.digest"] == digest

@@ -162,7 +162,9 @@ def serve(sock_fd: int) -> int:
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
     ended = time.time_ns()
-    channel.send(Exited(code=code, at_ns=ended, phases={"run": [running, ended]}))
+    instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
+    phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
+    channel.send(Exited(code=code, at_ns=ended, phases=phases))
     log.debug("exited: code %d (%s)", code, reason)
     return code
 

@@ -5,7 +5,7 @@ containerd's own ttrpc spans are named), child of the `traceparent` in the reque
 containerd sends one, with the task id, namespace, pod and module digest as attributes. The worker
 measures its own phases and reports them over its pipe (ipc/messages.py: Ready, Exited); here they
 become spans after the fact: fork, configure, container, module (deserialize or compile), seal (stdio,
-confinement) under Create; run (instantiate and run) and exit (to the supervisor's reaping) under Start.
+confinement) under Create; instantiate, run and exit (to the supervisor's reaping) under Start.
 Nothing of this runs when tracing is off: daemon.py wraps nothing then.
 """
 
@@ -29,7 +29,7 @@ POD = "wasmvisor.pod"
 DIGEST = "wasmvisor.module.digest"
 MODULE = "wasmvisor.module.path"
 CREATE_PHASES = ("fork", "configure", "container", "module", "seal")
-START_PHASES = ("run",)
+START_PHASES = ("instantiate", "run")
 
 
 class TaskSpans:
