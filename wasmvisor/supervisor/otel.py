@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ from wasmvisor import errors, tracing
 from wasmvisor.version import VERSION
 
 DEFAULT_SERVICE_NAME = "wasmvisor-shim"
+CLOSE_SECONDS = 3.0
+"""How long the supervisor's exit waits for the last spans to be exported."""
 INHERITED_SERVICE_NAMES = ("", "containerd")
 """containerd 2.x exports its own spans as `containerd` and its shims inherit that variable: taken as unset,
 so that our spans are not shown as containerd's (the Go runc shim names itself too)."""
@@ -38,7 +41,9 @@ class OtelTracer(tracing.Tracer):
         attributes = {"service.version": VERSION, **resource}
         if os.environ.get("OTEL_SERVICE_NAME", "") in INHERITED_SERVICE_NAMES:
             attributes["service.name"] = DEFAULT_SERVICE_NAME
-        self._provider = TracerProvider(resource=Resource.create(attributes))
+        # No exit hook of the SDK's own: close() bounds the last flush, an unreachable collector
+        # must not hold the supervisor's exit for the exporter's retries.
+        self._provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
         try:
             self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         except Exception as exc:  # a malformed endpoint, header or timeout variable
@@ -58,4 +63,6 @@ class OtelTracer(tracing.Tracer):
         span.end(end_time=max(start_ns, end_ns))
 
     def close(self) -> None:
-        self._provider.shutdown()  # flushes the batch
+        flush = threading.Thread(target=self._provider.shutdown, name="otel-flush", daemon=True)
+        flush.start()
+        flush.join(CLOSE_SECONDS)

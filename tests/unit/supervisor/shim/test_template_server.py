@@ -71,3 +71,12 @@ def test_the_template_can_be_turned_off(value: str, on: bool) -> None:
 @pytest.mark.parametrize(("value", "seconds"), [("", 600.0), ("5", 5.0), ("-1", 600.0), ("x", 600.0)])
 def test_idle_time_comes_from_the_environment(value: str, seconds: float) -> None:
     assert template.idle_seconds({"WASMVISOR_TEMPLATE_IDLE_SECONDS": value}) == seconds
+
+
+def test_the_template_preloads_opentelemetry_only_when_traces_are_on() -> None:
+    engine = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+    traced = template.preload(engine, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    plain = template.preload(engine, environ={})
+
+    assert set(template.TRACING_PRELOAD) <= set(traced)
+    assert not any(m in plain for m in template.TRACING_PRELOAD) and set(plain) < set(traced)
