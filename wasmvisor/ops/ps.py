@@ -3,8 +3,9 @@
 A supervisor is a process titled `wasmvisor-shim NS/GROUP` that listens on a socket of the socket
 folder; /proc tells which process holds which listening socket (so a stopped supervisor is found too,
 and runc's shims in the same folder are left alone). Each is asked over its Admin service, all at once,
-each with the same short deadline: one that does not answer in time is shown as `unresponsive`. CPU time,
-uptime and PSS come from /proc, so they are there for a supervisor that cannot answer as well.
+each with the same short deadline: one that does not answer in time is shown as `unresponsive`, with its
+workers as /proc shows them. CPU time, uptime and PSS come from /proc, so they are there for a supervisor
+that cannot answer as well.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from wasmvisor.supervisor import admin
 SHIM_TITLE = "wasmvisor-shim "
 TEMPLATE_TITLE = "wasmvisor-template"
 ZYGOTE_TITLE = "wasmvisor-zygote"
+WORKER_TITLE = "wasmvisor-worker "
+RELAY_TITLE = "wasmvisor-init "
+UNKNOWN = "unknown"
+"""The state of a task whose supervisor did not answer."""
 UNRESPONSIVE = "unresponsive"
 ANSWERED = "ok"
 FAILED = "error"
@@ -96,6 +101,22 @@ def _usage(pid: int | None, boot: int, now: float) -> dict[str, Any]:
     }
 
 
+def workers_of(zygote: int | None) -> list[dict[str, Any]]:
+    """The tasks of a supervisor that did not answer, as /proc shows them: the zygote's children by title
+    (a relay's child is the container process). Their state is not known."""
+    found = []
+    for child in procfs.children(zygote) if zygote else []:
+        title = procfs.title(child) or ""
+        for prefix in (WORKER_TITLE, RELAY_TITLE):
+            if title.startswith(prefix):
+                pid = child
+                if prefix == RELAY_TITLE:
+                    pid = next(iter(procfs.children(child)), child)
+                found.append({"id": title[len(prefix):].strip().partition("/")[2], "state": UNKNOWN, "pid": pid,
+                              "engine": "", "module": "", "digest": "", "exit_status": None})
+    return found
+
+
 def snapshot(socket_dir: str, timeout: float, namespace: str = "") -> dict[str, Any]:
     """Everything `ps` shows (of the groups of `namespace`, when given), as data (`--json` prints it)."""
     supervisors, templates = find_supervisors(socket_dir)
@@ -106,7 +127,7 @@ def snapshot(socket_dir: str, timeout: float, namespace: str = "") -> dict[str, 
     groups = []
     for sup in supervisors:
         tasks = []
-        for task in sup.answer.get("tasks", []):
+        for task in sup.answer.get("tasks", []) if sup.status == ANSWERED else workers_of(sup.zygote):
             alive = task.get("exit_status") is None
             tasks.append({**task, **_usage(task.get("pid") if alive else None, boot, now)})
         groups.append({
