@@ -5,5 +5,5 @@
 task's path: only cli.py imports this package.
 
 May import: the bottom layer, `supervisor.admin` (the client half of the Admin service) and
-`supervisor.shim.start` / `template_client` for where sockets live; never `worker` or an engine.
+`engines.module_cache` (where the cache folder is: data, not an engine); never `worker` or an engine.
 """
