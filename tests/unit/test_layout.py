@@ -32,7 +32,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.proto": ("wasmvisor.proto",),
     "wasmvisor.image": BOTTOM,
     "wasmvisor.cli": (*BOTTOM, "wasmvisor.image", "wasmvisor.ops", "wasmvisor.supervisor.shim.start"),
-    # The operator's commands: the client half of the Admin service and where sockets and templates live.
+    # The operator's commands: the client half of the Admin service, and where the module cache lives.
     "wasmvisor.ops": (
         *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
     ),
