@@ -130,7 +130,7 @@ class Supervisor:
         service = TaskService(registry, lifetime)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
-        services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
+        services.append(claim.service(lifetime.claim, lifetime.released, f"{self.args.namespace}/{self.group}"))
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:

@@ -1,10 +1,13 @@
-"""The group claim: `start` asks a running supervisor to stay for one more task, over its own socket.
+"""The group claim: `start` asks a running supervisor to stay for one more task, over its own socket;
+`delete` tells it that containerd gave that task up.
 
-One unary call, `wasmvisor.v1.Group/Claim`, whose request is a `google.protobuf.StringValue` holding
-the task id and whose answer is `google.protobuf.Empty`: OK means the supervisor stays for that task
-(lifetime.py); FAILED_PRECONDITION means it is ending and has removed its socket file already, so
-`start` binds the address afresh. The service sits beside the Task API on the same ttrpc (or gRPC)
-server; the transport knows nothing of it.
+Two unary calls of `wasmvisor.v1.Group`, whose request is a `google.protobuf.StringValue` holding the
+task id and whose answer is `google.protobuf.Empty`. `Claim`: OK means the supervisor stays for that
+task (lifetime.py); FAILED_PRECONDITION means it is ending and has removed its socket file already, so
+`start` binds the address afresh. `Release`: containerd ran `delete` for the task, so it holds nothing
+of it any more and will send no Create or Shutdown for it; the claim is settled as by a Shutdown, and a
+supervisor left idle lingers, then ends. The service sits beside the Task API on the same ttrpc (or
+gRPC) server; the transport knows nothing of it.
 
 Both halves live here. The client half runs on `start`'s fast path, which loads only `os` and
 `_socket`: the ttrpc frame (protocol reference, section 2) is encoded and decoded by hand, a few dozen
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 SERVICE = "wasmvisor.v1.Group"
 METHOD = "Claim"
+RELEASE = "Release"
 TIMEOUT = 2.0
 """Seconds `start` waits for the answer (a supervisor answers in well under a millisecond)."""
 
@@ -64,10 +68,10 @@ def _field(number: int, data: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
 
-def encode_request(task_id: str, timeout: float = TIMEOUT) -> bytes:
-    """One ttrpc Request frame: Claim(StringValue{value: task_id}) on stream 1."""
+def encode_request(task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> bytes:
+    """One ttrpc Request frame: `method`(StringValue{value: task_id}) on stream 1."""
     payload = _field(1, task_id.encode())
-    request = (_field(1, SERVICE.encode()) + _field(2, METHOD.encode()) + _field(3, payload)
+    request = (_field(1, SERVICE.encode()) + _field(2, method.encode()) + _field(3, payload)
                + _varint(4 << 3) + _varint(int(timeout * 1e9)))  # timeout_nano
     return len(request).to_bytes(4, "big") + _STREAM_ID.to_bytes(4, "big") + bytes((_MSG_REQUEST, 0)) + request
 
@@ -155,15 +159,16 @@ def _connect(path: str, timeout: float) -> _socket.socket | str:
     return sock
 
 
-def ask(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
-    """Claim the supervisor listening on the unix socket `path` for `task_id` over ttrpc: one of
-    GRANTED, REFUSED, ABSENT, SILENT, OTHER, GARBLED."""
+def ask(path: str, task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> str:
+    """Claim the supervisor listening on the unix socket `path` for `task_id` over ttrpc (or call
+    another `method` of the Group service for it): one of GRANTED, REFUSED, ABSENT, SILENT, OTHER,
+    GARBLED."""
     give_up = time.monotonic() + timeout
     sock = _connect(path, timeout)
     if isinstance(sock, str):
         return sock
     try:
-        sock.sendall(encode_request(task_id, timeout))
+        sock.sendall(encode_request(task_id, timeout, method))
         head = _receive(sock, _HEADER, give_up)
         size = int.from_bytes(head[:4], "big")
         if size > _MAX_ANSWER:
@@ -180,7 +185,7 @@ def ask(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
     return REFUSED if code == STATUS_FAILED_PRECONDITION else OTHER
 
 
-def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
+def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> str:
     """`ask` for a supervisor that serves gRPC (grpcio: ~60 ms of imports, when something listens)."""
     probe = _connect(path, timeout)
     if isinstance(probe, str):
@@ -193,7 +198,7 @@ def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
 
     with grpc.insecure_channel("unix:" + path) as channel:
         try:
-            channel.unary_unary(f"/{SERVICE}/{METHOD}")(_field(1, task_id.encode()), timeout=timeout)
+            channel.unary_unary(f"/{SERVICE}/{method}")(_field(1, task_id.encode()), timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -205,8 +210,9 @@ def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
     return GRANTED
 
 
-def service(claim: Callable[[str], bool], name: str) -> Service:
-    """The Group service of the supervisor `name` (`NS/GROUP`): Claim asks `claim(task_id)`."""
+def service(claim: Callable[[str], bool], release: Callable[[str], object], name: str) -> Service:
+    """The Group service of the supervisor `name` (`NS/GROUP`): Claim asks `claim(task_id)`, Release
+    tells `release(task_id)`."""
     from google.protobuf.empty_pb2 import Empty
     from google.protobuf.wrappers_pb2 import StringValue
 
@@ -220,4 +226,11 @@ def service(claim: Callable[[str], bool], name: str) -> Service:
             raise FailedPrecondition(f"claim {req.value}: the supervisor of {name} is ending")
         return Empty()
 
-    return Service(SERVICE, {METHOD: Method(METHOD, StringValue, Empty, handle)})
+    async def handle_release(req: StringValue, call: Call) -> Empty:
+        if not req.value:
+            raise InvalidArgument("release: task id is empty")
+        release(req.value)
+        return Empty()
+
+    return Service(SERVICE, {METHOD: Method(METHOD, StringValue, Empty, handle),
+                             RELEASE: Method(RELEASE, StringValue, Empty, handle_release)})
