@@ -10,8 +10,8 @@ supervisor left idle lingers, then ends. The service sits beside the Task API on
 gRPC) server; the transport knows nothing of it.
 
 Both halves live here. The client half runs on `start`'s fast path, which loads only `os` and
-`_socket`: the ttrpc frame (protocol reference, section 2) is encoded and decoded by hand, a few dozen
-bytes each way. The server half (`service`) imports protobuf and the rpc interface when the
+`_socket`: the ttrpc frame (protocol reference, section 2) is encoded and decoded by hand (wire.py), a
+few dozen bytes each way. The server half (`service`) imports protobuf and the rpc interface when the
 supervisor builds it.
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import _socket
 import time
+
+from wasmvisor.supervisor.shim import wire
 
 TYPE_CHECKING = False  # `start` imports this module: no typing
 if TYPE_CHECKING:
@@ -54,64 +56,12 @@ _STREAM_ID = 1
 _MAX_ANSWER = 1 << 16
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
 def encode_request(task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> bytes:
     """One ttrpc Request frame: `method`(StringValue{value: task_id}) on stream 1."""
-    payload = _field(1, task_id.encode())
-    request = (_field(1, SERVICE.encode()) + _field(2, method.encode()) + _field(3, payload)
-               + _varint(4 << 3) + _varint(int(timeout * 1e9)))  # timeout_nano
+    payload = wire.field(1, task_id.encode())
+    request = (wire.field(1, SERVICE.encode()) + wire.field(2, method.encode()) + wire.field(3, payload)
+               + wire.varint_field(4, int(timeout * 1e9)))  # timeout_nano
     return len(request).to_bytes(4, "big") + _STREAM_ID.to_bytes(4, "big") + bytes((_MSG_REQUEST, 0)) + request
-
-
-def _fields(data: bytes) -> dict[int, int | bytes]:
-    """The protobuf fields of `data` (the last of each number wins); ValueError if it does not parse."""
-    fields: dict[int, int | bytes] = {}
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            if pos >= len(data) or shift > 63:
-                raise ValueError("truncated varint")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        number, kind = key >> 3, key & 7
-        if kind == 0:
-            fields[number] = varint()
-        elif kind == 2:
-            size = varint()
-            if pos + size > len(data):
-                raise ValueError("truncated field")
-            fields[number] = data[pos:pos + size]
-            pos += size
-        elif kind in (1, 5):
-            pos += 8 if kind == 1 else 4
-            if pos > len(data):
-                raise ValueError("truncated field")
-        else:
-            raise ValueError(f"wire type {kind}")
-    return fields
 
 
 def decode_response(frame: bytes) -> int:
@@ -121,10 +71,10 @@ def decode_response(frame: bytes) -> int:
     size, stream, kind = int.from_bytes(frame[:4], "big"), int.from_bytes(frame[4:8], "big"), frame[8]
     if kind != _MSG_RESPONSE or stream != _STREAM_ID or size != len(frame) - _HEADER:
         raise ValueError("not the response to the claim")
-    status = _fields(frame[_HEADER:]).get(1, b"")
+    status = wire.last_fields(frame[_HEADER:]).get(1, b"")
     if not isinstance(status, bytes):
         raise ValueError("status is not a message")
-    code = _fields(status).get(1, STATUS_OK)
+    code = wire.last_fields(status).get(1, STATUS_OK)
     if not isinstance(code, int):
         raise ValueError("status code is not a number")
     return code
@@ -198,7 +148,7 @@ def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT, method: str = ME
 
     with grpc.insecure_channel("unix:" + path) as channel:
         try:
-            channel.unary_unary(f"/{SERVICE}/{method}")(_field(1, task_id.encode()), timeout=timeout)
+            channel.unary_unary(f"/{SERVICE}/{method}")(wire.field(1, task_id.encode()), timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
