@@ -5,34 +5,13 @@ launched serves at that address."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 from google.protobuf.any_pb2 import Any
 
-from tests.integration.harness import SHIM, Harness
+from tests.integration.harness import Harness
 from wasmvisor.proto.containerd.runtime.bootstrap.v1 import bootstrap_pb2 as bpb
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.runtimeoptions.v1 import api_pb2
-
-
-def start_with_stdin(h: Harness, bundle: Path, task_id: str, stdin: bytes) -> str:
-    """Run `start` as containerd does, with `stdin`; its whole stdout (the answer), registered with the
-    harness so that it shuts the supervisor down."""
-    env = dict(os.environ, TTRPC_ADDRESS=h.events_sock, WASMVISOR_SOCKET_DIR=str(h.sockets),
-               GRPC_ADDRESS=str(h.base / "containerd.sock"), NAMESPACE="itest", MAX_SHIM_VERSION="2")
-    out = subprocess.run(
-        [str(SHIM), "-namespace", "itest", "-address", str(h.base / "containerd.sock"),
-         "-publish-binary", "/bin/false", "-id", task_id, "start"],
-        cwd=bundle, env=env, capture_output=True, timeout=30, input=stdin,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    answer = out.stdout.decode()
-    address = json.loads(answer)["address"] if answer.startswith("{") else answer
-    h.addresses.append(address)
-    h.started.setdefault(address, []).append(task_id)
-    return answer
 
 
 def test_start_answers_containerd_2_3_in_json_and_serves_there(harness: Harness) -> None:
@@ -44,7 +23,7 @@ def test_start_answers_containerd_2_3_in_json_and_serves_there(harness: Harness)
         instance_id="t23", namespace="itest", log_level=bpb.LOG_LEVEL_INFO, containerd_version="v2.3.0",
         containerd_ttrpc_address=h.events_sock, containerd_grpc_address=str(h.base / "containerd.sock"),
         containerd_binary="/bin/false", extensions=[bpb.Extension(value=options)])
-    answer = json.loads(start_with_stdin(h, bundle, "t23", params.SerializeToString()))
+    answer = json.loads(h.start_answer(bundle, "t23", stdin=params.SerializeToString()))
     assert answer["version"] == 2 and answer["protocol"] == "ttrpc"
     assert answer["address"].startswith("unix://" + str(h.sockets) + "/")
     assert json.loads((bundle / "address").read_text()) == answer
