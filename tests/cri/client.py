@@ -12,7 +12,6 @@ message path). Failed calls raise `CriError` with the call's name and CRI's mess
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -194,9 +193,10 @@ class CriClient:
         self.stop_pod(pod_id)
         self._call("RemovePodSandbox", self.runtime, cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
         known = self.pods.pop(pod_id, None)
-        if known is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(f"/sys/fs/cgroup{known.cgroup_parent}")
+        if known is not None:  # the kubelet removes the pod's cgroup once its containers are gone
+            for folder in cgroup_dirs(known.cgroup_parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def remove_all_pods(self) -> None:
         for item in self.list_pods():
@@ -345,6 +345,16 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what:
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout}s for {what}; last: {value}")
         time.sleep(0.05)
+
+
+def cgroup_dirs(path: str) -> list[Path]:
+    """The folders of cgroup `path` that exist: one on cgroup v2, one per controller on v1."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        candidates = [root / path.strip("/")]
+    else:
+        candidates = [c / path.strip("/") for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
+    return [c for c in candidates if c.is_dir()]
 
 
 def _pod_id(pod: Pod | str) -> str:
