@@ -22,13 +22,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cri.client import CriClient
+from tests.cri.client import CriClient, poll
 from tests.e2e.containerd import ContainerdBinaries, PrivateContainerd
 from tests.e2e.ctr import Ctr
-from tests.e2e.host import kill_pids, process_titles, process_tree, remove_empty_cgroups
+from tests.e2e.host import kill_pids, process_titles, process_tree, processes_titled, remove_empty_cgroups
 from wasmvisor.image import FileSpec, build_oci_tar, host_architecture
 
 HERE = Path(__file__).resolve().parent
@@ -132,10 +132,13 @@ class CriNode:
     client: CriClient
     ctr: Ctr
     sandboxer: str
-    imported: set[str] = field(default_factory=set)
 
-    def import_image(self, tar: str | os.PathLike[str]) -> None:
+    def import_image(self, tar: str | os.PathLike[str], ref: str) -> str:
+        """Import an image tarball into `k8s.io` and return `ref` once CRI sees it: CRI's image store
+        follows containerd's image events, asynchronously on 2.x."""
         self.ctr.import_image(tar)
+        poll(lambda: self.client.image_status(ref), lambda image: image is not None, 30, f"CRI to see {ref}")
+        return ref
 
     def shim_pids(self) -> list[int]:
         """Shims of this containerd: runc's by their argv, wasmvisor's supervisors and template by the
@@ -153,6 +156,16 @@ class CriNode:
                     if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
                         pids.append(pid)
         return sorted(pids)
+
+    @staticmethod
+    def supervisors(pod_id: str) -> list[int]:
+        """The wasmvisor supervisor(s) of a pod (one while the pod lives)."""
+        return processes_titled(f"wasmvisor-shim {CRI_NAMESPACE}/{pod_id}")
+
+    def wait_supervisor_gone(self, pod_id: str, timeout: float = 15.0) -> None:
+        """Wait for a removed pod's supervisor to end: it lingers a second after containerd's Shutdown
+        in case another task of the group comes."""
+        poll(lambda: self.supervisors(pod_id), lambda pids: not pids, timeout, f"supervisor of pod {pod_id} to end")
 
     def restart_containerd(self) -> None:
         """Stop containerd alone (its shims and pods keep running) and start it again on the same dirs."""
@@ -191,9 +204,9 @@ def cri_node(
     try:
         instance.start()
         ctr = Ctr(instance, CRI_NAMESPACE)  # not instance.ctr(): its teardown would match any CRI node's shims
-        ctr.import_image(build_pause_image(base / "pause.tar", cache or REPO / "_work" / "guests"))
         client = CriClient(instance.address, files=base / "kubelet", cgroup_root=cgroup_root)
         node = CriNode(instance, client, ctr, sandboxer)
+        node.import_image(build_pause_image(base / "pause.tar", cache or REPO / "_work" / "guests"), PAUSE_REF)
         yield node
     finally:
         if node is not None:

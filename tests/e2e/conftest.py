@@ -73,8 +73,7 @@ def cri_image(cri: CriNode, images: dict[str, ImageTarball]) -> Callable[[str], 
     """cri_image(name) -> ref, importing the session's tarball into the CRI node's `k8s.io` on first use."""
 
     def use(name: str) -> str:
-        cri.import_image(images[name].tar)
-        return images[name].ref
+        return cri.import_image(images[name].tar, images[name].ref)
 
     return use
 
