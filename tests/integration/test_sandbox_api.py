@@ -22,7 +22,7 @@ from tests.integration.harness import SLEEPER, Harness
 from wasmvisor import cgroups
 from wasmvisor.proto.containerd.runtime.sandbox.v1 import sandbox_pb2 as sb
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
-from wasmvisor.proto.k8s.pod import sandbox_config_pb2 as k8s
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as k8s
 from wasmvisor.supervisor.rpc.ttrpc_client import TtrpcClient
 
 SANDBOX = "containerd.runtime.sandbox.v1.Sandbox"

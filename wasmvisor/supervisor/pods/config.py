@@ -1,5 +1,6 @@
-"""What a pod asks for, read from the Kubernetes PodSandboxConfig that CRI puts in CreateSandbox's
-options (pure): its names, hostname, cgroup parent, sysctls and which namespaces it shares with the node."""
+"""What a pod asks for, read from the Kubernetes PodSandboxConfig (runtime.v1, proto/cri) that CRI puts
+in CreateSandbox's options (pure): its names, hostname, cgroup parent, sysctls and which namespaces it
+shares with the node."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from google.protobuf.any_pb2 import Any as AnyPb
 from google.protobuf.message import DecodeError
 
 from wasmvisor.errors import InvalidArgument
-from wasmvisor.proto.k8s.pod import sandbox_config_pb2 as k8s
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as k8s
 
 POD_SANDBOX_CONFIG = "runtime.v1.PodSandboxConfig"
 """The message name of CRI's options (containerd 2.1 marshals them with this type URL, no prefix)."""

@@ -6,7 +6,7 @@ import pytest
 from google.protobuf.any_pb2 import Any
 
 from wasmvisor.errors import InvalidArgument
-from wasmvisor.proto.k8s.pod import sandbox_config_pb2 as k8s
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as k8s
 from wasmvisor.supervisor.pods import config
 
 
