@@ -1,0 +1,101 @@
+"""Pods without a pause container: containerd 2.x's CRI with `sandboxer = "shim"` hands the pod to the
+supervisor through the Sandbox API (supervisor/pods/), and the pod's containers arrive on the same
+connection over Task v3, without another `start`. Driven as the kubelet drives pods (tests/cri); runs on
+the 2.x lines only (1.x has no shim sandboxer)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cri.client import ContainerSpec, PodSpec, pod_running
+from tests.cri.node import CriNode, cri_node
+from tests.e2e.conftest import ImageTarball, shim_dir
+from tests.e2e.host import processes_titled
+from tests.e2e.versions import binaries_for, selected_lines
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
+
+ImageRef = Callable[[str], str]
+
+
+@pytest.fixture(scope="module", params=selected_lines())
+def node(request: pytest.FixtureRequest) -> Iterator[CriNode]:
+    """A CRI node whose runtime handlers use the shim sandboxer."""
+    if os.geteuid() != 0:
+        pytest.skip("e2e tests need root: they start a private containerd, which mounts and runs shims")
+    binaries = binaries_for(request.param)
+    if binaries.major() < 2:
+        pytest.skip(f"containerd {request.param} has no shim sandboxer (2.x only)")
+    keep = os.environ.get("WASMVISOR_KEEP_CONTAINERD") == "1"
+    with cri_node(binaries, shim_dirs=[shim_dir()], line=request.param, sandboxer="shim", keep=keep) as cri:
+        yield cri
+
+
+@pytest.fixture(scope="module")
+def node_image(node: CriNode, images: dict[str, ImageTarball]) -> ImageRef:
+    def use(name: str) -> str:
+        return node.import_image(images[name].tar, images[name].ref)
+
+    return use
+
+
+def sandbox_bundle(node: CriNode, pod_id: str) -> Path:
+    return Path(node.containerd.state) / "io.containerd.sandbox.controller.v1.shim" / "k8s.io" / pod_id
+
+
+def test_a_pod_is_its_supervisor_alone_and_runs_a_wasm_container(node: CriNode, node_image: ImageRef) -> None:
+    with pod_running(node.client, PodSpec("no-pause")) as pod:
+        supervisors = node.supervisors(pod.id)
+        assert len(supervisors) == 1, supervisors
+        assert json.loads((sandbox_bundle(node, pod.id) / "bootstrap.json").read_text())["version"] == 3
+        assert not processes_titled(f"wasmvisor-worker k8s.io/{pod.id}")  # no pause container
+        assert node.client.pod_status(pod).status.state == cri_api.SANDBOX_READY
+        container_id = node.client.run_container(pod, ContainerSpec("echo", node_image("echo-args-env"),
+                                                                    args=["hi"]))
+        status = node.client.wait_container(container_id)
+        assert (status.exit_code, status.reason) == (0, "Completed")
+        assert b"argv[1]=hi" in node.client.wait_log(pod, "echo", b"argv[1]=hi")
+        exit42 = node.client.run_container(pod, ContainerSpec("exit", node_image("exit42")))
+        assert node.client.wait_container(exit42).exit_code == 42
+        assert node.supervisors(pod.id) == supervisors  # the containers ran in the pod's supervisor
+
+
+def test_a_container_joins_the_pods_network_namespace_held_by_the_supervisor(
+    node: CriNode, node_image: ImageRef
+) -> None:
+    with pod_running(node.client, PodSpec("netns")) as pod:
+        container_id = node.client.run_container(pod, ContainerSpec("app", node_image("sleep")))
+        node.client.wait_log(pod, "app", b"sleeping")
+        (supervisor,) = node.supervisors(pod.id)
+        info = json.loads(node.client.container_status_reply(container_id, verbose=True).info["info"])
+        net = os.stat(f"/proc/{supervisor}/ns/net").st_ino
+        assert net != os.stat("/proc/self/ns/net").st_ino
+        assert os.stat(f"/proc/{info['pid']}/ns/net").st_ino == net
+
+
+def test_stop_pod_ends_its_containers_and_remove_leaves_nothing(node: CriNode, node_image: ImageRef) -> None:
+    pod = node.client.run_pod(PodSpec("stop-remove"))
+    container_id = node.client.run_container(pod, ContainerSpec("app", node_image("sleep")))
+    node.client.wait_log(pod, "app", b"sleeping")
+    node.client.stop_pod(pod)
+    assert node.client.container_status(container_id).state == cri_api.CONTAINER_EXITED
+    assert node.client.pod_status(pod).status.state == cri_api.SANDBOX_NOTREADY
+    node.client.remove_pod(pod)
+    node.wait_supervisor_gone(pod.id)
+    assert not sandbox_bundle(node, pod.id).exists()
+
+
+def test_a_sandbox_keeps_running_across_a_containerd_restart(node: CriNode, node_image: ImageRef) -> None:
+    with pod_running(node.client, PodSpec("restart")) as pod:
+        container_id = node.client.run_container(pod, ContainerSpec("app", node_image("sleep")))
+        node.client.wait_log(pod, "app", b"sleeping")
+        supervisors = node.supervisors(pod.id)
+        node.restart_containerd()
+        assert node.supervisors(pod.id) == supervisors
+        assert node.client.container_status(container_id).state == cri_api.CONTAINER_RUNNING
+        assert node.client.pod_status(pod).status.state == cri_api.SANDBOX_READY
+    node.wait_supervisor_gone(pod.id)
