@@ -99,3 +99,29 @@ def test_a_sandbox_keeps_running_across_a_containerd_restart(node: CriNode, node
         assert node.client.container_status(container_id).state == cri_api.CONTAINER_RUNNING
         assert node.client.pod_status(pod).status.state == cri_api.SANDBOX_READY
     node.wait_supervisor_gone(pod.id)
+
+
+def test_a_native_sidecar_shares_the_pods_hostname_and_ipc_and_takes_exec(node: CriNode, node_image: ImageRef) -> None:
+    with pod_running(node.client, PodSpec("sidecar-host")) as pod:
+        wasm = node.client.run_container(pod, ContainerSpec("app", node_image("sleep")))
+        sidecar = node.client.run_container(pod, ContainerSpec(
+            "sidecar", node_image("busybox"), command=["/bin/sh", "-c", "echo host=$(hostname); sleep 600"]))
+        node.client.wait_log(pod, "app", b"sleeping")
+        assert b"host=sidecar-host" in node.client.wait_log(pod, "sidecar", b"host=")
+        (supervisor,) = node.supervisors(pod.id)
+        for container_id in (wasm, sidecar):
+            info = json.loads(node.client.container_status_reply(container_id, verbose=True).info["info"])
+            for name in ("ipc", "uts"):
+                pod_ns = os.stat(f"/proc/{supervisor}/ns/{name}").st_ino
+                assert os.stat(f"/proc/{info['pid']}/ns/{name}").st_ino == pod_ns, (container_id, name)
+        reply = node.client.exec_sync(sidecar, ["/bin/sh", "-c", "hostname; exit 3"], timeout=10)
+        assert (reply.stdout, reply.exit_code) == (b"sidecar-host\n", 3)
+
+
+def test_pod_stats_come_from_the_pods_cgroup(node: CriNode, node_image: ImageRef) -> None:
+    with pod_running(node.client, PodSpec("stats")) as pod:
+        node.client.run_container(pod, ContainerSpec("app", node_image("sleep")))
+        node.client.wait_log(pod, "app", b"sleeping")
+        stats = node.client.pod_stats(pod)
+        assert stats.attributes.id == pod.id
+        assert stats.linux.memory.working_set_bytes.value > 0 or stats.linux.memory.usage_bytes.value > 0, stats
