@@ -187,6 +187,14 @@ class Harness:
         self._thread.join(5)
 
 
+def ended(pid: int, socket_path: str, within: float = 10.0) -> bool:
+    """Whether the supervisor `pid` has exited and its socket file is gone, waiting up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while (is_alive(pid) or os.path.exists(socket_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not is_alive(pid) and not os.path.exists(socket_path)
+
+
 def _empty():  # type: ignore[no-untyped-def]
     from google.protobuf.empty_pb2 import Empty
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 from tests.e2e.host import is_alive
-from tests.integration.harness import SHIM, Harness
+from tests.integration.harness import SHIM, Harness, ended
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor.lifetime import CLAIM_SECONDS
 
@@ -29,13 +28,6 @@ def _delete(h: Harness, bundle: Path, task_id: str) -> bytes:
     return out.stdout
 
 
-def _ends(pid: int, path: str, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while (is_alive(pid) or os.path.exists(path)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not is_alive(pid) and not os.path.exists(path)
-
-
 def _sandbox_bundle(h: Harness, sandbox_id: str) -> Path:
     """A bundle as containerd 2.x's shim sandboxer makes it: no config.json, an empty rootfs."""
     bundle = h.base / "sandboxes" / sandbox_id
@@ -51,5 +43,5 @@ def test_delete_of_a_group_that_never_got_a_task_ends_its_supervisor(harness: Ha
     pid = h.call(h.client(address), "Connect", pb.ConnectRequest(), pb.ConnectResponse).shim_pid
     assert is_alive(pid)
     assert _delete(h, bundle, "failedpod") == b""  # nothing was created: the empty DeleteResponse
-    assert _ends(pid, path, GONE_WITHIN), "the supervisor of a group containerd gave up on is still running"
+    assert ended(pid, path, GONE_WITHIN), "the supervisor of a group containerd gave up on is still running"
 

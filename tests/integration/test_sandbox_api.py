@@ -18,7 +18,7 @@ import pytest
 from google.protobuf.any_pb2 import Any
 
 from tests.e2e.host import is_alive
-from tests.integration.harness import SLEEPER, Harness
+from tests.integration.harness import SLEEPER, Harness, ended
 from wasmvisor import cgroups
 from wasmvisor.proto.containerd.runtime.sandbox.v1 import sandbox_pb2 as sb
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
@@ -91,13 +91,6 @@ def ns_inode(pid: int | str, name: str) -> int:
     return os.stat(f"/proc/{pid}/ns/{name}").st_ino
 
 
-def ends(pid: int, path: str, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while (is_alive(pid) or os.path.exists(path)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not is_alive(pid) and not os.path.exists(path)
-
-
 def test_a_pod_lives_in_the_supervisor_and_its_container_joins_the_pods_namespaces(harness: Harness,
                                                                                   netns: str) -> None:
     h = harness
@@ -130,7 +123,7 @@ def test_a_pod_lives_in_the_supervisor_and_its_container_joins_the_pods_namespac
     assert status.state == "SANDBOX_NOTREADY"
     call(h, c, TASK_V3, "Delete", pb.DeleteRequest(id="app"), pb.DeleteResponse)
     call(h, c, SANDBOX, "ShutdownSandbox", sb.ShutdownSandboxRequest(sandbox_id="pod1"), sb.ShutdownSandboxResponse)
-    assert ends(pid, path), "the supervisor of a shut-down sandbox is still running"
+    assert ended(pid, path), "the supervisor of a shut-down sandbox is still running"
 
 
 def test_shutdown_ends_what_is_left_of_the_pod_and_its_cgroup(harness: Harness) -> None:
@@ -147,7 +140,7 @@ def test_shutdown_ends_what_is_left_of_the_pod_and_its_cgroup(harness: Harness) 
     task_pid = call(h, c, TASK_V3, "Start", pb.StartRequest(id="left"), pb.StartResponse).pid
     call(h, c, SANDBOX, "ShutdownSandbox", sb.ShutdownSandboxRequest(sandbox_id="pod2"), sb.ShutdownSandboxResponse)
     assert not is_alive(task_pid)
-    assert ends(pid, path)
+    assert ended(pid, path)
     assert not cgroup.exists()
 
 
@@ -160,4 +153,4 @@ def test_a_pod_sharing_its_pid_namespace_is_refused_and_its_supervisor_ends(harn
         call(h, c, SANDBOX, "CreateSandbox", sb.CreateSandboxRequest(
             sandbox_id="pod3", options=pod_options(pid_mode=k8s.POD)), sb.CreateSandboxResponse)
     call(h, c, SANDBOX, "ShutdownSandbox", sb.ShutdownSandboxRequest(sandbox_id="pod3"), sb.ShutdownSandboxResponse)
-    assert ends(pid, answer["address"].removeprefix("unix://"))
+    assert ended(pid, answer["address"].removeprefix("unix://"))
