@@ -5,17 +5,19 @@ the 2.x lines only (1.x has no shim sandboxer)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from tests.cri.client import ContainerSpec, PodSpec, pod_running
+from tests.cri.client import ContainerSpec, PodSpec, pod_running, poll
 from tests.cri.node import CriNode, cri_node
 from tests.e2e.conftest import ImageTarball, shim_dir
-from tests.e2e.host import processes_titled
+from tests.e2e.host import process_titles, processes_titled
 from tests.e2e.versions import binaries_for, selected_lines
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
@@ -125,3 +127,28 @@ def test_pod_stats_come_from_the_pods_cgroup(node: CriNode, node_image: ImageRef
         stats = node.client.pod_stats(pod)
         assert stats.attributes.id == pod.id
         assert stats.linux.memory.working_set_bytes.value > 0 or stats.linux.memory.usage_bytes.value > 0, stats
+
+
+def test_a_pod_the_shim_refuses_leaves_no_supervisor_behind(node: CriNode) -> None:
+    """The kubelet retries a failed RunPodSandbox: each try must not leave an idle supervisor (containerd
+    2.1 sends ShutdownSandbox, then runs `delete`, after a failed CreateSandbox)."""
+
+    def supervisors() -> set[int]:
+        """This node's supervisors: a supervisor's working directory is its first bundle, in containerd's state."""
+        found = set()
+        for pid, title in process_titles().items():
+            if title.startswith("wasmvisor-shim k8s.io/"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/cwd").startswith(f"{node.containerd.state}/"):
+                        found.add(pid)
+        return found
+
+    before = supervisors()
+    config, _, _ = node.client.pod_config(PodSpec("shared-pid"))
+    config.linux.security_context.namespace_options.pid = cri_api.POD  # shareProcessNamespace: refused
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as failure:
+            node.client.runtime.RunPodSandbox(cri_api.RunPodSandboxRequest(config=config, runtime_handler="wasmvisor"),
+                                              timeout=60)
+        assert "shareProcessNamespace" in (failure.value.details() or "")
+    poll(supervisors, lambda now: now <= before, 10, "the refused pods' supervisors to end")
