@@ -47,7 +47,7 @@ class Lifetime(Protocol):
 
     def arrived(self, task_id: str) -> None: ...
 
-    def shutdown(self, task_id: str) -> None: ...
+    def shutdown(self, task_id: str, *, linger: bool = True) -> None: ...
 
 
 class SandboxService:
@@ -151,7 +151,8 @@ class SandboxService:
             self._remove_cgroup(pod)
         self.pod = None
         log.info("shut sandbox %s down", pod.id, extra={logs.FIELDS_ATTR: {"pod": pod.id}})
-        self.lifetime.shutdown(pod.id)  # the supervisor ends once no task and no claim is left
+        # The supervisor ends now if no task and no claim is left: no `start` can claim a removed pod's group.
+        self.lifetime.shutdown(pod.id, linger=False)
         return pb.ShutdownSandboxResponse()
 
     async def SandboxMetrics(self, req: pb.SandboxMetricsRequest, call: Call) -> pb.SandboxMetricsResponse:
