@@ -77,7 +77,6 @@ class SandboxService:
         return self.pod
 
     async def CreateSandbox(self, req: pb.CreateSandboxRequest, call: Call) -> pb.CreateSandboxResponse:
-        self.lifetime.arrived(req.sandbox_id)  # `start`'s claim is settled: the sandbox counts itself now
         what = f"create sandbox {req.sandbox_id}"
         if not req.sandbox_id:
             raise errors.InvalidArgument("create sandbox: sandbox id is empty")
@@ -89,9 +88,18 @@ class SandboxService:
         config = pod_config.parse(req.options if req.HasField("options") else None, req.sandbox_id)
         plan = namespaces.plan(config, req.netns_path, req.sandbox_id)
         made = self._make_cgroup(config.cgroup_parent, req.sandbox_id)
+        pod = Pod(id=req.sandbox_id, bundle=req.bundle_path, config=config, namespaces=plan, made_cgroup=made)
         self._entered = True
-        self.enter(plan, req.sandbox_id)
-        self.pod = Pod(id=req.sandbox_id, bundle=req.bundle_path, config=config, namespaces=plan, made_cgroup=made)
+        try:
+            self.enter(plan, req.sandbox_id)
+        except BaseException:
+            if made:
+                self._remove_cgroup(pod)
+            raise
+        self.pod = pod
+        # `start`'s claim is settled only now that the sandbox counts itself: a CreateSandbox that failed
+        # leaves the claim, which ShutdownSandbox, `delete` or its expiry settles.
+        self.lifetime.arrived(req.sandbox_id)
         log.info("created sandbox %s (pod %s/%s, network %s)", req.sandbox_id, config.namespace, config.name,
                  req.netns_path or "of the node", extra={logs.FIELDS_ATTR: {"pod": req.sandbox_id}})
         return pb.CreateSandboxResponse()
