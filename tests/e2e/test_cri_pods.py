@@ -38,9 +38,7 @@ def test_wasm_container_prints_hello_to_its_cri_log_as_one_full_line(cri: CriNod
         assert raw.endswith(" stdout F hello from wasmvisor\n"), raw
 
 
-def test_a_long_output_line_reaches_the_log_as_partial_lines_then_a_full_one(
-    cri: CriNode, cri_image: ImageRef
-) -> None:
+def test_a_long_output_line_reaches_the_log_as_partial_lines_then_a_full_one(cri: CriNode, cri_image: ImageRef) -> None:
     long_arg = "x" * 40000  # CRI splits lines longer than 16 KiB (max_container_log_line_size)
     with pod_running(cri.client, PodSpec("long-line")) as pod:
         spec = ContainerSpec("echo", cri_image("echo-args-env"), args=["short", long_arg])
