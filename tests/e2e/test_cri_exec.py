@@ -8,11 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from tests.cri.client import ContainerSpec, CriClient, CriError, Pod, PodSpec, pod_running
+from tests.cri.client import ContainerSpec, CriClient, CriError, Pod, PodSpec, pod_running, poll
 from tests.cri.node import CriNode
 from tests.cri.streaming import stream_exec
+from tests.e2e.host import processes_titled
 from wasmvisor.image import build_oci_tar
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
@@ -56,8 +58,11 @@ def test_exec_sync_into_a_native_container_gives_output_and_exit_code(cri: CriNo
 
 def test_exec_sync_past_its_timeout_fails_and_leaves_the_container_running(cri: CriNode, native_container: str) -> None:
     with pytest.raises(CriError) as failure:
-        cri.client.exec_sync(native_container, ["/bin/sleep", "60"], timeout=1)
-    assert "timeout" in failure.value.details, failure.value
+        cri.client.exec_sync(native_container, ["/bin/sleep", "61"], timeout=1)
+    assert failure.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, failure.value
+    assert "timeout 1s exceeded" in failure.value.details, failure.value
+    # CRI kills the exec at its timeout.
+    poll(lambda: processes_titled("/bin/sleep 61"), lambda pids: not pids, 10, "the timed-out exec to end")
     assert cri.client.container_status(native_container).state == cri_api.CONTAINER_RUNNING
 
 
@@ -71,7 +76,8 @@ def test_exec_sync_runs_a_wasm_module_of_the_container_root(cri: CriNode, wasm_c
 def test_exec_sync_of_a_wasm_module_past_its_timeout_fails(cri: CriNode, wasm_container: str) -> None:
     with pytest.raises(CriError) as failure:
         cri.client.exec_sync(wasm_container, ["/sleep.wasm"], timeout=1)
-    assert "timeout" in failure.value.details, failure.value
+    assert failure.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, failure.value
+    assert "timeout 1s exceeded" in failure.value.details, failure.value
     assert cri.client.container_status(wasm_container).state == cri_api.CONTAINER_RUNNING
 
 

@@ -41,7 +41,7 @@ def test_stop_container_ends_a_sleeping_wasm_guest_with_sigterm_within_the_grace
         cri.client.wait_log(pod, "app", b"sleeping")
         cri.client.stop_container(container_id, timeout=30)
         status = cri.client.container_status(container_id)
-        assert (status.state, status.exit_code) == (cri_api.CONTAINER_EXITED, 143), status
+        assert (status.state, status.exit_code, status.reason) == (cri_api.CONTAINER_EXITED, 143, "Error"), status
 
 
 def test_a_restarted_container_is_attempt_1_with_its_own_log_in_the_same_pod(cri: CriNode, cri_image: ImageRef) -> None:
