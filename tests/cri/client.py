@@ -27,7 +27,7 @@ from wasmvisor.proto.cri.runtime.v1 import api_pb2_grpc as cri_grpc
 
 T = TypeVar("T")
 TERMINATION_LOG = "/dev/termination-log"
-STATE_NAMES = {
+STATE_NAMES: dict[int, str] = {
     cri.CONTAINER_CREATED: "CREATED",
     cri.CONTAINER_RUNNING: "RUNNING",
     cri.CONTAINER_EXITED: "EXITED",
@@ -313,7 +313,7 @@ class CriClient:
     # --- waiting, as the kubelet's pod lifecycle event generator polls -------------------------------
 
     def wait_container(
-        self, container_id: str, state: int = cri.CONTAINER_EXITED, timeout: float = 30.0
+        self, container_id: str, state: cri.ContainerState = cri.CONTAINER_EXITED, timeout: float = 30.0
     ) -> cri.ContainerStatus:
         """Poll ContainerStatus until the container is in `state`; the last status is in the error."""
         return poll(

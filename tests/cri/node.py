@@ -63,7 +63,11 @@ def build_pause_image(out: Path, cache: Path) -> Path:
     """An OCI tarball of the pause image (one static binary, entrypoint /pause), host platform."""
     pause = build_pause(cache).read_bytes()
     build_oci_tar(
-        out, PAUSE_REF, {"/pause": FileSpec.executable(pause)}, entrypoint=["/pause"], os="linux",
+        out,
+        PAUSE_REF,
+        {"/pause": FileSpec.executable(pause)},
+        entrypoint=["/pause"],
+        os="linux",
         architecture=host_architecture(),
     )
     return out

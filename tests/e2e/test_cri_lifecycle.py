@@ -41,12 +41,10 @@ def test_stop_container_ends_a_sleeping_wasm_guest_with_sigterm_within_the_grace
         cri.client.wait_log(pod, "app", b"sleeping")
         cri.client.stop_container(container_id, timeout=30)
         status = cri.client.container_status(container_id)
-        assert (status.state, status.exit_code) == (cri_api.CONTAINER_EXITED, 143), status
+        assert (status.state, status.exit_code, status.reason) == (cri_api.CONTAINER_EXITED, 143, "Error"), status
 
 
-def test_a_restarted_container_is_attempt_1_with_its_own_log_in_the_same_pod(
-    cri: CriNode, cri_image: ImageRef
-) -> None:
+def test_a_restarted_container_is_attempt_1_with_its_own_log_in_the_same_pod(cri: CriNode, cri_image: ImageRef) -> None:
     with pod_running(cri.client, PodSpec("restart")) as pod:
         ids = []
         for attempt in (0, 1):
@@ -105,7 +103,9 @@ def test_many_pods_created_and_removed_at_once(cri: CriNode, cri_image: ImageRef
 def test_nothing_of_a_pod_is_left_after_remove_pod_sandbox(cri: CriNode, cri_image: ImageRef) -> None:
     pod = cri.client.run_pod(PodSpec("leftovers"))
     wasm = cri.client.run_container(pod, ContainerSpec("app", cri_image("sleep")))
-    sidecar = cri.client.run_container(pod, ContainerSpec("sidecar", cri_image("busybox"), command=["/bin/sleep", "600"]))
+    sidecar = cri.client.run_container(
+        pod, ContainerSpec("sidecar", cri_image("busybox"), command=["/bin/sleep", "600"])
+    )
     cri.client.wait_log(pod, "app", b"sleeping")
     [supervisor] = processes_titled(f"wasmvisor-shim k8s.io/{pod.id}")
     processes = process_tree(supervisor)

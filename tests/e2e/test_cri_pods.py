@@ -38,9 +38,7 @@ def test_wasm_container_prints_hello_to_its_cri_log_as_one_full_line(cri: CriNod
         assert raw.endswith(" stdout F hello from wasmvisor\n"), raw
 
 
-def test_a_long_output_line_reaches_the_log_as_partial_lines_then_a_full_one(
-    cri: CriNode, cri_image: ImageRef
-) -> None:
+def test_a_long_output_line_reaches_the_log_as_partial_lines_then_a_full_one(cri: CriNode, cri_image: ImageRef) -> None:
     long_arg = "x" * 40000  # CRI splits lines longer than 16 KiB (max_container_log_line_size)
     with pod_running(cri.client, PodSpec("long-line")) as pod:
         spec = ContainerSpec("echo", cri_image("echo-args-env"), args=["short", long_arg])
@@ -60,8 +58,13 @@ def test_a_long_output_line_reaches_the_log_as_partial_lines_then_a_full_one(
 
 @pytest.mark.parametrize(
     ("image", "memory_limit", "exit_code", "reason"),
-    [("hello", 0, 0, "Completed"), ("exit42", 0, 42, "Error"), ("memtouch", 64 * MIB, 137, "OOMKilled")],
-    ids=["completed", "error", "oomkilled"],
+    [
+        ("hello", 0, 0, "Completed"),
+        ("exit42", 0, 42, "Error"),
+        ("trap", 0, 137, "Error"),
+        ("memtouch", 64 * MIB, 137, "OOMKilled"),
+    ],
+    ids=["completed", "error", "trap", "oomkilled"],
 )
 def test_exit_code_and_reason_of_a_finished_wasm_container(
     cri: CriNode, cri_image: ImageRef, image: str, memory_limit: int, exit_code: int, reason: str
@@ -91,16 +94,26 @@ def test_wasm_container_and_native_sidecar_run_under_one_supervisor(cri: CriNode
         assert processes_titled(f"wasmvisor-worker k8s.io/{wasm}")
 
 
-def test_a_bad_module_fails_start_container_with_an_error_that_names_it(cri: CriNode, cri_image: ImageRef) -> None:
-    with pod_running(cri.client, PodSpec("bad-module")) as pod:
-        container_id = cri.client.create_container(pod, ContainerSpec("app", cri_image("malformed")))
+@pytest.mark.parametrize(
+    ("image", "error"),
+    [
+        ("malformed", "module /broken.wasm: invalid wasm"),
+        ("missing-module", "/missing.wasm"),
+        ("imports-missing", "module /imports_missing.wasm: unknown import env::nope"),
+    ],
+)
+def test_a_bad_module_fails_start_container_with_an_error_that_names_it(
+    cri: CriNode, cri_image: ImageRef, image: str, error: str
+) -> None:
+    with pod_running(cri.client, PodSpec(f"bad-{image}")) as pod:
+        container_id = cri.client.create_container(pod, ContainerSpec("app", cri_image(image)))
         with pytest.raises(CriError) as failure:
             cri.client.start_container(container_id)
-        assert "module /broken.wasm: invalid wasm" in failure.value.details
+        assert error in failure.value.details
         # What `kubectl describe pod` shows comes from ContainerStatus: the same text.
         status = cri.client.container_status(container_id)
-        assert status.state == cri_api.CONTAINER_EXITED and status.exit_code != 0, status
-        assert "module /broken.wasm: invalid wasm" in status.message, status
+        assert (status.state, status.exit_code, status.reason) == (cri_api.CONTAINER_EXITED, 128, "StartError")
+        assert error in status.message, status
 
 
 def test_a_pod_has_its_own_network_namespace_with_eth0_on_127(cri: CriNode, cri_image: ImageRef) -> None:
