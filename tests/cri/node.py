@@ -39,6 +39,9 @@ CNI_PLUGIN = "wasmvisor-test-eth0"
 SYSTEM_CNI_DIR = Path("/usr/lib/cni")
 HANDLERS = {"wasmvisor": "io.containerd.wasmvisor.v1", "runc": "io.containerd.runc.v2"}
 SANDBOXERS = ("podsandbox", "shim")
+SHIM_SANDBOXER_HANDLER = "wasmvisor-shim"
+"""On 2.x, a handler of wasmvisor with `sandboxer = "shim"` whatever the node's sandboxer (bench_pods
+compares it with the pause-container pods of the other handlers on one containerd)."""
 
 
 class CriNodeError(RuntimeError):
@@ -125,6 +128,9 @@ def cri_config(
     for name, runtime_type in HANDLERS.items():
         values[(f"{runtime}.containerd.runtimes.{name}", "runtime_type")] = runtime_type
         values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = sandboxer
+    shim_handler = f"{runtime}.containerd.runtimes.{SHIM_SANDBOXER_HANDLER}"
+    values[(shim_handler, "runtime_type")] = HANDLERS["wasmvisor"]
+    values[(shim_handler, "sandboxer")] = "shim"
     return values
 
 
