@@ -350,9 +350,7 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
         # Fast path: the group's supervisor runs, has promised to stay for this task, and the answer
         # is the plain address (in JSON for 2.3). No lock is needed to reuse a server; only launching
         # one must be serialized.
-        address = PLAIN_SCHEME + path
-        if params is not None:
-            address = bootstrap_params.json_answer(2, address, "ttrpc")
+        address = ttrpc_answer(path, sandbox=False, json_form=params is not None)
     else:
         address, pid = _reuse_or_launch(args, bundle=bundle, group=group, directory=directory, path=path,
                                         launcher=launcher, sandbox=sandbox, json_form=params is not None)
@@ -376,7 +374,7 @@ def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
     os.makedirs(directory, mode=0o700, exist_ok=True)
     protocol = "ttrpc"
     boot = None
-    if os.environ.get(PROTOCOL_ENV) or sandbox or json_form:
+    if os.environ.get(PROTOCOL_ENV):
         from wasmvisor.supervisor.shim import bootstrap  # dataclasses, hashlib: ~15 ms, only when asked
 
         requested = bootstrap.requested_protocol(os.environ)
@@ -416,7 +414,16 @@ def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
                 wait_until_serving(path, pid)
     finally:
         os.close(lock)
-    return (boot.answer(path) if boot is not None else PLAIN_SCHEME + path), pid
+    return (boot.answer(path) if boot is not None else ttrpc_answer(path, sandbox=sandbox, json_form=json_form)), pid
+
+
+def ttrpc_answer(path: str, *, sandbox: bool, json_form: bool) -> str:
+    """The answer for a ttrpc supervisor on `path` when WASMVISOR_PROTOCOL is unset, without importing
+    bootstrap.py: JSON version 3 for a sandbox of the shim sandboxer, JSON version 2 for a containerd 2.3
+    that sent BootstrapParams, else the plain address."""
+    if sandbox or json_form:
+        return bootstrap_params.json_answer(3 if sandbox else 2, PLAIN_SCHEME + path, "ttrpc")
+    return PLAIN_SCHEME + path
 
 
 def _from_template(address: str, directory: str, command: list[str], listen_fd: int) -> int | None:
