@@ -66,6 +66,18 @@ def test_a_pod_is_its_supervisor_alone_and_runs_a_wasm_container(node: CriNode, 
         assert node.supervisors(pod.id) == supervisors  # the containers ran in the pod's supervisor
 
 
+def test_a_restarted_container_is_attempt_1_in_the_same_sandbox(node: CriNode, node_image: ImageRef) -> None:
+    with pod_running(node.client, PodSpec("restart-app")) as pod:
+        supervisors = node.supervisors(pod.id)
+        for attempt in (0, 1):
+            spec = ContainerSpec("app", node_image("echo-args-env"), args=[f"run-{attempt}"], attempt=attempt)
+            container_id = node.client.run_container(pod, spec)
+            assert node.client.wait_container(container_id).exit_code == 0
+            node.client.wait_log(pod, "app", f"argv[1]=run-{attempt}".encode(), attempt=attempt)
+        assert node.client.container_status(container_id).metadata.attempt == 1
+        assert node.supervisors(pod.id) == supervisors
+
+
 def test_a_container_joins_the_pods_network_namespace_held_by_the_supervisor(
     node: CriNode, node_image: ImageRef
 ) -> None:
