@@ -83,20 +83,15 @@ class Lifetime:
         containerd's Delete and Shutdown."""
         self._claims.pop(task_id, None)
 
-    def shutdown(self, task_id: str, *, linger: bool = True) -> None:
+    def shutdown(self, task_id: str) -> None:
         """containerd's Shutdown after `task_id` (its claim, if its Create never came, is settled). Idle
-        now, the supervisor lingers; without `linger` (a pod sandbox shut down: no task of its group
-        can come any more) it ends at once."""
+        now, the supervisor lingers."""
         self._claims.pop(task_id, None)
         if self.ending:
             return
         tasks = self._tasks()
         if tasks or self._claims:
             log.debug("shutdown for %s ignored: %d task(s) and %d claim(s) remain", task_id, tasks, len(self._claims))
-            return
-        if not linger:
-            log.info("shutdown requested for %s and nothing remains: exiting", task_id)
-            self.end()
             return
         log.info("shutdown requested and no task remains: exiting in %.1f s unless a task is claimed", self.linger)
         self._linger_if_idle()

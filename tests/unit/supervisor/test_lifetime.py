@@ -172,14 +172,3 @@ def test_a_create_without_a_claim_settles_nothing_else(group: Group) -> None:
     group.lifetime.claim("t2")
     group.lifetime.arrived("t1")  # containerd 2.x connects for a pod's container without `start`
     assert group.lifetime.claims == ["t2"]
-
-
-def test_a_shut_down_sandbox_ends_an_idle_supervisor_without_the_linger(group: Group) -> None:
-    group.lifetime.shutdown("pod", linger=False)
-    assert group.did == ["release", "end"]
-
-
-def test_a_shut_down_sandbox_leaves_a_supervisor_with_a_claim(group: Group) -> None:
-    group.lifetime.claim("late")
-    group.lifetime.shutdown("pod", linger=False)
-    assert group.did == []

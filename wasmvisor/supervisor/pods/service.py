@@ -47,7 +47,7 @@ class Lifetime(Protocol):
 
     def arrived(self, task_id: str) -> None: ...
 
-    def shutdown(self, task_id: str, *, linger: bool = True) -> None: ...
+    def shutdown(self, task_id: str) -> None: ...
 
 
 class SandboxService:
@@ -159,8 +159,11 @@ class SandboxService:
             self._remove_cgroup(pod)
         self.pod = None
         log.info("shut sandbox %s down", pod.id, extra={logs.FIELDS_ATTR: {"pod": pod.id}})
-        # The supervisor ends now if no task and no claim is left: no `start` can claim a removed pod's group.
-        self.lifetime.shutdown(pod.id, linger=False)
+        # The supervisor ends after the Lifetime's linger, not at once: containerd 2.1's ttrpc client, seeing
+        # the answer and the connection's close together, may report `ttrpc: closed` (Go's select picks
+        # either), and RemovePodSandbox then fails for good ("failed to shutdown sandbox"). containerd
+        # closes the connection itself right after the answer.
+        self.lifetime.shutdown(pod.id)
         return pb.ShutdownSandboxResponse()
 
     async def SandboxMetrics(self, req: pb.SandboxMetricsRequest, call: Call) -> pb.SandboxMetricsResponse:
