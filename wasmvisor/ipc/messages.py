@@ -52,6 +52,13 @@ class Configure:
     wasm_layers: tuple[LayerFile, ...] = ()
     """The image's wasm layers (OCI Wasm image): the module comes from them, not from the rootfs.
     Optional (added within protocol version 1: a Configure without it means none)."""
+    exec_id: str = ""
+    """Set for an exec process (Task API Exec) of the task `id`: the worker joins the container of
+    `exec_target_pid` (its process on the host) and runs `exec_process` (an OCI process object)."""
+    exec_target_pid: int = 0
+    exec_process: dict[str, Any] | None = None
+    exec_in_wasm: bool = False
+    """The container runs a wasm guest: its execs may only be wasm modules."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):

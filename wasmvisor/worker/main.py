@@ -21,33 +21,28 @@ import os
 import signal
 import socket
 import time
-import traceback
 from typing import NoReturn
 
 from setproctitle import setproctitle
 
 from wasmvisor import logs
-from wasmvisor.engines.base import (
-    TRAP_EXIT_CODE,
-    Engine,
-    Entrypoint,
-    GuestError,
-    PreparedGuest,
-    RuntimeContext,
-    Stdio,
-)
-from wasmvisor.errors import Internal, InvalidArgument, ShimError
+from wasmvisor.engines.base import Entrypoint, PreparedGuest, RuntimeContext
+from wasmvisor.errors import Internal, InvalidArgument
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
-from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
+from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
-from wasmvisor.refs import load_class
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker.container import Container
+from wasmvisor.worker.exec_process import serve_exec
+from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
-from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
+from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
+
+__all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
+           "runtime_context", "serve"]
 
 log = logging.getLogger("wasmvisor.worker")
 
@@ -55,8 +50,6 @@ GUEST_SIGNALS = TERMINATING_SIGNALS
 """Left at SIG_DFL in the worker: while the guest runs in native code no Python handler could
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 
-EX_NOEXEC = 127
-"""A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
 ARG_MAX = 2 * 1024 * 1024
 
@@ -72,7 +65,7 @@ _LOG_HANDLER.setFormatter(_LOG_FORMATTER)
 def run(sock_fd: int) -> NoReturn:
     """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe. Nothing
     escapes into the zygote's loop: it ends the process."""
-    run_child(lambda: serve(sock_fd), on_error=lambda exc: log.error("worker failed: %s", _exception_line(exc)))
+    run_child(lambda: serve(sock_fd), on_error=lambda exc: log.error("worker failed: %s", exception_line(exc)))
 
 
 def serve(sock_fd: int) -> int:
@@ -98,6 +91,9 @@ def serve(sock_fd: int) -> int:
     level = logs.LEVELS.get(config.log_level.lower(), logging.INFO)
     if root.level != level:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
+    if config.exec_id:
+        _LOG_FORMATTER.fields["exec"] = config.exec_id
+        return serve_exec(config, channel, sock_fd, log_fd)
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
     configured = time.time_ns()
     phases = {"configure": [begun, configured]}
@@ -134,39 +130,8 @@ def serve(sock_fd: int) -> int:
         return 1
     channel.send(Ready(pid=box.pid, phases=phases))
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
-
-    start = channel.receive()
-    if start is None:
-        log.debug("pipe closed before start: exiting")
-        return 0
-    if not isinstance(start, StartGuest):
-        raise messages.ProtocolError(f"got {start.kind!r} while waiting for 'start'")
-
-    # As a native process would have them: a guest writing to a gone reader dies of SIGPIPE (141),
-    # one passing RLIMIT_FSIZE of SIGXFSZ (Python ignores both for itself).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
-    channel.send(Started(pid=box.pid, execs=native is not None))
-    running = time.time_ns()
-    try:
-        if native is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
-            exec_native(native, spec.args, spec.env, spec.cwd, seccomp)
-        assert guest is not None
-        result = guest(Stdio(stdin=0, stdout=1, stderr=2))
-        reason = getattr(result, "reason", "exit")
-        code = int(result) & 0xFF
-    except Exception as exc:
-        log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
-        code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    ended = time.time_ns()
-    instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
-    phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
-    channel.send(Exited(code=code, at_ns=ended, phases=phases))
-    log.debug("exited: code %d (%s)", code, reason)
-    return code
+    return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
+                       box.guest_signal_mask())
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
@@ -232,28 +197,3 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
     )
-
-
-def load_engine(ref: str) -> Engine:
-    """An instance of the Engine class named `module:Class`."""
-    cls: type[Engine] = load_class(ref, Engine, "engine")
-    try:
-        return cls()
-    except Exception as exc:
-        raise Internal(f"engine {ref!r}: cannot create: {exc}") from None
-
-
-def failure_of(exc: BaseException) -> tuple[str, str]:
-    """The status code name and message a `Failed` carries for `exc`."""
-    if isinstance(exc, ShimError):
-        return exc.code.name, exc.message
-    if isinstance(exc, GuestError):
-        return "INVALID_ARGUMENT", str(exc)
-    return "INTERNAL", _exception_line(exc)
-
-
-def _exception_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if not isinstance(exc, (ShimError, GuestError, messages.ProtocolError)):
-        text += " | " + " | ".join(traceback.format_tb(exc.__traceback__)).replace("\n", " ")
-    return text

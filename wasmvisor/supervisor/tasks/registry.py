@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from wasmvisor import errors, logs
@@ -25,7 +26,15 @@ from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
-from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, InstanceFactory, worker_pid_file
+from wasmvisor.supervisor.tasks.execs import ExecProcess, TaskExecs
+from wasmvisor.supervisor.tasks.instance import (
+    ExecStdio,
+    Exit,
+    Instance,
+    InstanceConfig,
+    InstanceFactory,
+    worker_pid_file,
+)
 from wasmvisor.supervisor.tasks.task import CreateOpts, Task
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,8 @@ class TaskRegistry:
         self.log_level = log_level
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
+        self._execs: dict[str, TaskExecs] = {}
+        """Each task's exec processes."""
         self._pending: set[asyncio.Task[Any]] = set()
 
     def get(self, task_id: str) -> Task:
@@ -90,6 +101,7 @@ class TaskRegistry:
         finally:
             self._reserved.discard(task_id)
         self._tasks[task_id] = task
+        self._execs[task_id] = TaskExecs(task_id, self.events)
         self.events.publish("/tasks/create", task_events.create(task))
         # Watched from now on only: a worker that died before its task was registered has its
         # TaskExit after the TaskCreate.
@@ -170,8 +182,20 @@ class TaskRegistry:
                 log.info("task %s exited with status %d", task.id, exit.status,
                          extra={logs.FIELDS_ATTR: {"instance": task.id}})
                 self.events.publish("/tasks/exit", task_events.exit(task, exit))
+            execs = self._execs.get(task.id)
+            if execs:  # as runc's shim kills what is left of a container whose init exited
+                self._background(execs.end_all(), f"ending the execs of {task.id}")
         finally:
             task.exited.set()
+
+    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio) -> ExecProcess:
+        """Exec: a new process in the running task's container, in its cgroup."""
+        task.state.check_running(f"exec {exec_id!r} in task {task.id}")
+        on_forked = task.cgroup.add if task.cgroup else None
+        return await self.execs_of(task).add(exec_id, task.instance, process, stdio, on_forked)
+
+    def execs_of(self, task: Task) -> TaskExecs:
+        return self._execs[task.id]
 
     async def wait(self, task: Task) -> Exit:
         """How the task ended, once its exit is recorded (after its TaskExit)."""
@@ -286,6 +310,7 @@ class TaskRegistry:
             task.state.delete_failed(ended=task.exit is not None)
             raise
         del self._tasks[task_id]
+        self._execs.pop(task_id, None)
         self.events.publish("/tasks/delete", task_events.delete(task, exit))
         return exit
 
@@ -294,6 +319,7 @@ class TaskRegistry:
         be done again when a previous Delete failed part-way."""
         await task.instance.delete()
         exit = await self.wait(task)
+        await self.execs_of(task).end_all()
         if task.opts.rootfs:
             await asyncio.to_thread(mounts.unmount_all, task.rootfs)
         if task.cgroup is not None:
