@@ -25,7 +25,8 @@ from tests.e2e.ctr import Ctr  # noqa: E402
 from tests.guests.build import build_all  # noqa: E402
 from wasmvisor.image import build_busybox_image, build_oci_tar  # noqa: E402
 
-__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "pss_kib", "stats_row", "table"]
+__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "pss_kib", "run_context", "stats_row",
+           "table"]
 
 POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 IMAGES = {
@@ -121,6 +122,19 @@ def large_module_wat(functions: int) -> str:
     (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 26))
     (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
 """
+
+
+def run_context() -> str:
+    """One line for the top of a benchmark's output: the commit measured and how busy the machine was."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return f"commit {commit}{dirty}; load average before the run {' '.join(load)} on {os.cpu_count()} CPUs"
 
 
 def pss_kib(pid: int) -> int:

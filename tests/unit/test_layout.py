@@ -47,6 +47,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     # The containerd client comes in as an argument (registry.LayerReader), never by import.
     "wasmvisor.supervisor.tasks": (*BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor.rpc"),
+    # The pod sandbox (shim sandboxer) stops and removes the pod's tasks through the registry.
+    "wasmvisor.supervisor.pods": (*BOTTOM, "wasmvisor.proto", "wasmvisor.supervisor.rpc", "wasmvisor.supervisor.tasks"),
     "wasmvisor.supervisor.shim": (
         *BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor",
         # entry_script reads the package's location from the root package

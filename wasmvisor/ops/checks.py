@@ -99,10 +99,11 @@ def check_config(path: str, doc: Mapping[str, Any] | None, error: str = "", hand
     if not ours:
         return Finding("config", False, f"{path}: no CRI runtime handler has runtime_type {RUNTIME_TYPE!r}",
                        f"add {example}")
-    problems = [name for name in ours if _table(runtimes, name).get("sandboxer") == "shim"]
-    if problems:
-        return Finding("config", False, f"{path}: handler {problems[0]!r} has sandboxer = \"shim\", which "
-                                        "wasmvisor does not serve", 'set sandboxer = "podsandbox" (the default)')
+    # sandboxer = "shim" (2.x) is served too: the supervisor is the pod (docs/kubernetes.md).
+    shim = [name for name in ours if _table(runtimes, name).get("sandboxer") == "shim"]
+    if shim:
+        return Finding("config", True, f"{path}: CRI handler(s) {', '.join(ours)} -> {RUNTIME_TYPE} "
+                                       f"({', '.join(shim)} with sandboxer = \"shim\": no pause container)")
     return Finding("config", True, f"{path}: CRI handler(s) {', '.join(ours)} -> {RUNTIME_TYPE}")
 
 

@@ -3,10 +3,11 @@
 `serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one composition
 root: it builds the event publisher, the wasm layer reader, the instance factory (on the zygote's
 launcher, or the shim's own Instance class with no zygote), the task registry and service, the group's
-Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown) and the transports, and hands
-each what it uses. Signal handlers only set the stop event; the loop does the work. The Task API is
-served over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
-socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims and the
+Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown), the pod sandbox's service
+(pods/service.py, for containerd 2.x's shim sandboxer) and the transports, and hands each what it uses.
+Signal handlers only set the stop event; the loop does the work. The Task API is served over ttrpc on the
+socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the socket path
+(grpc_server.py binds it), beside the Sandbox API, the Group service that answers `start`'s claims and the
 Admin service that answers `wasmvisor ps` (admin.py).
 """
 
@@ -18,14 +19,18 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from wasmvisor import errors, tracing
 from wasmvisor.ipc.zygote import WorkerLauncher
+from wasmvisor.proto.containerd.runtime.sandbox.v1 import sandbox_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
 from wasmvisor.supervisor import admin, daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.lifetime import Lifetime
+from wasmvisor.supervisor.pods.service import SERVICE as SANDBOX_SERVICE
+from wasmvisor.supervisor.pods.service import SandboxService
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
 from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
@@ -108,6 +113,8 @@ class Supervisor:
         self.engine = engine
         self.level = level
         self.stop = asyncio.Event()
+        self.started_at_ns = time.time_ns()
+        """The sandbox's created time, when the supervisor is a pod sandbox (pods/service.py)."""
 
     async def run(self, listener: socket.socket | None, address: SocketFile) -> int:
         loop = asyncio.get_running_loop()
@@ -127,9 +134,12 @@ class Supervisor:
                                  self.engine, tracer=tracer)
         registry = TaskRegistry(self.args.namespace, self.group, new_instance=self.new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
-        lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
-                            call_later=loop.call_later)
+        sandboxes: SandboxService | None = None
+        lifetime = Lifetime(lambda: len(registry) + (sandboxes.held() if sandboxes else 0), release=address.remove,
+                            end=self.stop.set, call_later=loop.call_later)
         lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
+        sandboxes = SandboxService(registry, lifetime, namespace=self.args.namespace, pid=os.getpid(),
+                                   started_at_ns=self.started_at_ns)
         service = TaskService(registry, lifetime)
         describer = TaskDescriber(registry)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
@@ -139,7 +149,9 @@ class Supervisor:
 
             spans = TaskSpans(tracer, registry, describer)
             services = [spans.wrap(s) for s in services]
-        services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
+        services.append(service_from_descriptor(SANDBOX_SERVICE, sandbox_pb2.DESCRIPTOR.services_by_name["Sandbox"],
+                                                sandboxes))
+        services.append(claim.service(lifetime.claim, lifetime.released, f"{self.args.namespace}/{self.group}"))
         services.append(admin.service(describer.describe))  # `wasmvisor ps`
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None

@@ -59,12 +59,13 @@ def test_a_config_without_the_handler_fails_and_names_the_section_to_add() -> No
     assert 'runtimes.runc] runtime_type = "io.containerd.wasmvisor.v1"' in wrong_name.fix
 
 
-def test_a_disabled_cri_plugin_needs_no_handler_and_a_shim_sandboxer_is_refused() -> None:
+def test_a_disabled_cri_plugin_needs_no_handler_and_a_shim_sandboxer_is_accepted() -> None:
     off = checks.check_config("c.toml", {"version": 3, "disabled_plugins": ["io.containerd.cri.v1.runtime"]})
     shim = tomllib.loads(V3_OURS.replace('wasmvisor.v1"', 'wasmvisor.v1"\n  sandboxer = "shim"'))
 
     assert off.ok and "CRI plugin is disabled" in off.detail
-    assert not checks.check_config("c.toml", shim).ok
+    accepted = checks.check_config("c.toml", shim)
+    assert accepted.ok and 'sandboxer = "shim"' in accepted.detail
     assert not checks.check_config("c.toml", None, "No such file or directory").ok
 
 
