@@ -1,7 +1,7 @@
 """ExecSync through CRI, as exec probes and `kubectl exec` without a terminal use it: into a native
 container (under wasmvisor and, as the baseline, runc) and into a wasm container (a wasm module of the
 container's root), its output and exit code, its timeout, and a refused non-wasm exec; streaming Exec (what
-`kubectl exec` uses) through containerd's streaming server, with stdin, and on a terminal (runc only)."""
+`kubectl exec` uses) through containerd's streaming server, with stdin, and on a terminal."""
 
 from __future__ import annotations
 
@@ -104,8 +104,6 @@ def test_streaming_exec_of_a_wasm_module(cri: CriNode, wasm_container: str) -> N
     assert stream_exec(cri.client.exec_url(wasm_container, ["/hello.wasm"])).stdout == b"hello from wasmvisor\n"
 
 
-# Only runc for now: wasmvisor refuses terminals for execs until the shim gives them a pty.
-@pytest.mark.parametrize("native_container", ["runc"], indirect=True)
 def test_streaming_exec_on_a_terminal_into_a_native_container(cri: CriNode, native_container: str) -> None:
     url = cri.client.exec_url(native_container, SHELL_READS_A_LINE, tty=True, stdin=True)
     result = stream_exec(url, stdin=b"hi\n")
