@@ -8,7 +8,7 @@ returns the guest's exit code.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 WASM_MAGIC = b"\0asm"
@@ -63,6 +63,8 @@ class RuntimeContext:
     wasm_layers: Sequence[WasmLayer] = field(default_factory=tuple)
     platform: Platform = field(default_factory=Platform)
     memory_limit: int | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """The spec's annotations (an engine may read its settings there, e.g. an HTTP port)."""
 
 
 class GuestError(Exception):
@@ -87,6 +89,26 @@ class ExitCode(int):
 
 PreparedGuest = Callable[[Stdio], int]
 """A guest ready to run: call it with the stdio to use; it returns the exit code."""
+
+
+class ProgramGuest(abc.ABC):
+    """A guest run by a program of its own that the worker starts (the wasmtime CLI), not in the
+    worker's process. That program is not in the container's root (its libraries are not either), so
+    the worker does not pivot_root for it: it stays in the container's namespaces and cgroup, and the
+    guest sees the container root only through the program's preopen of `root` as `/`."""
+
+    @abc.abstractmethod
+    def at_root(self, root: str) -> ProgramGuest:
+        """The same guest with the container root given by its path in the worker (not `/`)."""
+
+    @abc.abstractmethod
+    def __call__(self, stdio: Stdio) -> int:
+        """Start the program, wait for its end, return the guest's exit code."""
+
+    @abc.abstractmethod
+    def stop(self, sig: int) -> None:
+        """The container got `sig`: end the program (gracefully, within bounds, for SIGTERM/SIGINT);
+        returns once it has ended. Called from another thread than `__call__`'s."""
 
 
 class Engine(abc.ABC):

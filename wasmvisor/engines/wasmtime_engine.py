@@ -44,9 +44,10 @@ from wasmvisor.engines.base import (
     read_head,
 )
 from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
+from wasmvisor.engines.component_world import ComponentFormatError, Route, World, read_world
 from wasmvisor.engines.module_cache import ModuleCache
+from wasmvisor.engines.wasmtime_cli import prepare_cli
 from wasmvisor.engines.wasmtime_component import (
-    ComponentGuest,
     is_component,
     prepare_component,
     wasip2_linker,
@@ -139,8 +140,6 @@ class WasmtimeEngine(Engine):
             raise GuestError(f"container root {ctx.root}: not a directory")
         wasm = self._read(ctx)
         if is_component(wasm[:8]):
-            log.info("engine %s: %s is a WASI 0.2 component: running it with wasmtime-py's component API",
-                     self.name, source)
             return self._prepare_component(wasm, ctx)
         module = self._compile(wasm, source)
 
@@ -201,7 +200,18 @@ class WasmtimeEngine(Engine):
         except OSError as exc:
             raise GuestError(f"module {ctx.entrypoint.source}: cannot read: {exc.strerror}") from None
 
-    def _prepare_component(self, wasm: bytes, ctx: RuntimeContext) -> ComponentGuest:
+    def _prepare_component(self, wasm: bytes, ctx: RuntimeContext) -> PreparedGuest:
+        """In this process (wasmtime-py) for a WASI 0.2 command; else by the wasmtime CLI
+        (HTTP handlers, WASI 0.3), chosen from the component's import and export names."""
+        try:
+            world = read_world(wasm)
+        except ComponentFormatError as exc:  # wasmtime's own error says more: let it
+            log.debug("component %s: %s", ctx.entrypoint.source, exc)
+            world = World((), ())
+        if world.route is not Route.COMMAND:
+            return prepare_cli(wasm, world, ctx, self._cache.root if self._cache is not None else None)
+        log.info("engine %s: %s is a WASI 0.2 component: running it with wasmtime-py's component API",
+                 self.name, ctx.entrypoint.source)
         return prepare_component(self.engine, wasm, ctx, self._component_cache)
 
     def _compile(self, raw: bytes, source: str) -> wasmtime.Module:

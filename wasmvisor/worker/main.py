@@ -33,6 +33,7 @@ from wasmvisor.engines.base import (
     Entrypoint,
     GuestError,
     PreparedGuest,
+    ProgramGuest,
     RuntimeContext,
     Stdio,
 )
@@ -98,17 +99,17 @@ def serve(sock_fd: int) -> int:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
 
+    guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
     try:
         spec = load_spec(config.bundle)
         box = Container.enter(
             spec, config.bundle, config.rootfs or spec.root_path,
             relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
-            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns())),
+            on_signal=lambda sig: _end_on_signal(channel, guest, sig),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
-        guest: PreparedGuest | None = None
         if native is not None:
             prepare_seccomp(seccomp)  # a bad profile fails Create
         else:
@@ -116,8 +117,10 @@ def serve(sock_fd: int) -> int:
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
+            if isinstance(guest, ProgramGuest):
+                guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
         install_stdio(open_stdio(config), log_fd)
-        box.seal(spec.raw.get("process") or {})
+        box.seal(spec.raw.get("process") or {}, pivot=not isinstance(guest, ProgramGuest))
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
@@ -154,6 +157,14 @@ def serve(sock_fd: int) -> int:
     channel.send(Exited(code=code, at_ns=time.time_ns()))
     log.debug("exited: code %d (%s)", code, reason)
     return code
+
+
+def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:
+    """PID 1 of the container got `sig` (its signal thread calls this, then exits 128 + sig): a
+    guest run by a program of its own ends that first (an HTTP server drains its requests)."""
+    if isinstance(guest, ProgramGuest):
+        guest.stop(sig)
+    channel.send(Exited(code=128 + sig, at_ns=time.time_ns()))
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
@@ -218,6 +229,7 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         root=root,
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
+        annotations=spec.annotations,
     )
 
 
