@@ -14,6 +14,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from tests.guests.build import GUESTS_DIR, GuestBuildError, build
@@ -70,4 +71,38 @@ def build_component(name: str, cache_dir: str | os.PathLike[str]) -> Path:
     finally:
         for leftover in (tmp, embedded, wit_copy):
             leftover.unlink(missing_ok=True)
+    return out
+
+
+WIT_DIR = JCO_DIR / "node_modules" / "@bytecodealliance" / "jco" / "lib" / "wit" / "builtin"
+"""The WASI WIT packages jco ships (0.2.12, 0.3.0): the worlds componentize-py builds against."""
+
+
+def build_python_component(name: str, world: str, cache_dir: str | os.PathLike[str]) -> Path:
+    """The component componentize-py makes of tests/guests/NAME/app.py for `world` (a WASI world such
+    as `wasi:http/proxy@0.2.12`), built once per source, world and tool versions."""
+    app = GUESTS_DIR / name / "app.py"
+    package, _, version = world.partition("@")
+    wit_root = WIT_DIR / version
+    componentize = tool("componentize-py", "WASMVISOR_COMPONENTIZE_PY", Path(sys.executable).parent / "componentize-py")
+    if not wit_root.is_dir():
+        raise GuestBuildError(f"no WASI {version} WIT at {wit_root}: run `bash scripts/setup.sh`")
+    digest = hashlib.sha256(app.read_bytes() + world.encode() + str(componentize.stat().st_mtime_ns).encode())
+    out = Path(cache_dir) / f"{name}-{digest.hexdigest()[:16]}.wasm"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=Path(cache_dir).resolve()) as folder:
+        # componentize-py reads one WIT package with its dependencies in deps/: the world's own
+        # package at the top, every other WASI package of that version under deps/.
+        own = package.split("/")[0].removeprefix("wasi:")
+        wit = Path(folder) / "wit"
+        for source in sorted(wit_root.iterdir()):
+            short = source.name.removeprefix("wasi-")
+            target = wit / f"{short}.wit" if short == own else wit / "deps" / short / "package.wit"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((source / "package.wit").read_bytes())
+        tmp = Path(folder) / "out.wasm"
+        _run([componentize, "-q", "-d", wit, "-w", world, "componentize", "-p", app.parent, "app", "-o", tmp],
+             f"component {name}", Path(folder))
+        tmp.replace(out)
     return out
