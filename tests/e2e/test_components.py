@@ -17,7 +17,7 @@ import wasmtime
 from tests.e2e.conftest import REPO
 from tests.e2e.containerd import PrivateContainerd
 from tests.e2e.ctr import Ctr
-from tests.guests.components import build_component
+from tests.guests.components import build_component, build_python_component
 from wasmvisor.image import build_oci_tar
 
 MIB = 1 << 20
@@ -144,3 +144,25 @@ def test_the_log_says_which_engine_ran_the_component(containerd: PrivateContaine
     while not said.search(containerd.log_text(offset)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert said.search(containerd.log_text(offset)), containerd.log_text(offset)[-3000:]
+
+
+@pytest.fixture(scope="module")
+def p3_image(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A WASI 0.3 command component (componentize-py, wasi:cli/command@0.3.0; tests/guests/p3_hello)."""
+    wasm = build_python_component("p3_hello", "wasi:cli/command@0.3.0", REPO / "_work" / "guests")
+    ref = "docker.io/wasmvisor-test/component-p3-hello:latest"
+    tar = tmp_path_factory.mktemp("p3-image") / "p3.tar"
+    build_oci_tar(tar, ref, {"/p3_hello.wasm": wasm.read_bytes()}, entrypoint=["/p3_hello.wasm"])
+    ctr.import_image(tar)
+    return ref
+
+
+def test_wasi_0_3_command_runs_with_its_args_env_and_exit_code(containerd: PrivateContainerd, ctr: Ctr,
+                                                               p3_image: str, container_id: str) -> None:
+    offset = containerd.log_size()
+
+    result = ctr.run_container(p3_image, container_id, "/p3_hello.wasm", "7", flags=["--env", "WV=yes"],
+                               timeout=300)
+
+    assert (result.returncode, result.stdout) == (7, "hello from WASI 0.3: args=['7'] WV=yes\n"), result.output
+    assert re.search(r"engine wasmtime CLI .*/p3_hello\.wasm is a WASI 0\.3 command", containerd.log_text(offset))
