@@ -43,7 +43,7 @@ from wasmvisor.engines.base import (
     not_wasm,
     read_head,
 )
-from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
+from wasmvisor.engines.catalog import MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.component_world import ComponentFormatError, Route, World, read_world
 from wasmvisor.engines.module_cache import ModuleCache
 from wasmvisor.engines.wasmtime_cli import prepare_cli
@@ -282,7 +282,7 @@ def _guest_layer(ctx: RuntimeContext) -> bytes | None:
     holds (the CNCF artifact's `application/wasm` layer is a component as often as a core module):
     the bytes do."""
     for layer in ctx.wasm_layers:
-        if layer.media_type in (MODULE_LAYER, COMPONENT_LAYER):
+        if layer.media_type in WASMTIME.layer_types:
             return layer.data
     return None
 
