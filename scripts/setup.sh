@@ -7,7 +7,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 STAMP="$VENV/.wasmvisor-setup-stamp"
-PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv nodejs)
+PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv nodejs wrk)
 LOG="$(mktemp /tmp/wasmvisor-setup.XXXXXX.log)"
 
 say() { echo "setup: $*"; }
