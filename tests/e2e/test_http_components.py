@@ -113,3 +113,12 @@ def test_the_log_says_the_wasmtime_cli_serves_it(containerd: PrivateContainerd, 
     assert said.search(containerd.log_text(offset)), containerd.log_text(offset)[-3000:]
 
 
+
+
+def test_an_outgoing_request_reaches_a_server_in_the_container(ctr: Ctr, http_image: str,
+                                                               container_id: str) -> None:
+    # The handler's outgoing GET goes to the container's own server (the only one its netns can reach).
+    with serving(ctr, http_image, container_id) as (_, pid):
+        answers = requests_in_netns(pid, 8080, [("GET", "/fetch?port=8080", "")])
+
+    assert answers == [(200, "200 hello from a component\n")]

@@ -1,26 +1,33 @@
 """A wasi:http/proxy test guest (componentize-py): `GET /hello` answers "hello from a component",
 `GET /slow?ms=N` answers after N milliseconds of the monotonic clock, `POST /echo` answers with the
-request's body; anything else is 404. Each request runs in a fresh instance, so `/count` is always 1."""
+request's body, `GET /fetch?port=N` answers with what an outgoing `GET 127.0.0.1:N/hello` got (status and
+body); anything else is 404. Each request runs in a fresh instance, so `/count` is always 1."""
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import monotonic_clock
+from wit_world.imports import monotonic_clock, outgoing_handler
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
     Fields,
     IncomingRequest,
     Method_Get,
     Method_Post,
+    IncomingBody,
     OutgoingBody,
+    OutgoingRequest,
     OutgoingResponse,
     ResponseOutparam,
+    Scheme_Http,
 )
 
 CALLS = 0
 
 
 def read_body(request: IncomingRequest) -> bytes:
-    body = request.consume()
+    return read_all(request.consume())
+
+
+def read_all(body: IncomingBody) -> bytes:
     stream = body.stream()
     chunks = []
     while True:
@@ -33,6 +40,22 @@ def read_body(request: IncomingRequest) -> bytes:
     stream.__exit__(None, None, None)
     body.__exit__(None, None, None)
     return b"".join(chunks)
+
+
+def fetch(port: int) -> bytes:
+    request = OutgoingRequest(Fields())
+    request.set_scheme(Scheme_Http())
+    request.set_authority(f"127.0.0.1:{port}")
+    request.set_path_with_query("/hello")
+    future = outgoing_handler.handle(request, None)
+    future.subscribe().block()
+    outcome = future.get()
+    if outcome is None:
+        return b"no response\n"
+    if isinstance(outcome, Err) or isinstance(outcome.value, Err):
+        return f"failed: {outcome}\n".encode()
+    response = outcome.value.value
+    return f"{response.status()} ".encode() + read_all(response.consume())
 
 
 def respond(response_out: ResponseOutparam, status: int, data: bytes) -> None:
@@ -61,6 +84,8 @@ class IncomingHandler(exports.IncomingHandler):
             respond(response_out, 200, f"slept {ms} ms\n".encode())
         elif isinstance(method, Method_Get) and path == "/count":
             respond(response_out, 200, f"{CALLS}\n".encode())
+        elif isinstance(method, Method_Get) and path == "/fetch":
+            respond(response_out, 200, fetch(int(query.removeprefix("port=") or "8080")))
         elif isinstance(method, Method_Post) and path == "/echo":
             respond(response_out, 200, read_body(request))
         else:
