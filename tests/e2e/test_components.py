@@ -146,15 +146,21 @@ def test_the_log_says_which_engine_ran_the_component(containerd: PrivateContaine
     assert said.search(containerd.log_text(offset)), containerd.log_text(offset)[-3000:]
 
 
+def python_component_image(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory, name: str, world: str) -> str:
+    """The ref of an imported one-file image whose entrypoint `/NAME.wasm` is the componentize-py
+    component of tests/guests/NAME/app.py for `world`."""
+    wasm = build_python_component(name, world, REPO / "_work" / "guests")
+    ref = f"docker.io/wasmvisor-test/{name.replace('_', '-')}:latest"
+    tar = tmp_path_factory.mktemp(name) / "image.tar"
+    build_oci_tar(tar, ref, {f"/{name}.wasm": wasm.read_bytes()}, entrypoint=[f"/{name}.wasm"])
+    ctr.import_image(tar)
+    return ref
+
+
 @pytest.fixture(scope="module")
 def p3_image(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A WASI 0.3 command component (componentize-py, wasi:cli/command@0.3.0; tests/guests/p3_hello)."""
-    wasm = build_python_component("p3_hello", "wasi:cli/command@0.3.0", REPO / "_work" / "guests")
-    ref = "docker.io/wasmvisor-test/component-p3-hello:latest"
-    tar = tmp_path_factory.mktemp("p3-image") / "p3.tar"
-    build_oci_tar(tar, ref, {"/p3_hello.wasm": wasm.read_bytes()}, entrypoint=["/p3_hello.wasm"])
-    ctr.import_image(tar)
-    return ref
+    return python_component_image(ctr, tmp_path_factory, "p3_hello", "wasi:cli/command@0.3.0")
 
 
 def test_wasi_0_3_command_runs_with_its_args_env_and_exit_code(containerd: PrivateContainerd, ctr: Ctr,

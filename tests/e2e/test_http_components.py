@@ -15,12 +15,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.e2e.conftest import REPO
 from tests.e2e.containerd import PrivateContainerd
 from tests.e2e.ctr import Ctr, ForegroundRun
 from tests.e2e.netns_http import finish, requests_in_netns, start_in_netns
-from tests.guests.components import build_python_component
-from wasmvisor.image import build_oci_tar
+from tests.e2e.test_components import python_component_image
 
 HELLO = ("GET", "/hello", "")
 READY_TIMEOUT = 180.0
@@ -29,12 +27,7 @@ READY_TIMEOUT = 180.0
 
 @pytest.fixture(scope="module")
 def http_image(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory) -> str:
-    wasm = build_python_component("http_echo", "wasi:http/proxy@0.2.12", REPO / "_work" / "guests")
-    ref = "docker.io/wasmvisor-test/http-echo:latest"
-    tar = tmp_path_factory.mktemp("http-image") / "http.tar"
-    build_oci_tar(tar, ref, {"/http_echo.wasm": wasm.read_bytes()}, entrypoint=["/http_echo.wasm"])
-    ctr.import_image(tar)
-    return ref
+    return python_component_image(ctr, tmp_path_factory, "http_echo", "wasi:http/proxy@0.2.12")
 
 
 @contextmanager

@@ -20,9 +20,9 @@ import re
 import wasmtime
 import wasmtime.component as wc
 
-from wasmvisor.engines.base import TRAP_EXIT_CODE, ExitCode, GuestError, RuntimeContext, Stdio
+from wasmvisor.engines.base import GuestError, RuntimeContext, Stdio
 from wasmvisor.engines.module_cache import ModuleCache
-from wasmvisor.engines.wasmtime_wasi import new_store, one_line
+from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 
 log = logging.getLogger(__name__)
 
@@ -132,24 +132,19 @@ class ComponentGuest:
         self._ctx = ctx
 
     def __call__(self, stdio: Stdio) -> int:
-        ctx = self._ctx
-        store = new_store(self._engine, ctx, stdio)
-        try:
+        store = new_store(self._engine, self._ctx, stdio)
+
+        def run() -> int:
             instance = self._linker.instantiate(store, self._component)
             index = self._index()
             func = instance.get_func(store, index) if index is not None else None
             if func is None:  # checked at Create: only a changed file could get here
-                raise GuestError(f"component {ctx.entrypoint.source}: export {'/'.join(self._path)} is gone")
+                raise GuestError(f"component {self._ctx.entrypoint.source}: export {'/'.join(self._path)} is gone")
             result = func(store)
             func.post_return(store)
-        except wasmtime.ExitTrap as exc:
-            return ExitCode(exc.code & 0xFF)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            log.warning("guest %s trapped: %s", ctx.entrypoint.source, one_line(str(exc)))
-            return ExitCode(TRAP_EXIT_CODE, "trap")
-        if isinstance(result, wc.Variant) and result.tag == "err":
-            return ExitCode(1)
-        return ExitCode(0)
+            return 1 if isinstance(result, wc.Variant) and result.tag == "err" else 0
+
+        return run_to_exit(self._ctx.entrypoint.source, run)
 
     def _index(self) -> wc.ExportIndex | None:
         index: wc.ExportIndex | None = None

@@ -31,10 +31,8 @@ import wasmtime
 import wasmtime.component as wc
 
 from wasmvisor.engines.base import (
-    TRAP_EXIT_CODE,
     WASM_MAGIC,
     Engine,
-    ExitCode,
     GuestError,
     PreparedGuest,
     RuntimeContext,
@@ -52,7 +50,7 @@ from wasmvisor.engines.wasmtime_component import (
     prepare_component,
     wasip2_linker,
 )
-from wasmvisor.engines.wasmtime_wasi import guest_env, new_store, one_line
+from wasmvisor.engines.wasmtime_wasi import guest_env, new_store, one_line, run_to_exit
 
 __all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
 
@@ -255,19 +253,15 @@ class WasmtimeGuest:
         self._ctx = ctx
 
     def __call__(self, stdio: Stdio) -> int:
-        ctx = self._ctx
-        store = new_store(self._engine, ctx, stdio)
-        try:
-            instance = self._pre.instantiate(store)
-            entry = instance.exports(store)[ctx.entrypoint.func]
+        store = new_store(self._engine, self._ctx, stdio)
+
+        def run() -> int:
+            entry = self._pre.instantiate(store).exports(store)[self._ctx.entrypoint.func]
             assert isinstance(entry, wasmtime.Func)
             entry(store)
-        except wasmtime.ExitTrap as exc:
-            return ExitCode(exc.code & 0xFF)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            log.warning("guest %s trapped: %s", ctx.entrypoint.source, one_line(str(exc)))
-            return ExitCode(TRAP_EXIT_CODE, "trap")
-        return ExitCode(0)
+            return 0
+
+        return run_to_exit(self._ctx.entrypoint.source, run)
 
 
 def engine_fingerprint() -> str:

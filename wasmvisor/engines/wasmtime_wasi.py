@@ -7,11 +7,14 @@ WASI preview 1, a component through the WASI 0.2 interfaces `Linker.add_wasip2` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 import wasmtime
 
-from wasmvisor.engines.base import RuntimeContext, Stdio
+from wasmvisor.engines.base import TRAP_EXIT_CODE, ExitCode, RuntimeContext, Stdio
+
+log = logging.getLogger(__name__)
 
 
 def wasi_config(ctx: RuntimeContext, stdio: Stdio) -> wasmtime.WasiConfig:
@@ -45,6 +48,17 @@ def new_store(engine: wasmtime.Engine, ctx: RuntimeContext, stdio: Stdio) -> was
         store.set_limits(memory_size=ctx.memory_limit)
     store.set_wasi(wasi_config(ctx, stdio))
     return store
+
+
+def run_to_exit(source: str, run: Callable[[], int]) -> ExitCode:
+    """`run()`'s code, or the guest's own exit code (proc_exit, wasi:cli/exit), or 137 for a trap."""
+    try:
+        return ExitCode(run())
+    except wasmtime.ExitTrap as exc:
+        return ExitCode(exc.code & 0xFF)
+    except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+        log.warning("guest %s trapped: %s", source, one_line(str(exc)))
+        return ExitCode(TRAP_EXIT_CODE, "trap")
 
 
 def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
