@@ -141,8 +141,9 @@ class CliGuest(ProgramGuest):
     def __init__(self, cli: str, route: Route, world: World, ctx: RuntimeContext, program: str) -> None:
         self.cli, self.route, self.world, self.ctx, self.program = cli, route, world, ctx, program
         self._child: subprocess.Popen[bytes] | None = None
-        self._started = threading.Event()
-        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        """Orders `stop` (PID 1's signal thread) and the start of the CLI (the main thread)."""
+        self._stopping = False
         self._signal = 0
 
     def at_root(self, root: str) -> CliGuest:
@@ -160,19 +161,19 @@ class CliGuest(ProgramGuest):
         if not set(GRACEFUL) <= blocked:  # no PID-1 thread takes them (worker/namespaces.py): this thread does
             for sig in GRACEFUL:
                 signal.signal(sig, lambda sig, _frame: self._forward(sig))
-        self._child = subprocess.Popen(
-            argv, stdin=stdio.stdin if stdio.stdin >= 0 else subprocess.DEVNULL,
-            stdout=stdio.stdout if stdio.stdout >= 0 else subprocess.DEVNULL,
-            stderr=stdio.stderr if stdio.stderr >= 0 else subprocess.DEVNULL,
-            # The CLI must not outlive its worker (a SIGKILLed worker cannot stop it); its signal mask
-            # starts empty whatever the worker blocks.
-            preexec_fn=_child_setup, close_fds=True)
-        self._started.set()
+        with self._lock:
+            if self._stopping:
+                _park()
+            self._child = subprocess.Popen(
+                argv, stdin=stdio.stdin if stdio.stdin >= 0 else subprocess.DEVNULL,
+                stdout=stdio.stdout if stdio.stdout >= 0 else subprocess.DEVNULL,
+                stderr=stdio.stderr if stdio.stderr >= 0 else subprocess.DEVNULL,
+                # The CLI must not outlive its worker (a SIGKILLed worker cannot stop it); its signal mask
+                # starts empty whatever the worker blocks.
+                preexec_fn=_child_setup, close_fds=True)
         code = self._child.wait()
-        if self._stopping.is_set():
-            # `stop` runs in PID 1's signal thread, which reports the exit and ends the process
-            # (worker/namespaces.py): this thread must not report one of its own.
-            threading.Event().wait()
+        if self._stopping:
+            _park()
         if self._signal:
             return 128 + self._signal
         return code if code >= 0 else 128 - code
@@ -189,10 +190,10 @@ class CliGuest(ProgramGuest):
         timer.start()
 
     def stop(self, sig: int) -> None:
-        self._stopping.set()
-        self._started.wait(timeout=5)
-        child = self._child
-        if child is None:
+        with self._lock:
+            self._stopping = True
+            child = self._child
+        if child is None:  # not started: it never will be
             return
         self._signal = self._signal or sig
         if sig not in GRACEFUL:
@@ -205,6 +206,12 @@ class CliGuest(ProgramGuest):
             log.warning("wasmtime CLI did not stop within %ss of signal %d: killing it", _drain_seconds(), sig)
             child.kill()
             child.wait()
+
+
+def _park() -> None:
+    """Wait for the end of the process: `stop` ran in PID 1's signal thread, which reports the exit and
+    ends the process (worker/namespaces.py), so this thread must not report one of its own."""
+    threading.Event().wait()
 
 
 def _kill_if_running(child: subprocess.Popen[bytes]) -> None:

@@ -3,13 +3,23 @@ finding the CLI."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
 
-from wasmvisor.engines.base import Entrypoint, GuestError, RuntimeContext
+from wasmvisor.engines.base import Entrypoint, GuestError, RuntimeContext, Stdio
 from wasmvisor.engines.component_world import Route, World
-from wasmvisor.engines.wasmtime_cli import CLI_ENV, HTTP_PORT_ANNOTATION, cli_argv, find_cli, http_address
+from wasmvisor.engines.wasmtime_cli import (
+    CLI_ENV,
+    HTTP_PORT_ANNOTATION,
+    CliGuest,
+    cli_argv,
+    find_cli,
+    http_address,
+)
 
 HTTP = World(("wasi:cli/environment@0.2.0",), ("wasi:http/incoming-handler@0.2.0",))
 P3 = World(("wasi:cli/exit@0.3.0",), ("wasi:cli/run@0.3.0",))
@@ -55,3 +65,37 @@ def test_the_cli_named_by_the_setting_must_be_executable(tmp_path: Path, monkeyp
     cli.chmod(0o755)
     monkeypatch.setenv(CLI_ENV, str(cli))
     assert find_cli("/app.wasm", Route.HTTP) == str(cli)
+
+
+FAKE_CLI = """#!/bin/sh
+# Stands in for `wasmtime serve`: says it started, and on SIGINT (its graceful stop) says so and ends 0.
+trap 'echo drained; exit 0' INT
+echo started
+while :; do sleep 0.02; done
+"""
+
+
+def test_stop_passes_sigterm_on_as_the_clis_graceful_stop(tmp_path: Path) -> None:
+    cli = tmp_path / "wasmtime"
+    cli.write_text(FAKE_CLI)
+    cli.chmod(0o755)
+    guest = CliGuest(str(cli), Route.HTTP, HTTP, ctx(), str(tmp_path / "app.cwasm"))
+    read, write = os.pipe()
+
+    def run() -> None:  # as under PID 1: the signals stay blocked, another thread calls stop
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        guest(Stdio(stdout=write))
+
+    threading.Thread(target=run, daemon=True).start()
+    with os.fdopen(read) as out:
+        assert out.readline() == "started\n"
+        guest.stop(signal.SIGTERM)
+        os.close(write)
+        assert out.readline() == "drained\n"
+    assert guest._child is not None and guest._child.returncode == 0
+
+
+def test_stop_before_start_starts_nothing(tmp_path: Path) -> None:
+    guest = CliGuest("/nonexistent/wasmtime", Route.HTTP, HTTP, ctx(), "x.cwasm")
+    guest.stop(signal.SIGTERM)
+    assert guest._child is None
