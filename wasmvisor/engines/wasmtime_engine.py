@@ -1,4 +1,6 @@
-"""The wasmtime engine: runs a WASI preview 1 core module's entrypoint with wasmtime-py.
+"""The wasmtime engine: runs a WASI preview 1 core module's entrypoint with wasmtime-py; a component
+goes to wasmtime_component (WASI 0.2, in this process) or wasmtime_cli (HTTP, WASI 0.3), as
+component_world decides from its import and export names.
 
 `prepare` (at Create) compiles, checks the export and the imports and pre-links the module;
 the PreparedGuest it returns (at Start) makes a fresh Store and WASI context and calls the export.
