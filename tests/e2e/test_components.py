@@ -172,3 +172,13 @@ def test_wasi_0_3_command_runs_with_its_args_env_and_exit_code(containerd: Priva
 
     assert (result.returncode, result.stdout) == (7, "hello from WASI 0.3: args=['7'] WV=yes\n"), result.output
     assert re.search(r"engine wasmtime CLI .*/p3_hello\.wasm is a WASI 0\.3 command", containerd.log_text(offset))
+
+
+def test_wasi_0_3_command_memory_is_held_to_the_memory_limit(ctr: Ctr, p3_image: str,
+                                                             new_container_id: Callable[[str], str]) -> None:
+    limited = ctr.run_container(p3_image, new_container_id("limited"), "/p3_hello.wasm", "grow",
+                                flags=["--memory-limit", str(256 * MIB)], timeout=300)
+    free = ctr.run_container(p3_image, new_container_id("free"), "/p3_hello.wasm", "grow", timeout=300)
+
+    assert (limited.returncode, limited.stdout.splitlines()[-1:]) == (0, ["no memory for 400 MiB"]), limited.output
+    assert (free.returncode, free.stdout.splitlines()[-1:]) == (0, ["grew 400 MiB"]), free.output

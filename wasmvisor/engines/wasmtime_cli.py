@@ -92,6 +92,11 @@ def cli_fingerprint(cli: str, p3: bool) -> str:
 def cli_argv(cli: str, route: Route, world: World, ctx: RuntimeContext, program: str) -> list[str]:
     """The CLI's command line for one container (`program` is the `.cwasm`, or the `.wasm`)."""
     flags = [*(P3_FLAGS if world.wasi_p3 else ()), "--dir", f"{ctx.root}::/"]
+    if ctx.memory_limit:
+        # A run-time limit of each linear memory (as the in-process engine's Store limit; it does not
+        # change compiled code): a guest's memory.grow past it fails inside wasm, before the cgroup's
+        # OOM killer would end the whole container.
+        flags.append(f"-Wmax-memory-size={ctx.memory_limit}")
     flags += [f"--env={k}={v}" for k, v in guest_env(ctx.envs, ctx.cwd)]
     if program.endswith(".cwasm"):
         flags.append("--allow-precompiled")

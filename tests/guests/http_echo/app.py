@@ -9,10 +9,10 @@ from wit_world.imports import monotonic_clock, outgoing_handler
 from wit_world.imports.streams import StreamError_Closed
 from wit_world.imports.types import (
     Fields,
+    IncomingBody,
     IncomingRequest,
     Method_Get,
     Method_Post,
-    IncomingBody,
     OutgoingBody,
     OutgoingRequest,
     OutgoingResponse,

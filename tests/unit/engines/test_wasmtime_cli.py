@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,11 @@ def test_a_p3_command_runs_with_async_and_p3_and_its_args() -> None:
     assert cli_argv("wasmtime", Route.COMMAND_P3, P3, ctx(func="greet"), "/tmp/app.wasm") == [
         "wasmtime", "run", "--argv0", "/app.wasm", "-Wcomponent-model-async=y", "-Sp3=y", "--dir", "/rootfs::/",
         "--env=K=v", "--env=PWD=/srv", "--invoke", "greet()", "/tmp/app.wasm", "a b"]
+
+
+def test_the_memory_limit_of_the_spec_limits_each_memory() -> None:
+    argv = cli_argv("wasmtime", Route.HTTP, HTTP, replace(ctx(), memory_limit=64 << 20), "x.cwasm")
+    assert "-Wmax-memory-size=67108864" in argv
 
 
 def test_the_cli_named_by_the_setting_must_be_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
