@@ -31,16 +31,16 @@ def http_image(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @contextmanager
-def serving(ctr: Ctr, ref: str, container_id: str, port: int = 8080, flags: tuple[str, ...] = ()
-            ) -> Iterator[tuple[ForegroundRun, int]]:
-    """A running HTTP container and its pid, once it answers GET /hello; killed afterwards."""
+def serving(ctr: Ctr, ref: str, container_id: str, port: int = 8080, flags: tuple[str, ...] = (),
+            probe: tuple[str, str, str] = HELLO) -> Iterator[tuple[ForegroundRun, int]]:
+    """A running HTTP container and its pid, once it answers `probe` (GET /hello); killed afterwards."""
     run = ctr.start_container(ref, container_id, flags=flags)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             task = ctr.tasks().get(container_id)
             if task is not None and task.status == "RUNNING":
-                if requests_in_netns(task.pid, port, [HELLO])[0][0] == 200:
+                if requests_in_netns(task.pid, port, [probe])[0][0] == 200:
                     break
             if time.monotonic() > deadline or run.process.poll() is not None:
                 raise AssertionError(f"not serving on port {port}: {run.stdout} {run.stderr}")
@@ -115,3 +115,13 @@ def test_an_outgoing_request_reaches_a_server_in_the_container(ctr: Ctr, http_im
         answers = requests_in_netns(pid, 8080, [("GET", "/fetch?port=8080", "")])
 
     assert answers == [(200, "200 hello from a component\n")]
+
+
+def test_a_wasi_0_3_http_handler_is_served(ctr: Ctr, tmp_path_factory: pytest.TempPathFactory,
+                                           container_id: str) -> None:
+    # tests/guests/http_p3: exports wasi:http/handler@0.3.0 (componentize-py, wasi:http/service@0.3.0).
+    ref = python_component_image(ctr, tmp_path_factory, "http_p3", "wasi:http/service@0.3.0")
+    with serving(ctr, ref, container_id, probe=("GET", "/abc", "")) as (_, pid):
+        answers = requests_in_netns(pid, 8080, [("GET", "/abc", ""), ("GET", "/xyz", "")])
+
+    assert answers == [(200, "hello from WASI 0.3 HTTP: /abc\n"), (200, "hello from WASI 0.3 HTTP: /xyz\n")]
