@@ -6,7 +6,7 @@
 Requests/s and p50/p95/p99 latency at each connection count, and the container's memory (PSS of the
 worker and the CLI).
 
-    sudo .venv/bin/python scripts/bench_http.py --seconds 5 --connections 1,10,50
+    sudo .venv/bin/python scripts/bench_http.py --seconds 5 --connections 1,10,50 [--direct-cgroup]
 """
 
 from __future__ import annotations
@@ -60,11 +60,35 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 300.0) -> 
 
 
 @contextlib.contextmanager
-def direct_server(cli: str, wasm: Path, folder: Path) -> Iterator[None]:
+def own_cpu_cgroup(pid: int) -> Iterator[None]:
+    """`pid` in a cpu cgroup of its own (v1 here), as a container's processes are: on a busy machine a
+    cgroup gets one share for all its threads, where processes of the root cgroup get one each."""
+    folder = Path(f"/sys/fs/cgroup/cpu/wvbench-direct-{os.getpid()}")
+    try:
+        folder.mkdir()
+        (folder / "cgroup.procs").write_text(str(pid))
+    except OSError as exc:
+        print(f"bench_http: direct server stays in its cgroup ({exc})")
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (folder.parent / "cgroup.procs").write_text(str(pid))
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def direct_server(cli: str, wasm: Path, folder: Path, cgroup: bool) -> Iterator[None]:
     cwasm = folder / "http.cwasm"
     subprocess.run([cli, "compile", "-o", str(cwasm), str(wasm)], check=True)
     proc = subprocess.Popen([cli, "serve", "--addr", f"127.0.0.1:{DIRECT_PORT}", "-Scli=y", "--allow-precompiled",
                              str(cwasm)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stack = contextlib.ExitStack()
+    if cgroup:
+        stack.enter_context(own_cpu_cgroup(proc.pid))
     try:
         wait_until(lambda: requests_in_netns(os.getpid(), DIRECT_PORT, [("GET", "/hello", "")])[0][0] == 200,
                    "the direct server")
@@ -72,12 +96,15 @@ def direct_server(cli: str, wasm: Path, folder: Path) -> Iterator[None]:
     finally:
         proc.terminate()
         proc.wait()
+        stack.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="wrk's duration at each connection count")
     parser.add_argument("--connections", default="1,10,50", help="comma list of connection counts")
+    parser.add_argument("--direct-cgroup", action="store_true",
+                        help="run the direct server in a cpu cgroup of its own, as the container's are")
     args = parser.parse_args()
     counts = [int(c) for c in args.connections.split(",")]
     wasm = build_python_component("http_echo", "wasi:http/proxy@0.2.12", REPO / "_work" / "guests")
@@ -88,7 +115,7 @@ def main() -> None:
         script = folder / "report.lua"
         script.write_text(REPORT)
         results: dict[str, dict[int, dict[str, float]]] = {"direct": {}, "container": {}}
-        with direct_server(cli, wasm, folder):
+        with direct_server(cli, wasm, folder, args.direct_cgroup):
             wrk([], f"http://127.0.0.1:{DIRECT_PORT}/hello", 10, 2, script)  # warm-up, not counted
             for c in counts:
                 results["direct"][c] = wrk([], f"http://127.0.0.1:{DIRECT_PORT}/hello", c, args.seconds, script)
