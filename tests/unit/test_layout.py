@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wasmvisor"
 
 BOTTOM = (
     "wasmvisor.errors", "wasmvisor.spec", "wasmvisor.cgroups", "wasmvisor.linux", "wasmvisor.logs", "wasmvisor.version",
-    "wasmvisor.refs",
+    "wasmvisor.refs", "wasmvisor.tracing",
 )
 """Import only each other (and `proto`, where said)."""
 
@@ -25,13 +25,20 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.version": (),
     "wasmvisor.logs": (),
     "wasmvisor.refs": ("wasmvisor.errors",),
+    "wasmvisor.tracing": (),
     "wasmvisor.linux": ("wasmvisor.errors",),
     "wasmvisor.spec": ("wasmvisor.errors",),
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),
     "wasmvisor.proto": ("wasmvisor.proto",),
     "wasmvisor.image": BOTTOM,
     "wasmvisor.image_layouts": (*BOTTOM, "wasmvisor.image"),
-    "wasmvisor.cli": (*BOTTOM, "wasmvisor.image", "wasmvisor.image_layouts"),
+    "wasmvisor.cli": (
+        *BOTTOM, "wasmvisor.image", "wasmvisor.image_layouts", "wasmvisor.ops", "wasmvisor.supervisor.shim.start",
+    ),
+    # The operator's commands: the client half of the Admin service, and where the module cache lives.
+    "wasmvisor.ops": (
+        *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
+    ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,
     "wasmvisor.worker": (*BOTTOM, "wasmvisor.ipc", "wasmvisor.engines"),

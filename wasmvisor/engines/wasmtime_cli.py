@@ -133,10 +133,17 @@ def _compiled(cli: str, wasm: bytes, world: World, source: str, cache_root: Path
 
     if cache_root is not None:
         cache = ModuleCache[str](cache_root, cli_fingerprint(cli, world.wasi_p3))
-        return cache.get(wasm, compile, lambda path: path)
-    fd, path = tempfile.mkstemp(prefix="wasmvisor-component-", suffix=".wasm")
+        # A cache that cannot store hands the compiled bytes over: the CLI reads them from a file.
+        return cache.get(wasm, compile, lambda path: path, lambda compiled: _private_copy(compiled, ".cwasm"))
+    return _private_copy(wasm, ".wasm")
+
+
+def _private_copy(data: bytes, suffix: str) -> str:
+    """A file of the worker's own holding `data`, for the CLI to read (left behind: it is small and the
+    CLI may read it at any time while it runs)."""
+    fd, path = tempfile.mkstemp(prefix="wasmvisor-component-", suffix=suffix)
     with os.fdopen(fd, "wb") as f:
-        f.write(wasm)
+        f.write(data)
     return path
 
 

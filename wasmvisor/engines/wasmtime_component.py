@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import wasmtime
 import wasmtime.component as wc
@@ -86,10 +87,13 @@ def _compile(engine: wasmtime.Engine, wasm: bytes, source: str, cache: ModuleCac
     def load(path: str) -> wc.Component:
         return wc.Component.deserialize_file(engine, path)
 
+    def load_bytes(serialized: bytes) -> wc.Component:
+        return wc.Component.deserialize(engine, serialized)
+
     try:
         if cache is None:
             return wc.Component(engine, wasm)
-        return cache.get(wasm, compile_serialized, load)
+        return cache.get(wasm, compile_serialized, load, load_bytes)
     except wasmtime.WasmtimeError as exc:
         raise GuestError(f"component {source}: invalid component: {one_line(str(exc))}") from None
 
@@ -130,12 +134,15 @@ class ComponentGuest:
         self._component = component
         self._path = path
         self._ctx = ctx
+        self.instantiated_ns = 0
+        """When the last call had instantiated the component (the worker's `instantiate` trace phase)."""
 
     def __call__(self, stdio: Stdio) -> int:
         store = new_store(self._engine, self._ctx, stdio)
 
         def run() -> int:
             instance = self._linker.instantiate(store, self._component)
+            self.instantiated_ns = time.time_ns()
             index = self._index()
             func = instance.get_func(store, index) if index is not None else None
             if func is None:  # checked at Create: only a changed file could get here

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -226,7 +227,7 @@ class WasmtimeEngine(Engine):
         try:
             if self._cache is None:
                 return wasmtime.Module(self.engine, wasm)
-            return self._cache.get(raw, self._compile_serialized, self._deserialize_file)
+            return self._cache.get(raw, self._compile_serialized, self._deserialize_file, self._deserialize)
         except wasmtime.WasmtimeError as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
@@ -245,6 +246,9 @@ class WasmtimeEngine(Engine):
     def _deserialize_file(self, path: str) -> wasmtime.Module:
         return wasmtime.Module.deserialize_file(self.engine, path)
 
+    def _deserialize(self, serialized: bytes) -> wasmtime.Module:
+        return wasmtime.Module.deserialize(self.engine, serialized)
+
 
 class WasmtimeGuest:
     """A linked module ready to run: each call makes a new Store and runs the export once."""
@@ -253,12 +257,16 @@ class WasmtimeGuest:
         self._engine = engine
         self._pre = pre
         self._ctx = ctx
+        self.instantiated_ns = 0
+        """When the last call had instantiated the module (the worker's `instantiate` trace phase)."""
 
     def __call__(self, stdio: Stdio) -> int:
         store = new_store(self._engine, self._ctx, stdio)
 
         def run() -> int:
-            entry = self._pre.instantiate(store).exports(store)[self._ctx.entrypoint.func]
+            instance = self._pre.instantiate(store)
+            self.instantiated_ns = time.time_ns()
+            entry = instance.exports(store)[self._ctx.entrypoint.func]
             assert isinstance(entry, wasmtime.Func)
             entry(store)
             return 0

@@ -6,7 +6,8 @@ launcher, or the shim's own Instance class with no zygote), the task registry an
 Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown) and the transports, and hands
 each what it uses. Signal handlers only set the stop event; the loop does the work. The Task API is
 served over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
-socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
+socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims and the
+Admin service that answers `wasmvisor ps` (admin.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import os
 import signal
 import socket
 
-from wasmvisor import errors
+from wasmvisor import errors, tracing
 from wasmvisor.ipc.zygote import WorkerLauncher
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
-from wasmvisor.supervisor import daemon_setup
+from wasmvisor.supervisor import admin, daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.lifetime import Lifetime
@@ -30,6 +31,7 @@ from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
+from wasmvisor.supervisor.tasks.describe import TaskDescriber
 from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance, instance_class
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
@@ -118,19 +120,27 @@ class Supervisor:
             # The zygote boots (imports wasmtime) while the first Create is on its way: started in
             # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
             warm = loop.run_in_executor(None, launcher.warm_up)
+        tracer = self._tracer()
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
         layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
-                                 self.engine)
+                                 self.engine, tracer=tracer)
         registry = TaskRegistry(self.args.namespace, self.group, new_instance=self.new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
         lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
                             call_later=loop.call_later)
         lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
         service = TaskService(registry, lifetime)
+        describer = TaskDescriber(registry)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
+        if tracer.enabled:
+            from wasmvisor.supervisor.tasks.spans import TaskSpans  # only when traces are exported
+
+            spans = TaskSpans(tracer, registry, describer)
+            services = [spans.wrap(s) for s in services]
         services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
+        services.append(admin.service(describer.describe))  # `wasmvisor ps`
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:
@@ -167,7 +177,24 @@ class Supervisor:
         await publisher.close(SHUTDOWN_FLUSH_SECONDS)
         if launcher is not None:
             launcher.close()
+        tracer.close()  # exports the spans still batched
         return 0
+
+    def _tracer(self) -> tracing.Tracer:
+        """The OpenTelemetry tracer when the OTLP variables ask for one (imported only then), else none."""
+        if not tracing.configured(os.environ):
+            return tracing.NO_TRACER
+        try:
+            from wasmvisor.supervisor.otel import OtelTracer
+        except ImportError as exc:
+            log.warning("OTLP endpoint set but OpenTelemetry is not installed (pip install 'wasmvisor[otel]'): %s",
+                        exc)
+            return tracing.NO_TRACER
+        try:
+            return OtelTracer({"wasmvisor.namespace": self.args.namespace, "wasmvisor.pod": self.group})
+        except errors.ShimError as exc:
+            log.warning("traces off: %s", exc.message)
+            return tracing.NO_TRACER
 
 
 def _socket_path(listener: socket.socket | None, path: str) -> str:

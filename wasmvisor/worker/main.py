@@ -78,6 +78,8 @@ def run(sock_fd: int) -> NoReturn:
 
 def serve(sock_fd: int) -> int:
     """The worker's whole life after fork; returns its exit code."""
+    # Phase times for the supervisor's trace spans: a clock read each, nothing else (no OTel here).
+    begun = time.time_ns()
     detach_from_zygote(keep=(sock_fd,))
     log_fd = _LOG_HANDLER.fd = os.dup(2)
     root = logging.getLogger()
@@ -98,6 +100,8 @@ def serve(sock_fd: int) -> int:
     if root.level != level:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
+    configured = time.time_ns()
+    phases = {"configure": [begun, configured]}
 
     guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
     try:
@@ -108,6 +112,7 @@ def serve(sock_fd: int) -> int:
             on_signal=lambda sig: _end_on_signal(channel, guest, sig),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
+        phases["container"] = [configured, time.time_ns()]
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
         if native is not None:
@@ -116,17 +121,21 @@ def serve(sock_fd: int) -> int:
             ctx = runtime_context(config, spec)
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
+            loading = time.time_ns()
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
             if isinstance(guest, ProgramGuest):
                 guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
+            phases["module"] = [loading, time.time_ns()]
+        sealing = time.time_ns()
         install_stdio(open_stdio(config), log_fd)
         box.seal(spec.raw.get("process") or {}, pivot=not isinstance(guest, ProgramGuest))
+        phases["seal"] = [sealing, time.time_ns()]
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
         channel.send(Failed(code=status, message=message))
         return 1
-    channel.send(Ready(pid=box.pid))
+    channel.send(Ready(pid=box.pid, phases=phases))
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
 
     start = channel.receive()
@@ -142,6 +151,7 @@ def serve(sock_fd: int) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
     channel.send(Started(pid=box.pid, execs=native is not None))
+    running = time.time_ns()
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
@@ -154,7 +164,10 @@ def serve(sock_fd: int) -> int:
         log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns()))
+    ended = time.time_ns()
+    instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
+    phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
+    channel.send(Exited(code=code, at_ns=ended, phases=phases))
     log.debug("exited: code %d (%s)", code, reason)
     return code
 

@@ -128,6 +128,8 @@ class WorkerInstance(Instance):
         """The worker said it execs a native program: its pipe closes while that program runs."""
         self._container_pidfd = -1
         """A pidfd of the container process when it is not the worker itself (pid namespace)."""
+        self.phases: messages.Phases = {}
+        """What the worker measured of its steps (Ready, Exited) and the fork before them: trace spans."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -141,6 +143,7 @@ class WorkerInstance(Instance):
             stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
             log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
         )
+        asked = time.time_ns()
         handle = await launcher.spawn(configure, on_forked)
         inst = cls(id, cfg, handle)
         try:
@@ -150,6 +153,8 @@ class WorkerInstance(Instance):
             await inst._exited.wait()
             inst.handle.close()
             raise
+        if "configure" in inst.phases:  # the fork: from our request to the worker's first instruction
+            inst.phases["fork"] = [asked, inst.phases["configure"][0]]
         return inst
 
     async def start(self) -> int:
@@ -158,6 +163,11 @@ class WorkerInstance(Instance):
         self._started = asyncio.get_running_loop().create_future()
         await self.handle.send(messages.StartGuest())
         return await self._started
+
+    @property
+    def execs(self) -> bool:
+        """Whether the worker exec'd a native program (known once Start has answered)."""
+        return self._execs
 
     @property
     def relay_pid(self) -> int | None:
@@ -256,6 +266,7 @@ class WorkerInstance(Instance):
                 self.pid = msg.pid
                 if msg.pid != self.handle.pid and self._container_pidfd < 0:
                     self._open_container_pidfd(msg.pid)
+            self.phases.update(msg.phases)
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             self._execs = msg.execs
@@ -263,6 +274,7 @@ class WorkerInstance(Instance):
                 _resolve(self._started, msg.pid)
         elif isinstance(msg, messages.Exited):
             self._reported = msg
+            self.phases.update(msg.phases)
         elif isinstance(msg, messages.Failed):
             error = _error_from(msg)
             target = self._ready if not self._ready.done() else self._started
