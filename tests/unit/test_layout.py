@@ -38,6 +38,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     # The operator's commands: the client half of the Admin service, and where the module cache lives.
     "wasmvisor.ops": (
         *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
+        # the lookup of the wasmtime CLI the workers make (no wasmtime import)
+        "wasmvisor.engines.wasmtime_cli", "wasmvisor.engines.base", "wasmvisor.engines.component_world",
     ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,

@@ -170,3 +170,11 @@ def not_wasm(source: str, head: bytes) -> GuestError:
     """The error for a module `source` whose first bytes `head` are not the wasm header."""
     shown = head[:4].hex() if head else "nothing: the file is empty"
     return GuestError(f"module {source}: not a wasm file (starts with {shown})")
+
+
+def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
+    """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
+    pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
+    if cwd not in ("", "/") and not any(k == "PWD" for k, _ in pairs):
+        pairs.append(("PWD", cwd))
+    return pairs

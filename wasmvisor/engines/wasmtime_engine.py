@@ -41,6 +41,7 @@ from wasmvisor.engines.base import (
     RuntimeContext,
     Stdio,
     WasmLayer,
+    guest_env,
     not_wasm,
     read_head,
 )
@@ -53,7 +54,7 @@ from wasmvisor.engines.wasmtime_component import (
     prepare_component,
     wasip2_linker,
 )
-from wasmvisor.engines.wasmtime_wasi import guest_env, new_store, one_line, run_to_exit
+from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 
 __all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
 

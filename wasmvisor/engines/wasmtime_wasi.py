@@ -8,11 +8,11 @@ WASI preview 1, a component through the WASI 0.2 interfaces `Linker.add_wasip2` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import wasmtime
 
-from wasmvisor.engines.base import TRAP_EXIT_CODE, ExitCode, RuntimeContext, Stdio
+from wasmvisor.engines.base import TRAP_EXIT_CODE, ExitCode, RuntimeContext, Stdio, guest_env
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,6 @@ def run_to_exit(source: str, run: Callable[[], int]) -> ExitCode:
     except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
         log.warning("guest %s trapped: %s", source, one_line(str(exc)))
         return ExitCode(TRAP_EXIT_CODE, "trap")
-
-
-def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
-    """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
-    pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
-    if cwd not in ("", "/") and not any(k == "PWD" for k, _ in pairs):
-        pairs.append(("PWD", cwd))
-    return pairs
 
 
 def one_line(message: str) -> str:
