@@ -8,7 +8,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 STAMP="$VENV/.wasmvisor-setup-stamp"
 PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv
-    containernetworking-plugins)
+    containernetworking-plugins nodejs wrk)
 LOG="$(mktemp /tmp/wasmvisor-setup.XXXXXX.log)"
 
 say() { echo "setup: $*"; }
@@ -104,6 +104,9 @@ if [[ ! -x "$RELAY_BIN" || "$RELAY_SRC" -nt "$RELAY_BIN" ]]; then
     quiet clang -O2 -static -Wall -o "$RELAY_BIN.tmp" "$RELAY_SRC" || die "cannot build $RELAY_BIN"
     mv -f "$RELAY_BIN.tmp" "$RELAY_BIN"
 fi
+
+# Component tooling for the tests (jco from npm; the wasmtime CLI's execute bit).
+quiet bash "$REPO/scripts/component_tools.sh" || die "scripts/component_tools.sh failed"
 
 rm -f "$LOG"
 say "ready ($VENV)"
