@@ -15,7 +15,17 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchlib import IMAGES, POD_ANNOTATION, RUNC_RUNTIME, WASMVISOR_RUNTIME, bench_containerd, pss_kib, table
+from benchlib import (
+    IMAGES,
+    POD_ANNOTATION,
+    RUNC_RUNTIME,
+    WASMVISOR_RUNTIME,
+    bench_containerd,
+    preamble,
+    pss_kib,
+    ratio,
+    table,
+)
 
 from tests.e2e.host import process_titles, process_tree
 
@@ -52,6 +62,7 @@ def main() -> None:
     parser.add_argument("--counts", default="1,10,100", help="guest counts to measure at (default 1,10,100)")
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.counts.split(","))
+    preamble("bench_memory")
     rows = []
     pod = "benchpod"
     with bench_containerd() as (_, ctr, _cache):
@@ -91,9 +102,15 @@ def main() -> None:
     print(f"one more pod group (supervisor, zygote, worker; the template is shared): +{second_group / 1024:.1f} MB")
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
-    print(f"ratio: first container {first / 1024:.1f} MB with the node's template, "
-          f"{without_template[counts[0]] / 1024:.1f} MB without it (target <= 40), marginal {marginal:.2f} MB per "
-          f"additional guest (target <= 3); {marginal * 1024 / max(1, runc_total):.2f}x runc's one container")
+    print(f"first container {first / 1024:.1f} MB with the node's template (target <= 30), "
+          f"{without_template[counts[0]] / 1024:.1f} MB without it; marginal {marginal:.2f} MB per "
+          f"additional guest (target <= 3)")
+    print(ratio("PSS of the first container with the template's share / runc's shim + container", first,
+                runc_total, lower_is_better=True))
+    print(ratio("PSS of one more guest in a pod / runc's shim + container", marginal * 1024, runc_total,
+                lower_is_better=True))
+    print(ratio("PSS of one more pod group / runc's shim + container", second_group, runc_total,
+                lower_is_better=True))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from tests.e2e.ctr import Ctr  # noqa: E402
 from tests.guests.build import build_all  # noqa: E402
 from wasmvisor.image import build_busybox_image, build_oci_tar  # noqa: E402
 
-__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "pss_kib", "stats_row", "table"]
+__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "preamble", "pss_kib", "ratio",
+           "stats_row", "table"]
 
 POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 IMAGES = {
@@ -156,6 +157,45 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- what every benchmark prints: where and on what it ran, and its ratios ----------------------
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages and the core count: a busy machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as f:
+            one, five, fifteen = f.read().split()[:3]
+    except (OSError, ValueError):
+        return "load unknown"
+    return f"load {one} {five} {fifteen} on {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    """The commit the benchmark runs (short hash, `+dirty` with uncommitted changes), or `unknown`."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def preamble(name: str) -> None:
+    """The first line of every benchmark's output: its name, the commit and the machine's load now."""
+    print(f"{name}: commit {commit()}, {load_average()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+
+
+def ratio(what: str, wasmvisor: float, runc: float, *, lower_is_better: bool, target: str = "") -> str:
+    """One ratio line, always wasmvisor / runc, saying which way is better (times and memory: lower;
+    rates: higher) and the target when there is one."""
+    better = "lower is better" if lower_is_better else "higher is better"
+    value = f"{wasmvisor / runc:.2f}x" if runc else "n/a (runc 0)"
+    goal = f", target {target}" if target else ""
+    return f"ratio wasmvisor/runc, {what}: {value} ({better}{goal})"
 
 
 # --- straight to the shim (tests/integration/harness.py) ---------------------------------------
