@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-
 from distutils.command.build_scripts import build_scripts  # setuptools' own copy of distutils
 
 from setuptools import Distribution, setup
