@@ -24,6 +24,7 @@ from benchlib import (
     preamble,
     pss_kib,
     ratio,
+    smaps_profile,
     table,
 )
 
@@ -47,6 +48,20 @@ def wasmvisor_pss(namespace: str, pod: str, address: str) -> tuple[int, int, int
             sum(map(pss_kib, relays)), len(workers))
 
 
+def pod_profile(namespace: str, pod: str, address: str) -> str:
+    """smaps_profile of the template, the supervisor, the zygote, the first and the last worker and relay."""
+    titles = process_titles()
+    templates = [p for p, t in titles.items() if t.startswith(f"wasmvisor-template -address {address} ")]
+    sup = [p for p, t in titles.items() if t.startswith(f"wasmvisor-shim {namespace}/{pod}")]
+    tree = process_tree(sup[0]) if sup else []
+    picked = [("template", templates[:1]), ("supervisor", sup[:1]),
+              ("zygote", [p for p in tree if titles.get(p, "").startswith("wasmvisor-zygote")][:1])]
+    workers = sorted(p for p in tree if titles.get(p, "").startswith("wasmvisor-worker"))
+    relays = sorted(p for p in tree if titles.get(p, "").startswith("wasmvisor-init"))
+    picked += [("first worker", workers[:1]), ("last worker", workers[-1:]), ("last relay", relays[-1:])]
+    return "\n".join(smaps_profile(name, pids[0]) for name, pids in picked if pids)
+
+
 def node_total_kib(namespace: str, address: str) -> int:
     """PSS of every wasmvisor process of this containerd: its template and each supervisor of `namespace`
     with its descendants (zygote, workers, relays)."""
@@ -60,6 +75,8 @@ def node_total_kib(namespace: str, address: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", default="1,10,100", help="guest counts to measure at (default 1,10,100)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the per-mapping profile of each process of the pod (smaps)")
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.counts.split(","))
     preamble("bench_memory")
@@ -83,6 +100,8 @@ def main() -> None:
             rows.append([str(target), str(n), f"{tpl / 1024:.1f}", f"{sup / 1024:.1f}", f"{zyg / 1024:.1f}",
                          f"{workers / 1024:.1f}", f"{relays / 1024:.1f}", f"{total / 1024:.1f}",
                          f"{total / 1024 / target:.2f}"])
+        if not args.no_profile:
+            profile = pod_profile(ctr.namespace, pod, ctr.containerd.address)
         before = node_total_kib(ctr.namespace, ctr.containerd.address)
         argv = ctr.run_args(IMAGES["sleep"], "mempod2", runtime=WASMVISOR_RUNTIME, rm=False,
                             flags=["-d", "--annotation", f"{POD_ANNOTATION}={pod}-2"])
@@ -100,6 +119,10 @@ def main() -> None:
                  "total MB", "MB/guest"], rows))
     print(f"runc: shim + busybox sleep for one container: {runc_total / 1024:.1f} MB PSS")
     print(f"one more pod group (supervisor, zygote, worker; the template is shared): +{second_group / 1024:.1f} MB")
+    if not args.no_profile:
+        print(f"\nwhere the PSS goes with {counts[-1]} guests in the pod (the first and the last worker: the last one "
+              "is what one more guest costs):")
+        print(profile)
     first = results[counts[0]]
     marginal = (results[counts[-1]] - first) / max(1, counts[-1] - counts[0]) / 1024
     print(f"first container {first / 1024:.1f} MB with the node's template (target <= 30), "
