@@ -8,6 +8,7 @@ a large module (LARGE_FUNCTIONS functions, ~550 KB of wasm) warm and cold: what 
 compiled-module cache saves where compiling costs something. Every case runs in two orders: interleaved
 (cases take turns, so each start finds a quiet node) and back to back (each case's runs in a row, so each
 start competes with the end of the group before it: its linger, exit and containerd's `delete`).
+With --python-shim, two more cases run hello with the Python shim as the binary (no compiled front).
 
     sudo .venv/bin/python scripts/bench_start.py --runs 20
 """
@@ -29,11 +30,14 @@ from benchlib import (
     forget_compiled,
     preamble,
     ratio,
+    shim_dir,
     stats_row,
     table,
 )
 
 POD_FLAGS = ["--annotation", f"{POD_ANNOTATION}=startpod"]
+PYTHON_SHIM = "containerd-shim-wasmvisor-v1-python"
+PYTHON_SHIM_CASE = "wasmvisor hello, Python shim"
 
 
 def medians(times: dict[str, list[float]]) -> dict[str, float]:
@@ -49,6 +53,11 @@ def ratio_lines(order: str, times: dict[str, list[float]]) -> list[str]:
                    lower_is_better=True, target="<= 1.0"),
              ratio(f"{order}, ctr run --rm median, hello in a running pod", m["wasmvisor hello, running pod"], runc,
                    lower_is_better=True, target="<= 0.6")]
+    if f"{PYTHON_SHIM_CASE}, cache warm" in m:
+        lines += [ratio(f"{order}, hello warm cache, Python shim alone", m[f"{PYTHON_SHIM_CASE}, cache warm"], runc,
+                        lower_is_better=True),
+                  ratio(f"{order}, hello in a running pod, Python shim alone", m[f"{PYTHON_SHIM_CASE}, running pod"],
+                        runc, lower_is_better=True)]
     if "wasmvisor large module, cache warm" in m:
         large_warm, large_cold = m["wasmvisor large module, cache warm"], m["wasmvisor large module, cache cold"]
         lines += [ratio(f"{order}, large module warm cache", large_warm, runc, lower_is_better=True),
@@ -62,11 +71,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs of each case in each order (default 20)")
     parser.add_argument("--order", choices=("interleaved", "back-to-back", "both"), default="both",
                         help="interleaved cases, each case's runs back to back, or both (default)")
+    parser.add_argument("--python-shim", action="store_true",
+                        help="add hello warm and in a running pod run by the Python shim alone (no compiled front)")
     args = parser.parse_args()
     preamble("bench_start")
     cases = ["runc /bin/true", "wasmvisor hello, cache warm", "wasmvisor hello, cache cold",
              "wasmvisor hello, running pod", "wasmvisor large module, cache warm",
              "wasmvisor large module, cache cold"]
+    if args.python_shim:
+        cases += [f"{PYTHON_SHIM_CASE}, cache warm", f"{PYTHON_SHIM_CASE}, running pod"]
     orders = ["interleaved", "back-to-back"] if args.order == "both" else [args.order]
     results: dict[str, dict[str, list[float]]] = {}
     with bench_containerd() as (_, ctr, cache):
@@ -81,7 +94,9 @@ def main() -> None:
                 argv = ctr.run_args(IMAGES["busybox"], cid, "/bin/true", runtime=RUNC_RUNTIME)
             else:
                 flags = POD_FLAGS if "pod" in case else []
-                argv = ctr.run_args(IMAGES[name], cid, runtime=WASMVISOR_RUNTIME, flags=flags)
+                # containerd runs an absolute runtime path as the shim binary itself: the Python shim
+                runtime = str(shim_dir() / PYTHON_SHIM) if case.startswith(PYTHON_SHIM_CASE) else WASMVISOR_RUNTIME
+                argv = ctr.run_args(IMAGES[name], cid, runtime=runtime, flags=flags)
             started = time.perf_counter()
             proc = ctr.run(*argv)
             took = time.perf_counter() - started
@@ -92,6 +107,8 @@ def main() -> None:
         run("wasmvisor hello, cache warm")  # fills the cache and the page cache
         run("wasmvisor large module, cache warm")
         run("runc /bin/true")
+        if args.python_shim:
+            run(f"{PYTHON_SHIM_CASE}, cache warm")  # its own template (the shim command names it)
         ctr.run(*ctr.run_args(IMAGES["sleep"], "startsandbox", runtime=WASMVISOR_RUNTIME, rm=False,
                               flags=["-d", *POD_FLAGS]), check=True)
         for order in orders:

@@ -26,7 +26,7 @@ from tests.guests.build import build_all  # noqa: E402
 from wasmvisor.image import build_busybox_image, build_oci_tar  # noqa: E402
 
 __all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "preamble", "pss_kib", "ratio",
-           "smaps_profile", "stats_row", "table"]
+           "shim_dir", "smaps_profile", "stats_row", "table"]
 
 POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 IMAGES = {
