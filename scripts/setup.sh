@@ -84,7 +84,7 @@ if [[ "$want" != "$have" || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1" \
             || die "pip install -e '.[test]' failed"
     fi
     [[ -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]] \
-        || die "pip did not install the console script containerd-shim-wasmvisor-v1"
+        || die "pip did not install the shim binary containerd-shim-wasmvisor-v1"
     echo "$want" >"$STAMP"
 fi
 
