@@ -34,10 +34,16 @@ else
     )
 fi
 
+failed=()
 for run in "${RUNS[@]}"; do
     read -r -a words <<<"$run"
     echo "=== scripts/$run" | tee -a "$OUTPUT"
-    "$PYTHON" "$REPO/scripts/${words[0]}" "${words[@]:1}" 2>&1 | tee -a "$OUTPUT"
+    # One benchmark failing (a run that errs) does not stop the others; the status says it at the end.
+    "$PYTHON" "$REPO/scripts/${words[0]}" "${words[@]:1}" 2>&1 | tee -a "$OUTPUT" || failed+=("${words[0]}")
     echo | tee -a "$OUTPUT"
 done
 echo "bench_all: output in $OUTPUT"
+if ((${#failed[@]})); then
+    echo "bench_all: failed: ${failed[*]}" >&2
+    exit 1
+fi

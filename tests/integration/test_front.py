@@ -86,15 +86,18 @@ def front(tmp_path: Path) -> Iterator[Front]:
         yield Front(binary, record, Path(sockets), package)
 
 
-def bundle_in(tmp_path: Path, config: dict[str, object] | None = None) -> Path:
-    bundle = tmp_path / "bundle"
-    bundle.mkdir(exist_ok=True)
+def bundle_in(tmp_path: Path, config: dict[str, object] | None = None,
+              kind: str = "io.containerd.runtime.v2.task") -> Path:
+    """A task's bundle where containerd keeps them: `<state>/<kind>/<namespace>/<id>`."""
+    bundle = tmp_path / "state" / kind / "default" / "t1"
+    bundle.mkdir(parents=True, exist_ok=True)
     if config is not None:
         (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 
 
 START = ["-namespace", "default", "-address", ADDRESS, "-publish-binary", "/usr/bin/containerd", "-id", "t1", "start"]
+DELETE = ["-namespace", "default", "-address", ADDRESS, "-publish-binary", "/usr/bin/containerd", "-id", "t1"]
 
 
 def test_start_answers_alone_when_the_groups_supervisor_grants_the_claim(front: Front, tmp_path: Path) -> None:
@@ -170,6 +173,16 @@ def test_start_hands_everything_else_to_python_unchanged(front: Front, tmp_path:
     assert front.fell_back() == {"argv": argv, "cwd": str(bundle), "stdin": stdin.hex()}, case
 
 
+def test_start_and_delete_hand_a_sandbox_bundle_to_python(front: Front, tmp_path: Path) -> None:
+    """containerd 2.x's shim sandboxer keeps its sandboxes elsewhere: not a task, not the front's call."""
+    bundle = bundle_in(tmp_path, kind="io.containerd.sandbox.controller.v1.shim")
+    front.run(bundle, *START)
+    assert front.fell_back() == {"argv": START, "cwd": str(bundle), "stdin": ""}
+    front.record.unlink()
+    front.run(tmp_path, *DELETE, "-bundle", str(bundle), "delete")
+    assert front.fell_back() is not None
+
+
 def test_start_hands_a_supervisor_that_does_not_answer_to_python(front: Front, tmp_path: Path) -> None:
     bundle = bundle_in(tmp_path)
     with FakeGroup(start.socket_path(ADDRESS, "default", "t1", str(front.sockets)), reply=b"HTTP/1.1 400\r\n\r\n"):
@@ -190,9 +203,6 @@ def test_a_refusing_supervisor_is_replaced_through_the_template(front: Front, tm
             fake.close()
     assert (done.returncode, done.stdout) == (0, f"unix://{path}".encode())
     assert front.fell_back() is None
-
-
-DELETE = ["-namespace", "default", "-address", ADDRESS, "-publish-binary", "/usr/bin/containerd", "-id", "t1"]
 
 
 def test_delete_answers_the_empty_response_alone_when_nothing_is_left(front: Front, tmp_path: Path) -> None:

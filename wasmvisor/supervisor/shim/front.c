@@ -10,6 +10,9 @@
  *     -publish-binary -id -bundle (a value each, `-flag value` or `-flag=value`) and a bare -debug, then
  *     one action, `start` or `delete`; -namespace and -id given. Any other flag or word, -v, -info, the
  *     internal actions: Python.
+ *   - the bundle is a task's, `<state>/io.containerd.runtime.v2.task/<ns>/<id>` (containerd 1.6-2.x); any
+ *     other kind (2.x's shim sandboxer keeps its sandboxes under io.containerd.sandbox.controller.v1.shim):
+ *     Python.
  *   - `start`: WASMVISOR_PROTOCOL is unset; stdin is empty (containerd 1.6-2.2 without runtime options;
  *     options or 2.3's BootstrapParams: Python, which gets the bytes on its stdin); config.json is absent,
  *     lacks the pod annotation, or parses with this file's strict JSON reader (anything it does not
@@ -25,7 +28,9 @@
  *     the task's cgroup (the checks of shim/delete.py and shim/leftover_cgroup.py): print nothing (the
  *     empty DeleteResponse) and exit 0. Anything left, or anything unsure: Python.
  * New behaviour is added in Python; the front picks it up by falling back, as long as the rules above
- * send the new case there.
+ * send the new case there. Work added to the common case itself (say, `delete` telling the group's
+ * supervisor that containerd gave the task up) needs either the same work here (claim_request's frame
+ * with another method) or a rule above that sends that case to Python.
  *
  * Names and wire formats are shared with the Python side (start.py socket_path and group_of,
  * claim.py, template_client.py, leftover_cgroup.py): tests/unit/supervisor/shim/test_front_vectors.py
@@ -656,6 +661,21 @@ static int parse_args(int argc, char **argv, struct args *a) {
     return 0;
 }
 
+#define TASK_BUNDLES "io.containerd.runtime.v2.task"
+
+/* Whether `bundle` is `.../io.containerd.runtime.v2.task/<ns>/<id>`: a task's bundle, not a sandbox's. */
+static int task_bundle(const char *bundle) {
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof copy, "%s", bundle);
+    for (int up = 0; up < 2; up++) {
+        char *slash = strrchr(copy, '/');
+        if (!slash || slash == copy) return 0;
+        *slash = 0;
+    }
+    const char *name = strrchr(copy, '/');
+    return name && !strcmp(name + 1, TASK_BUNDLES);
+}
+
 /* ---- handing over to Python --------------------------------------------------------------------- */
 
 static char self_path[PATH_MAX];
@@ -876,7 +896,7 @@ static void start(struct args *a, char **argv) {
     if (stdin_len || getenv("WASMVISOR_PROTOCOL")) fall_back(argv);
     if (!a->address[0] && getenv("GRPC_ADDRESS")) a->address = getenv("GRPC_ADDRESS");
     char bundle[PATH_MAX];
-    if (!getcwd(bundle, sizeof bundle)) fall_back(argv);
+    if (!getcwd(bundle, sizeof bundle) || !task_bundle(bundle)) fall_back(argv);
     struct buf group = {0}, path = {0};
     if (group_of(bundle, a->id, &group) < 0) fall_back(argv);
     const char *dir = getenv("WASMVISOR_SOCKET_DIR");
@@ -1015,6 +1035,7 @@ static void delete(struct args *a, char **argv) {
         if (!getcwd(cwd, sizeof cwd)) fall_back(argv);
         bundle = cwd;
     }
+    if (!task_bundle(bundle)) fall_back(argv);
     struct buf path = {0};
     buf_str(&path, bundle);
     buf_str(&path, "/init.pid");
