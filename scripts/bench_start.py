@@ -82,7 +82,7 @@ def main() -> None:
         cases += [f"{PYTHON_SHIM_CASE}, cache warm", f"{PYTHON_SHIM_CASE}, running pod"]
     orders = ["interleaved", "back-to-back"] if args.order == "both" else [args.order]
     results: dict[str, dict[str, list[float]]] = {}
-    with bench_containerd() as (_, ctr, cache):
+    with bench_containerd() as (instance, ctr, cache):
         ids = itertools.count(1)
 
         def run(case: str) -> float:
@@ -101,7 +101,8 @@ def main() -> None:
             proc = ctr.run(*argv)
             took = time.perf_counter() - started
             if proc.returncode != 0:
-                raise SystemExit(f"{case}: ctr run failed ({proc.returncode}): {proc.stderr.strip()}")
+                raise SystemExit(f"{case}: ctr run failed ({proc.returncode}): {proc.stderr.strip()}\n"
+                                 f"containerd's log, last lines:\n{instance.log_tail(30)}")
             return took
 
         run("wasmvisor hello, cache warm")  # fills the cache and the page cache

@@ -44,7 +44,7 @@ def timed(count: int, parallel: int, one: Callable[[int], None]) -> float:
 def through_containerd(tasks: int, parallel: int, batches: int) -> dict[str, float]:
     ids = itertools.count()
     done = {"runc": 0.0, "wasmvisor": 0.0}
-    with bench_containerd() as (_, ctr, _cache):
+    with bench_containerd() as (instance, ctr, _cache):
 
         def one(runtime: str) -> Callable[[int], None]:
             def run(_: int) -> None:
@@ -56,7 +56,8 @@ def through_containerd(tasks: int, parallel: int, batches: int) -> dict[str, flo
                                         flags=["--annotation", f"{POD_ANNOTATION}=tppod"])
                 proc = ctr.run(*argv)
                 if proc.returncode != 0:
-                    raise SystemExit(f"{runtime}: ctr run failed: {proc.stderr.strip()}")
+                    raise SystemExit(f"{runtime}: ctr run failed: {proc.stderr.strip()}\n"
+                                     f"containerd's log, last lines:\n{instance.log_tail(30)}")
             return run
 
         # A long-lived guest holds the pod's supervisor up, as a pod's sandbox container would: without
