@@ -25,8 +25,7 @@ import pytest
 from tests.unit.supervisor.shim.fake_group import FakeGroup
 from tests.unit.supervisor.shim.test_front_vectors import INSTALLED, SOURCE, _is_elf
 from wasmvisor.errors import Code
-from wasmvisor.supervisor.shim import start, template_client
-from wasmvisor.supervisor.shim import template_server as template
+from wasmvisor.supervisor.shim import start, template_client, template_protocol
 
 NAME = "containerd-shim-wasmvisor-v1"
 ADDRESS = "/run/containerd/containerd.sock"
@@ -119,7 +118,7 @@ class FakeTemplate:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(1)
-        self.request: template.Request | None = None
+        self.request: template_protocol.Request | None = None
         self.listening_fd_was_sent = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -127,8 +126,14 @@ class FakeTemplate:
     def _serve(self) -> None:
         conn, _ = self.listener.accept()
         with conn:
-            payload, fds = template._receive(conn)
-            self.request = template.parse_request(payload)
+            conn.settimeout(10)
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 1)
+            while (payload := template_protocol.request_payload(data)) is None:
+                chunk = conn.recv(1 << 16)
+                data += chunk
+                if not chunk:
+                    payload = template_protocol.request_payload(data, ended=True)
+            self.request = template_protocol.parse_request(payload or b"")
             self.listening_fd_was_sent = len(fds) == 1 and socket.socket(fileno=fds[0]).getsockopt(
                 socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
             conn.sendall(b"pid 4242\n")

@@ -33,7 +33,8 @@
  * with another method) or a rule above that sends that case to Python.
  *
  * Names and wire formats are shared with the Python side (start.py socket_path and group_of,
- * claim.py, template_client.py, leftover_cgroup.py): tests/unit/supervisor/shim/test_front_vectors.py
+ * claim.py, template_client.py, template_protocol.py, leftover_cgroup.py):
+ * tests/unit/supervisor/shim/test_front_vectors.py
  * runs both against tests/unit/supervisor/shim/front_vectors.json, this program through its
  * `--front-check` mode.
  */
@@ -601,7 +602,7 @@ static void template_path(const char *dir, const char *address, char *const *com
     free(key.data);
 }
 
-/* One template request (template_client.encode_request): length line, then NUL-separated MAGIC, cwd,
+/* One template request (template_protocol.encode_request): length line, then NUL-separated MAGIC, cwd,
    the argument count, the arguments, and KEY=VALUE per variable of `env`. */
 static void template_request(char *const *argv, int argc, char *const *env, const char *cwd, struct buf *out) {
     struct buf payload = {0};

@@ -1,7 +1,8 @@
 """One definition of the shim's socket names and wire formats, two implementations: the Python shim
-(start.py, claim.py, template_client.py, leftover_cgroup.py) and the compiled front (front.c) answer
-the same vectors, front_vectors.json. The front runs in its `--front-check` mode, which prints what
-it computes; it may hand an input to Python (prints `python`) only where the vector says so."""
+(start.py, claim.py, template_client.py, template_protocol.py, leftover_cgroup.py) and the compiled
+front (front.c) answer the same vectors, front_vectors.json. The front runs in its `--front-check`
+mode, which prints what it computes; it may hand an input to Python (prints `python`) only where the
+vector says so."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from wasmvisor.supervisor.shim import claim, leftover_cgroup, start, template_client
+from wasmvisor.supervisor.shim import claim, leftover_cgroup, start, template_client, template_protocol
 from wasmvisor.supervisor.shim.cliargs import parse_args
 
 VECTORS: dict[str, Any] = json.loads(Path(__file__).with_name("front_vectors.json").read_text(encoding="utf-8"))
@@ -124,7 +125,7 @@ def test_both_name_the_template_socket_alike(front: Path, v: dict[str, Any]) -> 
 @pytest.mark.parametrize("v", VECTORS["template_request"], ids=_ids("template_request", "cwd"))
 def test_both_encode_the_template_request_alike(front: Path, v: dict[str, Any]) -> None:
     env = [f"{k}={val}" for k, val in v["env"]]
-    assert template_client.encode_request(v["argv"], dict(v["env"]), v["cwd"]).hex() == v["request"]
+    assert template_protocol.encode_request(v["argv"], dict(v["env"]), v["cwd"]).hex() == v["request"]
     got = check(front, "template-request", v["cwd"], str(len(v["argv"])), *v["argv"], *env).strip()
     assert got == v["request"]
 
