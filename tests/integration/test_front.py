@@ -226,3 +226,15 @@ def test_delete_hands_a_task_with_something_left_to_python(front: Front, tmp_pat
     argv = [*DELETE, "-bundle", str(bundle), "delete"]
     assert front.run(tmp_path, *argv).returncode == 0
     assert front.fell_back() == {"argv": argv, "cwd": str(tmp_path), "stdin": ""}
+
+
+def test_the_front_reads_the_template_key_from_the_fast_entry_script(front: Front, tmp_path: Path) -> None:
+    """The interpreter and package root it names the template by come from entry_script.script_text's
+    own text: a change of that text that the front cannot read would send every new group to Python."""
+    from wasmvisor.supervisor.shim.entry_script import script_text
+
+    shim = Path(str(front.binary) + "-python")
+    shim.write_text(script_text(sys.executable, str(front.package.parent)))
+    done = subprocess.run([str(front.binary), "--front-check", "python-command"], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines() == [sys.executable, str(shim), str(front.package)]
