@@ -27,6 +27,7 @@ from benchlib import (
     STATS_HEADER,
     WASMVISOR_RUNTIME,
     bench_containerd,
+    cpu_seconds_with_children,
     forget_compiled,
     preamble,
     ratio,
@@ -82,7 +83,10 @@ def main() -> None:
         cases += [f"{PYTHON_SHIM_CASE}, cache warm", f"{PYTHON_SHIM_CASE}, running pod"]
     orders = ["interleaved", "back-to-back"] if args.order == "both" else [args.order]
     results: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, list[float]] = {case: [] for case in cases}
     with bench_containerd() as (instance, ctr, cache):
+        assert instance.process is not None
+        containerd_pid = instance.process.pid
         ids = itertools.count(1)
 
         def run(case: str) -> float:
@@ -97,9 +101,11 @@ def main() -> None:
                 # containerd runs an absolute runtime path as the shim binary itself: the Python shim
                 runtime = str(shim_dir() / PYTHON_SHIM) if case.startswith(PYTHON_SHIM_CASE) else WASMVISOR_RUNTIME
                 argv = ctr.run_args(IMAGES[name], cid, runtime=runtime, flags=flags)
+            cpu_before = cpu_seconds_with_children(containerd_pid)
             started = time.perf_counter()
             proc = ctr.run(*argv)
             took = time.perf_counter() - started
+            cpu[case].append(cpu_seconds_with_children(containerd_pid) - cpu_before)
             if proc.returncode != 0:
                 raise SystemExit(f"{case}: ctr run failed ({proc.returncode}): {proc.stderr.strip()}\n"
                                  f"containerd's log, last lines:\n{instance.log_tail(30)}")
@@ -129,6 +135,8 @@ def main() -> None:
     for order, times in results.items():
         print(f"\n{order}:")
         print(table(STATS_HEADER, [stats_row(case, ts) for case, ts in times.items()]))
+    print("\nCPU of containerd and the shim binaries it ran and waited for (start, delete) per run, all orders:")
+    print("  " + "; ".join(f"{case} {1000 * statistics.mean(ts):.1f} ms" for case, ts in cpu.items() if ts))
     print()
     for order, times in results.items():
         print("\n".join(ratio_lines(order, times)))
