@@ -25,12 +25,13 @@
  *       from it, any system call failing): Python, which does the whole `start` again (the socket this
  *       front bound is close-on-exec: Python finds it stale and binds afresh).
  *   - `delete`: no `init.pid` in the bundle, nothing mounted at or under its rootfs, and no folder of
- *     the task's cgroup (the checks of shim/delete.py and shim/leftover_cgroup.py): print nothing (the
- *     empty DeleteResponse) and exit 0. Anything left, or anything unsure: Python.
+ *     the task's cgroup (the checks of shim/delete.py and shim/leftover_cgroup.py), WASMVISOR_PROTOCOL
+ *     unset and the group readable: send Release for the task to the group's supervisor if one listens
+ *     (delete.release_group_claim: one left with nothing then ends), print nothing (the empty
+ *     DeleteResponse) and exit 0. Anything left, or anything unsure: Python.
  * New behaviour is added in Python; the front picks it up by falling back, as long as the rules above
- * send the new case there. Work added to the common case itself (say, `delete` telling the group's
- * supervisor that containerd gave the task up) needs either the same work here (claim_request's frame
- * with another method) or a rule above that sends that case to Python.
+ * send the new case there. Work added to the common case itself (as `delete`'s Release was) needs either
+ * the same work here or a rule above that sends that case to Python.
  *
  * Names and wire formats are shared with the Python side (start.py socket_path and group_of,
  * claim.py, template_client.py, template_protocol.py, leftover_cgroup.py):
@@ -67,6 +68,8 @@ extern char **environ;
 #define CLAIM_SERVICE "wasmvisor.v1.Group"
 #define CLAIM_METHOD "Claim"
 #define CLAIM_TIMEOUT_NS 2000000000ULL /* claim.py TIMEOUT */
+#define RELEASE_METHOD "Release"
+#define RELEASE_TIMEOUT_NS 1000000000ULL /* delete.py RELEASE_TIMEOUT */
 #define TEMPLATE_REPLY_SECONDS 30      /* template_client.py REPLY_TIMEOUT */
 #define PYTHON_SUFFIX "-python"
 #define CGROUP_ROOT "/sys/fs/cgroup"
@@ -409,15 +412,16 @@ static void pb_bytes(struct buf *b, int field, const void *data, size_t len) {
     buf_add(b, data, len);
 }
 
-/* One ttrpc Request frame: Claim(StringValue{task_id}) on stream 1 (claim.py encode_request). */
-static void claim_request(const char *task_id, struct buf *frame) {
+/* One ttrpc Request frame: `method`(StringValue{task_id}) of the Group service on stream 1, with its
+   timeout (claim.py encode_request): Claim for `start`, Release for `delete`. */
+static void group_request(const char *task_id, const char *method, uint64_t timeout_ns, struct buf *frame) {
     struct buf payload = {0}, req = {0};
     pb_bytes(&payload, 1, task_id, strlen(task_id));
     pb_bytes(&req, 1, CLAIM_SERVICE, strlen(CLAIM_SERVICE));
-    pb_bytes(&req, 2, CLAIM_METHOD, strlen(CLAIM_METHOD));
+    pb_bytes(&req, 2, method, strlen(method));
     pb_bytes(&req, 3, payload.data ? payload.data : "", payload.len);
     pb_varint(&req, 4 << 3);
-    pb_varint(&req, CLAIM_TIMEOUT_NS);
+    pb_varint(&req, timeout_ns);
     unsigned char head[10] = {(unsigned char)(req.len >> 24), (unsigned char)(req.len >> 16),
                               (unsigned char)(req.len >> 8), (unsigned char)req.len, 0, 0, 0, 1, 1, 0};
     buf_add(frame, head, sizeof head);
@@ -521,13 +525,18 @@ static int recv_exact(int fd, unsigned char *out, size_t len) {
     return 0;
 }
 
-/* Ask the supervisor on `path` to stay for `task_id` (claim.py ask, one attempt). */
-static int claim(const char *path, const char *task_id) {
+static void claim_request(const char *task_id, struct buf *frame) {
+    group_request(task_id, CLAIM_METHOD, CLAIM_TIMEOUT_NS, frame);
+}
+
+/* Call `method` of the Group service of the supervisor on `path` for `task_id` (claim.py ask, one
+   attempt): Claim asks it to stay for the task, Release tells it containerd gave the task up. */
+static int group_call(const char *path, const char *task_id, const char *method, uint64_t timeout_ns) {
     int fd = connect_unix(path);
     if (fd < 0) return errno == EAGAIN ? CLAIM_UNSURE : CLAIM_ABSENT; /* EAGAIN: a full backlog */
-    set_timeouts(fd, 2);
+    set_timeouts(fd, (int)((timeout_ns + 999999999ULL) / 1000000000ULL));
     struct buf frame = {0};
-    claim_request(task_id, &frame);
+    group_request(task_id, method, timeout_ns, &frame);
     int answer = CLAIM_UNSURE;
     unsigned char head[10];
     if (send_all(fd, frame.data, frame.len) == 0 && recv_exact(fd, head, sizeof head) == 0) {
@@ -546,6 +555,10 @@ static int claim(const char *path, const char *task_id) {
     free(frame.data);
     close(fd);
     return answer;
+}
+
+static int claim(const char *path, const char *task_id) {
+    return group_call(path, task_id, CLAIM_METHOD, CLAIM_TIMEOUT_NS);
 }
 
 /* ---- the node's template (template_client.py) --------------------------------------------------- */
@@ -1047,6 +1060,16 @@ static void delete(struct args *a, char **argv) {
     buf_str(&path, "/rootfs");
     if (task_left || mounted_under(path.data) || cgroup_may_exist(bundle, a->namespace, a->id, CGROUP_ROOT))
         fall_back(argv);
+    /* delete.release_group_claim: tell the group's supervisor, if one listens, that containerd gave the
+       task up, so one left with nothing ends (its answer does not change ours). gRPC: Python. */
+    if (getenv("WASMVISOR_PROTOCOL")) fall_back(argv);
+    if (!a->address[0] && getenv("GRPC_ADDRESS")) a->address = getenv("GRPC_ADDRESS");
+    struct buf group = {0}, socket = {0};
+    if (group_of(bundle, a->id, &group) < 0) fall_back(argv);
+    const char *dir = getenv("WASMVISOR_SOCKET_DIR");
+    if (!dir || !dir[0]) dir = DEFAULT_SOCKET_DIR;
+    if (socket_path(a->address, a->namespace, group.data, dir, &socket) < 0) fall_back(argv);
+    group_call(socket.data, a->id, RELEASE_METHOD, RELEASE_TIMEOUT_NS);
     exit(0); /* the empty DeleteResponse: zero bytes */
 }
 
@@ -1068,6 +1091,9 @@ static int check(int argc, char **argv) {
         else printf("%s\n", out.data);
     } else if (!strcmp(kind, "claim-request") && argc == 4) {
         claim_request(argv[3], &out);
+        print_hex(&out);
+    } else if (!strcmp(kind, "release-request") && argc == 4) {
+        group_request(argv[3], RELEASE_METHOD, RELEASE_TIMEOUT_NS, &out);
         print_hex(&out);
     } else if (!strcmp(kind, "claim-status") && argc == 4) {
         size_t n = strlen(argv[3]) / 2;

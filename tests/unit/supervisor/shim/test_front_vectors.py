@@ -102,6 +102,14 @@ def test_both_encode_the_claim_alike(front: Path, v: dict[str, Any]) -> None:
     assert check(front, "claim-request", v["id"]).strip() == v["frame"]
 
 
+@pytest.mark.parametrize("task_id", ["t1", "", "x" * 200])
+def test_both_encode_deletes_release_alike(front: Path, task_id: str) -> None:
+    from wasmvisor.supervisor.shim.delete import RELEASE_TIMEOUT
+
+    expected = claim.encode_request(task_id, RELEASE_TIMEOUT, claim.RELEASE).hex()
+    assert check(front, "release-request", task_id).strip() == expected
+
+
 @pytest.mark.parametrize("v", VECTORS["claim_status"], ids=_ids("claim_status", "frame"))
 def test_both_read_the_claims_answer_alike(front: Path, v: dict[str, Any]) -> None:
     try:
