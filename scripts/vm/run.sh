@@ -27,7 +27,9 @@ say "building the wheel of $REPO"
 "$REPO/.venv/bin/python" -m build --no-isolation --wheel --outdir "$share/dist" "$REPO" >"$share/build.log" 2>&1 \
     || { tail -n 20 "$share/build.log" >&2; die "python -m build failed"; }
 rm -rf "$REPO/build"
-git -C "$REPO" ls-files -z --cached --others --exclude-standard | tar -C "$REPO" --null -T - -cf "$share/src.tar"
+# Tracked and new files; never the host's caches or venv (a worktree may hold them as symlinks).
+git -C "$REPO" ls-files -z --cached --others --exclude-standard | grep -zvE '^(_work|\.venv)(/|$)' \
+    | tar -C "$REPO" --null -T - -cf "$share/src.tar"
 
 if (($#)); then
     printf -v command '%q ' "$@"
@@ -49,7 +51,9 @@ JOB
 
 say "booting (TCG, ${MEMORY} MiB, timeout ${TIMEOUT}s)"
 set +e
-timeout --foreground "$TIMEOUT" qemu-system-x86_64 -accel tcg -smp 2 -m "$MEMORY" -nographic -no-reboot \
+# -cpu max: the default qemu64 model lacks instructions (SSE4, POPCNT) that wasmtime's compiled code and
+# today's wheels use: guests died of SIGILL (exit 132) with it.
+timeout --foreground "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$MEMORY" -nographic -no-reboot \
     -kernel "$kernel" -initrd "$initrd" \
     -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 systemd.mask=serial-getty@ttyS0.service wasmvisor.job=1" \
     -drive "file=$image,format=raw,if=virtio,snapshot=on" \
