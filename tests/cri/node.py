@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cri.client import CriClient, poll
+from tests.cri.client import CriClient, CriError, poll
 from tests.e2e.containerd import ContainerdBinaries, PrivateContainerd
 from tests.e2e.ctr import Ctr
 from tests.e2e.host import kill_pids, process_titles, process_tree, processes_titled, remove_empty_cgroups
@@ -179,6 +179,20 @@ class CriNode:
         proc.wait(30)
         self.containerd.process = None
         self.containerd.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until CRI serves: containerd answers `ctr version` before CRI has recovered its pods
+        (until then every CRI call fails with `server is not initialized yet`)."""
+
+        def serving() -> str:
+            try:
+                self.client.list_pods()
+            except CriError as err:
+                return str(err)
+            return ""
+
+        poll(serving, lambda error: not error, timeout, "CRI to serve")
 
 
 @contextlib.contextmanager
@@ -210,6 +224,7 @@ def cri_node(
         ctr = Ctr(instance, CRI_NAMESPACE)  # not instance.ctr(): its teardown would match any CRI node's shims
         client = CriClient(instance.address, files=base / "kubelet", cgroup_root=cgroup_root)
         node = CriNode(instance, client, ctr, sandboxer)
+        node.wait_ready()
         node.import_image(build_pause_image(base / "pause.tar", cache or REPO / "_work" / "guests"), PAUSE_REF)
         yield node
     finally:
