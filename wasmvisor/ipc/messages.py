@@ -59,6 +59,9 @@ class Configure:
     exec_process: dict[str, Any] | None = None
     exec_in_wasm: bool = False
     """The container runs a wasm guest: its execs may only be wasm modules."""
+    console: str = ""
+    """With `terminal`: the path of the pty slave the supervisor made, the process's stdio and
+    controlling terminal (the supervisor copies the master to and from the stdio FIFOs)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):
@@ -104,12 +107,14 @@ class Started:
 
 @dataclass(frozen=True)
 class Exited:
-    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns` (ns since the epoch).
-    Why it ended (exit, trap, signal) is in the worker's log line of its end."""
+    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns` (ns since the epoch)."""
 
     kind: ClassVar[str] = "exited"
     code: int
     at_ns: int
+    note: str = ""
+    """What a wasm worker would have logged after its guest started (a trap, a time limit): its log
+    FIFO is closed before the guest runs, so the supervisor logs this for it. Optional."""
 
 
 Message = Configure | StartGuest | Ready | Failed | Started | Exited

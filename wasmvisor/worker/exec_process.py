@@ -26,7 +26,7 @@ from wasmvisor.linux import syscalls
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import identity
 from wasmvisor.worker.container import warn_unapplied_security_labels
-from wasmvisor.worker.guest_run import failure_of, load_engine, serve_start
+from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
 from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, CLONE_NEWPID, Namespace, parse_namespaces
@@ -103,6 +103,8 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
         native = find_native(host_root, proc.args[0], proc.env, proc.cwd)
         if native is not None and config.exec_in_wasm:
             raise InvalidArgument(f"exec {proc.args[0]} in wasm container {config.id}: not a wasm module")
+        if config.terminal and native is None:
+            raise InvalidArgument(no_wasm_terminal(proc.args[0]))
         namespaces = container_namespaces(spec.raw, config.exec_target_pid)
         enter_namespaces([ns for ns in namespaces if ns.flag != CLONE_NEWNS])
         pid = os.getpid()

@@ -45,11 +45,13 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, guest_mask)
     channel.send(Started(pid=pid, execs=native is not None))
+    last_words = LastWords()
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
             exec_native(native, args, env, cwd, seccomp)
         assert guest is not None
+        logging.getLogger().addHandler(last_words)  # why it ended (a trap's message) goes in Exited too
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
@@ -57,9 +59,31 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
         log.error("guest %s failed: %s", args[0], exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns()))
+    channel.send(Exited(code=code, at_ns=time.time_ns(), note=last_words.text()))
     log.debug("exited: code %d (%s)", code, reason)
     return code
+
+
+class LastWords(logging.Handler):
+    """The warnings and errors logged while the guest runs, one line each, for `Exited.note`: the
+    supervisor makes the reason a container ended from it (the termination message)."""
+
+    LIMIT = 2000
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().replace("\n", " "))
+
+    def text(self) -> str:
+        return "; ".join(self.lines)[: self.LIMIT]
+
+
+def no_wasm_terminal(args0: str) -> str:
+    """Why a wasm guest is refused a terminal (the engine gives it no tty)."""
+    return f"terminal=true: {args0} is a wasm module, and a wasm guest cannot have a tty (run it without -t/--tty)"
 
 
 def load_engine(ref: str) -> Engine:

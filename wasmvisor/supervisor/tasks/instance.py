@@ -22,6 +22,7 @@ from typing import Any
 from wasmvisor import errors
 from wasmvisor.ipc import messages
 from wasmvisor.refs import load_class
+from wasmvisor.supervisor.tasks.console import Console
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Exit:
     pid: int
     status: int
     at_ns: int
+    reason: str = ""
+    """Why, when the worker said (a trap's message: Exited.note); empty for a plain exit."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class Instance(abc.ABC):
         Instance of its own that `start` runs (Task API Exec); optional."""
         raise errors.Unimplemented(f"exec {exec_id!r} in task {self.id}: {type(self).__name__} has no exec")
 
+    def resize_pty(self, width: int, height: int) -> None:
+        """Set the window size of the process's terminal (ResizePty)."""
+        raise errors.InvalidArgument(f"resizepty {self.id}: the process has no terminal")
+
 
 InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
 """`(id, cfg, on_forked)` -> a new Instance: an Instance class's `new` (runwasi's `Instance::new`),
@@ -147,6 +154,8 @@ class WorkerInstance(Instance):
         """A pidfd of the container process when it is not the worker itself (pid namespace)."""
         self._launcher: WorkerLauncher | None = None
         """Set by `new`: execs are forked by the same zygote."""
+        self._console: Console | None = None
+        """The process's terminal (`terminal: true`)."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -160,11 +169,22 @@ class WorkerInstance(Instance):
     @classmethod
     async def _launch(cls, id: str, cfg: InstanceConfig, configure: messages.Configure,
                       on_forked: Callable[[int], None] | None, launcher: WorkerLauncher) -> WorkerInstance:
-        handle = await launcher.spawn(configure, on_forked)
+        console = Console() if cfg.terminal else None
+        try:
+            if console is not None:
+                configure = replace(configure, console=console.path)
+            handle = await launcher.spawn(configure, on_forked)
+        except BaseException:
+            if console is not None:
+                console.close()
+            raise
         inst = cls(id, cfg, handle)
         inst._launcher = launcher
+        inst._console = console
         try:
             await inst._ready
+            if console is not None:
+                console.start(cfg.stdin, cfg.stdout, f"task {id}")
         except BaseException:
             inst.handle.kill(signal.SIGKILL)
             await inst._exited.wait()
@@ -235,6 +255,12 @@ class WorkerInstance(Instance):
             os.close(self._container_pidfd)
             self._container_pidfd = -1
 
+    def resize_pty(self, width: int, height: int) -> None:
+        if self._console is None or self._console.master < 0:
+            super().resize_pty(width, height)
+            return
+        self._console.resize(width, height)
+
     async def delete(self) -> None:
         if self._exit is None:
             self.handle.kill(signal.SIGKILL)
@@ -262,6 +288,10 @@ class WorkerInstance(Instance):
             log.exception("reading worker %d of %s failed; killing it", self.pid, self.id)
             self.handle.kill(signal.SIGKILL)
         returncode = await self._wait_exit()
+        if self._console is not None:
+            # Its output first (ctr waits for EOF on the stdout FIFO before it deletes the process).
+            await self._console.drained()
+            self._console.close()
         self._finish(returncode)
 
     async def _wait_exit(self) -> int:
@@ -305,13 +335,14 @@ class WorkerInstance(Instance):
             log.warning("worker %d of %s sent an unexpected %s message", self.pid, self.id, msg.kind)
 
     def _finish(self, returncode: int) -> None:
+        reason = ""
         if self._reported is not None:
-            status, at_ns = self._reported.code & 0xFF, self._reported.at_ns
+            status, at_ns, reason = self._reported.code & 0xFF, self._reported.at_ns, self._reported.note
         elif returncode < 0:
             status, at_ns = 128 - returncode, time.time_ns()
         else:
             status, at_ns = returncode & 0xFF, time.time_ns()
-        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns)
+        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns, reason=reason)
         self._close_container_pidfd()  # the relay ends only once the container process has
         log.debug("worker %d of %s ended: returncode %d, exit status %d", self.pid, self.id, returncode, status)
         gone = errors.FailedPrecondition(f"worker of {self.id} exited with status {status} before it was ready")

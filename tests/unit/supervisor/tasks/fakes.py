@@ -175,6 +175,10 @@ class FakeCgroup:
         self.on_oom()
         return True
 
+    @property
+    def oom_killed(self) -> bool:
+        return self._reported > 0
+
     async def freeze(self) -> None:
         self.frozen = True
 
