@@ -74,6 +74,7 @@ class ContainerSpec:
     cpu_shares: int = 0
     attempt: int = 0
     termination_message_path: str = TERMINATION_LOG
+    tty: bool = False
 
 
 @dataclass
@@ -98,6 +99,11 @@ class Pod:
 
     def termination_log(self, name: str, attempt: int = 0) -> Path:
         return self.files / "containers" / name / f"termination-{attempt}"
+
+    def termination_message(self, name: str, attempt: int = 0) -> str:
+        """What the kubelet shows as the container's termination message (the file's first 4 KiB)."""
+        with self.termination_log(name, attempt).open("rb") as f:
+            return f.read(4096).decode(errors="replace")
 
 
 class CriClient:
@@ -237,6 +243,7 @@ class CriClient:
             labels=labels,
             annotations=annotations,
             log_path=f"{spec.name}/{spec.attempt}.log",
+            tty=spec.tty,
             linux=cri.LinuxContainerConfig(
                 resources=cri.LinuxContainerResources(
                     memory_limit_in_bytes=spec.memory_limit,
