@@ -2,8 +2,9 @@
 
 `cri_node(line)` starts one (tests/e2e/containerd.py does the process) with:
 - config version 2 on 1.x (`io.containerd.grpc.v1.cri`) or 3 on 2.x (`io.containerd.cri.v1.runtime` and
-  `.images`), the handlers `wasmvisor` and `runc`, and on 2.x the `sandboxer` asked for (the sandbox API
-  tests run with `shim`);
+  `.images`), the handlers `wasmvisor` and `runc`, and on 2.x the `sandboxer` asked for on `wasmvisor`
+  (`podsandbox` by default; `shim` for the sandbox API's tests: `cri_node(binaries, ..., sandboxer="shim")`
+  in a fixture of their own); `runc` keeps `podsandbox`;
 - `restrict_oom_score_adj = true`: this machine refuses to lower oom_score_adj, which the pause
   container asks for (-998);
 - a pause image from pause.c (gcc -static), imported into `k8s.io` as the sandbox image;
@@ -124,7 +125,10 @@ def cri_config(
     }
     for name, runtime_type in HANDLERS.items():
         values[(f"{runtime}.containerd.runtimes.{name}", "runtime_type")] = runtime_type
-        values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = sandboxer
+        # runc stays the baseline: its shim serves no sandbox API either.
+        values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = (
+            sandboxer if name == "wasmvisor" else "podsandbox"
+        )
     return values
 
 

@@ -48,13 +48,13 @@ def test_config_version_2_for_1x_names_the_cri_plugin_tables() -> None:
     assert values[(f"{cri}.containerd.runtimes.runc", "runtime_type")] == "io.containerd.runc.v2"
 
 
-def test_config_version_3_for_2x_sets_the_sandboxer_of_both_handlers() -> None:
+def test_config_version_3_for_2x_sets_the_sandboxer_of_wasmvisor_and_keeps_runc_on_podsandbox() -> None:
     values = cri_config(2, cni_bin=Path("/b"), cni_conf=Path("/c"), sandboxer="shim")
     runtime = 'plugins."io.containerd.cri.v1.runtime"'
     assert values[('plugins."io.containerd.cri.v1.images".pinned_images', "sandbox")] == PAUSE_REF
     assert values[(f"{runtime}.cni", "bin_dirs")] == ["/b"]
-    for handler in ("wasmvisor", "runc"):
-        assert values[(f"{runtime}.containerd.runtimes.{handler}", "sandboxer")] == "shim"
+    assert values[(f"{runtime}.containerd.runtimes.wasmvisor", "sandboxer")] == "shim"
+    assert values[(f"{runtime}.containerd.runtimes.runc", "sandboxer")] == "podsandbox"
 
 
 @pytest.mark.parametrize(("major", "sandboxer"), [(1, "shim"), (2, "vm")])
