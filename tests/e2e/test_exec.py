@@ -15,7 +15,7 @@ from tests.e2e.ctr import Ctr
 from tests.e2e.terminal import TerminalSession
 from wasmvisor.image import build_busybox_image, build_oci_tar
 
-APPLETS = ("sh", "sleep", "cat", "echo", "kill", "ls", "tty", "stty", "true")
+APPLETS = ("sh", "sleep", "cat", "echo", "kill", "ls", "tty", "stty", "true", "id", "pwd")
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,18 @@ def test_exec_into_native_container_prints_and_returns_its_exit_code(ctr: Ctr, r
     result = exec_in(ctr, cid, "e1", "sh", "-c", "echo hi from exec; echo oops >&2; exit 3")
 
     assert (result.returncode, result.stdout, result.stderr) == (3, "hi from exec\n", "oops\n")
+
+
+def test_exec_runs_as_the_user_and_in_the_folder_it_asks_for(ctr: Ctr, running: Callable[..., str]) -> None:
+    cid = running("busybox", ("sleep", "1000"))
+
+    result = ctr.run("task", "exec", "--exec-id", "e1", "--user", "1000", "--cwd", "/bin", cid,
+                     "sh", "-c", "id -u; pwd; cat /proc/self/status", timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["1000", "/bin"]
+    assert "CapEff:\t0000000000000000" in lines  # as after runc's exec: a non-root user keeps none
 
 
 def test_exec_killed_by_a_signal_exits_128_plus_n(ctr: Ctr, running: Callable[..., str]) -> None:

@@ -64,8 +64,8 @@ class InstanceConfig:
 
 
 @dataclass(frozen=True)
-class ExecStdio:
-    """An exec process's own stdio (the FIFOs of its Exec request)."""
+class TaskIO:
+    """A process's stdio as containerd's Create or Exec gives it (FIFOs, files or `file://` URIs)."""
 
     stdin: str = ""
     stdout: str = ""
@@ -108,7 +108,7 @@ class Instance(abc.ABC):
     async def wait(self) -> Exit:
         """Block until the guest has ended (whether started or not); return how."""
 
-    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: Callable[[int], None] | None = None) -> Instance:
         """Prepare the exec process `exec_id` (an OCI `process`) in this running container, as an
         Instance of its own that `start` runs (Task API Exec); optional."""
@@ -192,7 +192,7 @@ class WorkerInstance(Instance):
             raise
         return inst
 
-    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
         """Another worker, in this container's namespaces and against its root (worker/exec_process.py)."""
         if self._launcher is None or self._exit is not None:

@@ -27,11 +27,11 @@ from wasmvisor.supervisor.tasks import mounts, termination
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
 from wasmvisor.supervisor.tasks.execs import ExecProcess, TaskExecs
 from wasmvisor.supervisor.tasks.instance import (
-    ExecStdio,
     Exit,
     Instance,
     InstanceConfig,
     InstanceFactory,
+    TaskIO,
     worker_pid_file,
 )
 from wasmvisor.supervisor.tasks.task import CreateOpts, Task
@@ -187,7 +187,7 @@ class TaskRegistry:
         finally:
             task.exited.set()
 
-    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio) -> ExecProcess:
+    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: TaskIO) -> ExecProcess:
         """Exec: a new process in the running task's container, in its cgroup."""
         task.state.check_running(f"exec {exec_id!r} in task {task.id}")
         on_forked = task.cgroup.add if task.cgroup else None
