@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.cri.client import ContainerSpec, Pod, PodSpec, cgroup_dirs, pod_running
+from tests.cri.client import ContainerSpec, Pod, PodSpec, pod_running
 from tests.cri.node import CriNode
-from tests.e2e.host import is_alive, process_tree, processes_titled
+from tests.e2e.host import cgroup_dirs, is_alive, process_tree, processes_titled
 from wasmvisor.linux import mountinfo
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cri.client import ContainerSpec, PodSpec, cgroup_dirs, pod_running
+from tests.cri.client import ContainerSpec, PodSpec, pod_running
 from tests.cri.node import CriNode
+from tests.e2e.host import cgroup_dirs
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
 ImageRef = Callable[[str], str]
