@@ -163,7 +163,7 @@ def test_ctr_run_tty_gives_a_native_container_a_terminal_of_ctrs_size(
 def test_ctr_task_exec_tty_gets_a_terminal_and_follows_a_resize(ctr: Ctr, running: Callable[..., str]) -> None:
     cid = running("busybox", ("sleep", "1000"))
     session = on_terminal(ctr, "task", "exec", "--tty", "--exec-id", "t1", cid,
-                          "sh", "-c", f"{WAIT_FOR_SIZE}; stty size; read line; "
+                          "sh", "-c", f"{WAIT_FOR_SIZE}; tty; stty size; read line; "
                           'while [ "$(stty size)" = "33 101" ]; do sleep 0.1; done; stty size; exit 4')
     session.read_until("33 101\n")
 
@@ -172,6 +172,7 @@ def test_ctr_task_exec_tty_gets_a_terminal_and_follows_a_resize(ctr: Ctr, runnin
     code = session.wait()
 
     assert code == 4, session.text
+    assert "/dev/pts/0\n" in session.text.split("33 101\n", 1)[0]  # in the container's own devpts
     assert "40 120\n" in session.text.split("33 101\n", 1)[1]
 
 

@@ -1,13 +1,15 @@
 """Exec through the supervisor's Task API without containerd (issue 12): a wasm module exec'd into a
-running wasm task writes to its own stdout and exits without ending the task; a program that is not
-wasm is refused by name; the task's kill ends a running exec with 137."""
+running wasm task writes to its own stdout and exits without ending the task (over ttrpc and gRPC); a
+program that is not wasm is refused by name; the task's kill ends a running exec with 137."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from pathlib import Path
 
+import grpc
 from google.protobuf import any_pb2
 from google.protobuf.empty_pb2 import Empty
 
@@ -17,6 +19,7 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
 from wasmvisor.supervisor.tasks.exec_service import PROCESS_TYPE_URL
 
+from .test_grpc_transport import GrpcTask, _start_grpc_shim
 from .test_task_api import create, expect_error, pod_task
 
 
@@ -70,3 +73,26 @@ def test_the_tasks_kill_ends_its_running_exec(harness: Harness) -> None:
 
     assert waited.exit_status == 128 + signal.SIGKILL
     assert h.call(c, "Wait", pb.WaitRequest(id="web"), pb.WaitResponse).exit_status == 128 + signal.SIGKILL
+
+
+def test_exec_runs_over_grpc_too(harness: Harness) -> None:
+    h = harness
+    bundle = h.bundle("gweb", {"sleep.wasm": SLEEPER, "hello.wasm": HELLO}, ["/sleep.wasm"])
+    task = GrpcTask(_start_grpc_shim(h, bundle, "gweb")["address"])
+    try:
+        task.call("Create", pb.CreateTaskRequest(id="gweb", bundle=str(bundle)), pb.CreateTaskResponse)
+        task.call("Start", pb.StartRequest(id="gweb"), pb.StartResponse)
+        request = exec_request("e1", ["/hello.wasm"], bundle / "e1-out")
+        request.id = "gweb"
+        task.call("Exec", request, Empty)
+        task.call("Start", pb.StartRequest(id="gweb", exec_id="e1"), pb.StartResponse)
+        waited = task.call("Wait", pb.WaitRequest(id="gweb", exec_id="e1"), pb.WaitResponse)
+        assert (waited.exit_status, (bundle / "e1-out").read_text()) == (0, "hello\n")
+        assert task.call("State", pb.StateRequest(id="gweb"), pb.StateResponse).status == types_pb.RUNNING
+        task.call("Kill", pb.KillRequest(id="gweb", signal=signal.SIGKILL), Empty)
+        task.call("Wait", pb.WaitRequest(id="gweb"), pb.WaitResponse)
+        task.call("Delete", pb.DeleteRequest(id="gweb"), pb.DeleteResponse)
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            task.call("Shutdown", pb.ShutdownRequest(id="gweb"), Empty)
+        task.channel.close()

@@ -2,7 +2,8 @@
 WASMVISOR_PROTOCOL=grpc answers the JSON bootstrap of version 3, and the same Task handlers then
 answer `/containerd.task.v3.Task/<Method>` over gRPC, errors mapped to gRPC status codes.
 
-(containerd 2.1.9 itself cannot drive a gRPC shim; see tests/e2e/test_protocols.py.)
+(containerd 2.1.x itself drops gRPC shims, so `start` answers it ttrpc: see tests/e2e/test_protocols.py;
+a containerd that says 2.2.0 gets gRPC.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor.shim import claim
 
 V3 = "containerd.task.v3.Task"
-FAKE_CONTAINERD_2 = "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.1.9+unknown '\n"
+FAKE_CONTAINERD_2 = "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.2.0+unknown '\n"
 
 
 def _start_grpc_shim(h: Harness, bundle: Path, task_id: str) -> dict[str, Any]:

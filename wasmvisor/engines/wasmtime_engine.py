@@ -201,7 +201,7 @@ class WasmtimeEngine(Engine):
             if self._cache is None:
                 return wasmtime.Module(self.engine, wasm)
             raw = wasm.encode() if isinstance(wasm, str) else wasm
-            return self._cache.get(raw, self._compile_serialized, self._deserialize_file)
+            return self._cache.get(raw, self._compile_serialized, self._deserialize_file, self._deserialize)
         except wasmtime.WasmtimeError as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
@@ -219,6 +219,9 @@ class WasmtimeEngine(Engine):
 
     def _deserialize_file(self, path: str) -> wasmtime.Module:
         return wasmtime.Module.deserialize_file(self.engine, path)
+
+    def _deserialize(self, serialized: bytes) -> wasmtime.Module:
+        return wasmtime.Module.deserialize(self.engine, serialized)
 
 
 class WasmtimeGuest:

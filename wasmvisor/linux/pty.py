@@ -12,13 +12,31 @@ import termios
 
 from wasmvisor.errors import InvalidArgument
 
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+"""asm-generic/ioctls.h (x86_64 and aarch64 alike): a pty's number, and its slave's lock."""
 
-def open_pty() -> tuple[int, int, str]:
+
+def open_pty(pts: str = "") -> tuple[int, int, str]:
     """A new pseudo-terminal: (master fd, slave fd, slave path), both close-on-exec; the master
-    is non-blocking (the supervisor's event loop reads it)."""
-    master, slave = os.openpty()
+    is non-blocking (the supervisor's event loop reads it). From the devpts instance mounted at
+    `pts` (a container's own, reached through /proc/PID/root: then the process finds its terminal
+    as /dev/pts/N in the container, as with runc), else from the host's."""
+    if not pts:
+        master, slave = os.openpty()
+        path = os.ttyname(slave)
+    else:
+        master = os.open(os.path.join(pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+            (number,) = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))
+            path = os.path.join(pts, str(number))
+            slave = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(master)
+            raise
     os.set_blocking(master, False)
-    return master, slave, os.ttyname(slave)
+    return master, slave, path
 
 
 def set_window_size(fd: int, width: int, height: int) -> None:

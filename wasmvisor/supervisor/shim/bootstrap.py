@@ -13,7 +13,8 @@ JSON goes only to a containerd that accepts version 3: 1.6 reads any answer as a
 rejects version 3. 1.6 sets none of GRPC_ADDRESS/NAMESPACE/MAX_SHIM_VERSION, so it is recognised
 without running anything; otherwise `<publish-binary> --version` tells 1.7 from 2.x (the answer is
 cached per binary, keyed by its path, size and mtime). When the line cannot accept the request, the
-answer falls back to the plain address (ttrpc, Task v2), which every line understands.
+answer falls back to the plain address (ttrpc, Task v2), which every line understands. `grpc` on
+containerd 2.1.x is answered with `ttrpc-v3` and one warning in the task's log (`avoid_known_bugs`).
 """
 
 from __future__ import annotations
@@ -83,12 +84,38 @@ def is_containerd_1_6(env: Mapping[str, str]) -> bool:
 
 def containerd_major(env: Mapping[str, str], publish_binary: str, cache_dir: str) -> int | None:
     """containerd's major version, or None when it cannot be told."""
+    version = containerd_version(env, publish_binary, cache_dir)
+    return version[0] if version else None
+
+
+def containerd_version(env: Mapping[str, str], publish_binary: str, cache_dir: str) -> tuple[int, int, int] | None:
+    """containerd's version, or None when it cannot be told ((1, 6, 0) for any 1.6: told by its
+    environment, without running anything)."""
     if is_containerd_1_6(env):
-        return 1
+        return (1, 6, 0)
     if not publish_binary:
         return None
-    version = _cached_version(publish_binary, cache_dir)
-    return version[0] if version else None
+    return _cached_version(publish_binary, cache_dir)
+
+
+GRPC_DROPPED = ((2, 1, 0), (2, 2, 0))
+"""containerd versions (from, before) that drop gRPC shims: 2.1.x. Its connection watcher takes a new
+gRPC client connection that is still idle for a closed one and cleans up after a "disconnected"
+shim in the middle of Create (seen with 2.1.9: 5 runs of 8 failed, each differently). The version
+comes from `<publish-binary> --version`, which names the patch release, so the rule is exact; when
+the version cannot be told the answer is the plain address anyway (`choose`)."""
+GRPC_BUG = ("containerd 2.1.x drops gRPC shims right after connecting (its connection watcher takes a "
+            "new, still idle gRPC connection for a closed one)")
+
+
+def avoid_known_bugs(requested: str, version: tuple[int, int, int] | None) -> tuple[str, str | None]:
+    """The protocol to ask `choose` for on this containerd, and the warning to log when it is not
+    `requested`: gRPC on 2.1.x becomes ttrpc with bootstrap version 3 (the same Task v3 API)."""
+    if requested == "grpc" and version is not None and GRPC_DROPPED[0] <= version < GRPC_DROPPED[1]:
+        found = ".".join(map(str, version))
+        return "ttrpc-v3", (f"{PROTOCOL_ENV}=grpc on containerd {found}: serving ttrpc (Task v3) instead: "
+                            f"{GRPC_BUG}; 2.2 and later get gRPC")
+    return requested, None
 
 
 def _cached_version(binary: str, cache_dir: str) -> tuple[int, int, int] | None:

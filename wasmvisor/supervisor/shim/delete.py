@@ -1,9 +1,11 @@
 """The `delete` action: clean up after a supervisor that died, then report the task as killed.
 
 containerd runs it when its connection to the supervisor broke or after its own restart when the
-supervisor cannot be reached. It must not need the supervisor: it kills the task's worker if one is
-left (found through `<bundle>/init.pid` and checked by its process title, so a recycled pid is never
-killed), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
+supervisor cannot be reached. It must not need the supervisor: it kills the task's process if one is
+left (found through `<bundle>/init.pid`, which records its pid and start time, wasmvisor/linux/
+pid_record.py: a recycled pid is never killed, and a native program found by its pid even after it
+exec'd another; a file with a pid alone, from an older wasmvisor, is checked by the worker's process
+title instead), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
 stdout. Problems are warnings on stderr, which containerd logs; the exit status stays 0, because a
 failing delete leaves the bundle behind for good.
 
@@ -25,7 +27,7 @@ import os
 import sys
 import time
 
-from wasmvisor.linux import mountinfo
+from wasmvisor.linux import mountinfo, pid_record
 from wasmvisor.supervisor.shim import leftover_cgroup
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.shim.entry_script import load_site
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO, TextIO
 
 PID_FILE = "init.pid"
-"""Written by the supervisor in each task's bundle: the worker's pid, decimal, no newline."""
+"""Written by the supervisor in each task's bundle: the task's process as a pid record (pid_record.py)."""
 WORKER_TITLE = "wasmvisor-worker"
 SIGKILL = 9
 """signal.SIGKILL on Linux, without importing `signal`."""
@@ -45,16 +47,6 @@ KILLED_STATUS = 128 + SIGKILL
 def worker_title(namespace: str, task_id: str) -> str:
     """The process title a task's worker carries (`wasmvisor-worker NS/ID`)."""
     return f"{WORKER_TITLE} {namespace}/{task_id}"
-
-
-def read_pid(bundle: str) -> int | None:
-    """The pid in `<bundle>/init.pid`, or None if the file is absent or holds no positive number."""
-    try:
-        with open(os.path.join(bundle, PID_FILE), "rb") as f:
-            pid = int(f.read(32).strip() or b"0")
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 else None
 
 
 def process_title(pid: int) -> str | None:
@@ -69,20 +61,19 @@ def process_title(pid: int) -> str | None:
 
 def _gone(pid: int) -> bool:
     """Whether pid no longer runs (absent, or a zombie waiting for a parent that is not us)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself contain ") ".
-    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    return pid_record.start_time(pid) is None
 
 
-def kill_worker(pid: int, title: str, timeout: float = 1.0) -> bool:
-    """SIGKILL `pid` if its title is `title`, and wait up to `timeout` for it to die. True if killed."""
-    current = process_title(pid)
-    if current is None or not (current == title or current.startswith(title + " ")):
-        return False
+def kill_worker(pid: int, title: str, timeout: float = 1.0, start: int | None = None) -> bool:
+    """SIGKILL `pid` if it is still the process that started at `start` (when known; else if its
+    title is `title`), and wait up to `timeout` for it to die. True if killed."""
+    if start is not None:
+        if not pid_record.is_running(pid, start):
+            return False
+    else:
+        current = process_title(pid)
+        if current is None or not (current == title or current.startswith(title + " ")):
+            return False
     try:
         os.kill(pid, SIGKILL)
     except ProcessLookupError:
@@ -133,10 +124,10 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
     # The supervisor removes init.pid when it deletes the task (before answering Delete), and writes
     # it only once Create succeeds: without it, containerd holds no task for this id.
     task_left = os.path.lexists(os.path.join(bundle, PID_FILE))
-    pid = read_pid(bundle) or 0
+    pid, start = pid_record.read(os.path.join(bundle, PID_FILE)) or (0, None)
     if pid:
         try:
-            kill_worker(pid, worker_title(args.namespace, args.id))
+            kill_worker(pid, worker_title(args.namespace, args.id), start=start)
         except OSError as exc:
             warn(f"kill worker {pid}: {exc.strerror or exc}")
     try:

@@ -355,18 +355,25 @@ def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
     os.makedirs(directory, mode=0o700, exist_ok=True)
     protocol = "ttrpc"
     boot = None
+    warning = None
     if os.environ.get(PROTOCOL_ENV):  # bootstrap (dataclasses, hashlib, json: ~15 ms) only when asked
         from wasmvisor.supervisor.shim import bootstrap
 
         requested = bootstrap.requested_protocol(os.environ)
         if requested != "ttrpc":
-            boot = bootstrap.choose(requested, bootstrap.containerd_major(os.environ, args.publish_binary, directory))
+            version = bootstrap.containerd_version(os.environ, args.publish_binary, directory)
+            requested, warning = bootstrap.avoid_known_bugs(requested, version)
+            boot = bootstrap.choose(requested, version[0] if version else None)
             protocol = boot.protocol
     pid = None
     lock = _lock(directory)
     try:
         sock = bind_unless_served(path, lambda p: stays(p, args.id, protocol))
         if sock is not None:
+            if warning:  # once per supervisor, in the log containerd copies (never on start's stdout)
+                from wasmvisor import logs
+
+                logs.write_line(bundle, "warning", warning, instance=args.id, namespace=args.namespace)
             serve_args = args.replace(protocol=protocol if protocol == "grpc" else "")
             command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
             if protocol == "grpc":

@@ -79,8 +79,13 @@ class _Pump:
 class Console:
     """One pty: `path` goes to the worker; `start` copies once the worker has opened it."""
 
-    def __init__(self) -> None:
-        self.master, self._slave, self.path = pty.open_pty()
+    def __init__(self, pts: str = "") -> None:
+        """`pts`: the devpts to take the pty from (pty.open_pty); the host's when empty."""
+        try:
+            self.master, self._slave, self.path = pty.open_pty(pts)
+        except OSError as exc:
+            where = pts or "/dev/pts"
+            raise errors.InvalidArgument(f"terminal: cannot open a pty in {where}: {exc.strerror}") from None
         self._fds: list[int] = []
         self._pumps: list[_Pump] = []
         self._done = asyncio.Event()

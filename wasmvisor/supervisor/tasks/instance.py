@@ -168,8 +168,9 @@ class WorkerInstance(Instance):
 
     @classmethod
     async def _launch(cls, id: str, cfg: InstanceConfig, configure: messages.Configure,
-                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher) -> WorkerInstance:
-        console = Console() if cfg.terminal else None
+                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher,
+                      pts: str = "") -> WorkerInstance:
+        console = Console(pts) if cfg.terminal else None
         try:
             if console is not None:
                 configure = replace(configure, console=console.path)
@@ -201,7 +202,10 @@ class WorkerInstance(Instance):
                       wasm_layers=())
         configure = replace(_configure(self.id, cfg), exec_id=exec_id, exec_target_pid=self.pid,
                             exec_process=dict(process), exec_in_wasm=not self._execs)
-        return await self._launch(f"{self.id} exec {exec_id}", cfg, configure, on_forked, self._launcher)
+        # The container's own devpts when it has one: its terminal is then /dev/pts/N in there.
+        pts = f"/proc/{self.pid}/root/dev/pts"
+        pts = pts if os.path.exists(f"{pts}/ptmx") else ""
+        return await self._launch(f"{self.id} exec {exec_id}", cfg, configure, on_forked, self._launcher, pts)
 
     async def start(self) -> int:
         if self._exit is not None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from wasmvisor import errors, logs
 from wasmvisor.cgroups import migration
 from wasmvisor.ipc.messages import LayerFile
+from wasmvisor.linux import pid_record
 from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
@@ -120,15 +121,19 @@ class TaskRegistry:
         try:
             # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
             # the worker joins it as soon as it is forked, before it loads anything.
-            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
-                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            # Off the loop, as the mounts below: cgroupfs writes wait on the kernel's cgroup mutex and
+            # a mount on its filesystem, while Kill, Wait and State of other tasks must answer.
+            cgroup = await asyncio.to_thread(
+                TaskCgroup.create, task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
             if cgroup is not None:
+                cgroup.watch_oom()  # on the loop: its reader is the loop's
                 # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount
                 # and the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that
                 # the mkdir above needs.
                 migration.prime()
             if opts.rootfs:
-                mounts.mount_all(opts.rootfs, rootfs)  # all or nothing
+                await asyncio.to_thread(mounts.mount_all, opts.rootfs, rootfs)  # all or nothing
                 mounted = True
             layers = await self.layers.for_container(task_id, opts.bundle, rootfs, opts.spec)
             cfg = InstanceConfig(
@@ -191,7 +196,11 @@ class TaskRegistry:
         """Exec: a new process in the running task's container, in its cgroup."""
         task.state.check_running(f"exec {exec_id!r} in task {task.id}")
         on_forked = task.cgroup.add if task.cgroup else None
-        return await self.execs_of(task).add(exec_id, task.instance, process, stdio, on_forked)
+        execs = self.execs_of(task)
+        proc = await execs.add(exec_id, task.instance, process, stdio, on_forked)
+        if not task.state.alive:  # the task ended while its exec was being prepared
+            self._background(execs.end_all(), f"ending the execs of {task.id}")
+        return proc
 
     def execs_of(self, task: Task) -> TaskExecs:
         return self._execs[task.id]
@@ -329,7 +338,7 @@ class TaskRegistry:
         exit = await self.wait(task)
         await self.execs_of(task).end_all()
         if task.opts.rootfs:
-            mounts.unmount_all(task.rootfs)
+            await asyncio.to_thread(mounts.unmount_all, task.rootfs)
         if task.cgroup is not None:
             await task.cgroup.close()
         try:
@@ -340,7 +349,8 @@ class TaskRegistry:
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
-    write_atomic(worker_pid_file(bundle), str(pid).encode(), 0o600)  # root's alone
+    # Pid and start time: `delete` finds the process by them, whatever program it has exec'd since.
+    write_atomic(worker_pid_file(bundle), pid_record.encode(pid), 0o600)  # root's alone
 
 
 async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:

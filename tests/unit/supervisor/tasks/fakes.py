@@ -165,6 +165,9 @@ class FakeCgroup:
     def add(self, pid: int) -> None:
         self.added.append(pid)
 
+    def watch_oom(self) -> None:
+        self.watching = True
+
     def oom_kill(self) -> None:
         self._ooms += 1
 
