@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """bench_pods: pods through containerd's CRI plugin, wasmvisor against runc on the same containerd, in
-one run (tests/cri: a kubelet-like client and a private CRI node).
+one run (tests/cri: a kubelet-like client and a private CRI node). On 2.x a third handler,
+`wasmvisor-shim`, runs wasmvisor with `sandboxer = "shim"`: the supervisor is the pod, no pause container.
 
 - pod start: RunPodSandbox, ImageStatus, CreateContainer, StartContainer, until ContainerStatus says
   RUNNING, for `--pods` pods of each handler, runs interleaved (each pod removed before the next), after
   one warm-up pod each: median and p95. A wasmvisor pod runs the pause container and a sleeping wasm
-  guest; a runc pod the pause container and a busybox `sleep`.
+  guest (a wasmvisor-shim pod the guest alone); a runc pod the pause container and a busybox `sleep`.
 - node memory: the PSS of every process the pods add (the runc shims and what they run; wasmvisor's
   template, supervisors, zygotes, relays and workers) with 1, 10 and 50 single-container pods of each
   handler (containerd's own growth is not counted).
 
-Ratios are wasmvisor/runc (targets: pod start <= 0.8, memory per pod <= 1.0).
+Ratios are against runc (targets: pod start <= 0.8, memory per pod <= 1.0; with the shim sandboxer pod
+start <= 0.5, and fewer processes per pod than with a pause container).
 
     sudo .venv/bin/python scripts/bench_pods.py --pods 30 --memory-counts 1,10,50
+    sudo .venv/bin/python scripts/bench_pods.py --line 2.1    # adds wasmvisor-shim
 """
 
 from __future__ import annotations
@@ -27,17 +30,22 @@ from pathlib import Path
 from benchlib import IMAGES, build_images, percentile, pss_kib, run_context, table
 
 from tests.cri.client import ContainerSpec, CriClient, Pod, PodSpec
-from tests.cri.node import CriNode, cri_node
+from tests.cri.node import SHIM_SANDBOXER_HANDLER, CriNode, cri_node
 from tests.e2e.conftest import shim_dir
 from tests.e2e.host import process_titles, process_tree
 from tests.e2e.versions import LINES, binaries_for
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
-HANDLERS = ("wasmvisor", "runc")
+BASE_HANDLERS = ("wasmvisor", "runc")
+
+
+def handlers_of(line: str) -> tuple[str, ...]:
+    """The handlers measured on a containerd line: the shim sandboxer's too on 2.x."""
+    return (*BASE_HANDLERS, SHIM_SANDBOXER_HANDLER) if binaries_for(line).major() >= 2 else BASE_HANDLERS
 
 
 def container_for(handler: str, refs: dict[str, str]) -> ContainerSpec:
-    if handler == "wasmvisor":
+    if handler.startswith("wasmvisor"):
         return ContainerSpec("app", refs["sleep"])
     return ContainerSpec("app", refs["busybox"], command=["/bin/sleep", "3600"])
 
@@ -56,26 +64,26 @@ def handler_shims(node: CriNode, handler: str) -> list[int]:
     """The shim processes of one handler on this node: runc's shims, or wasmvisor's template and
     supervisors."""
     titles = process_titles()
-    if handler == "wasmvisor":
+    if handler.startswith("wasmvisor"):
         return [pid for pid in node.shim_pids() if titles.get(pid, "").startswith("wasmvisor-")]
     return [pid for pid in node.shim_pids() if titles.get(pid, "").split(" ")[0].endswith("containerd-shim-runc-v2")]
 
 
-def pod_processes_kib(node: CriNode, handler: str) -> int:
-    """PSS of one handler's shims on this node and everything below them."""
+def pod_processes(node: CriNode, handler: str) -> set[int]:
+    """One handler's shims on this node and everything below them."""
     pids: set[int] = set()
     for shim in handler_shims(node, handler):
         pids.update(process_tree(shim))
-    return sum(pss_kib(pid) for pid in pids)
+    return pids
 
 
-def measure_start(node: CriNode, refs: dict[str, str], pods: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {h: [] for h in HANDLERS}
-    for handler in HANDLERS:  # warm-up: images unpacked, the module compiled into the cache
+def measure_start(node: CriNode, refs: dict[str, str], pods: int, handlers: tuple[str, ...]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {h: [] for h in handlers}
+    for handler in handlers:  # warm-up: images unpacked, the module compiled into the cache
         pod, _ = start_pod(node.client, handler, f"warm-{handler}", refs)
         node.client.remove_pod(pod)
     for i in range(pods):
-        order = HANDLERS if i % 2 == 0 else HANDLERS[::-1]
+        order = handlers if i % 2 == 0 else handlers[::-1]
         for handler in order:
             pod, seconds = start_pod(node.client, handler, f"start-{handler}-{i}", refs)
             times[handler].append(seconds)
@@ -83,10 +91,11 @@ def measure_start(node: CriNode, refs: dict[str, str], pods: int) -> dict[str, l
     return times
 
 
-def measure_memory(node: CriNode, refs: dict[str, str], counts: list[int]) -> dict[str, dict[int, int]]:
-    """KiB of the pods' processes per handler and pod count (pods of one handler at a time)."""
-    results: dict[str, dict[int, int]] = {h: {} for h in HANDLERS}
-    for handler in HANDLERS:
+def measure_memory(node: CriNode, refs: dict[str, str], counts: list[int],
+                   handlers: tuple[str, ...]) -> dict[str, dict[int, tuple[int, int]]]:
+    """(KiB, processes) of the pods' processes per handler and pod count (pods of one handler at a time)."""
+    results: dict[str, dict[int, tuple[int, int]]] = {h: {} for h in handlers}
+    for handler in handlers:
         _wait_pods_gone(node)  # removed pods' supervisors linger a second
         running: list[Pod] = []
         for target in counts:
@@ -94,7 +103,8 @@ def measure_memory(node: CriNode, refs: dict[str, str], counts: list[int]) -> di
                 pod, _ = start_pod(node.client, handler, f"mem-{handler}-{len(running)}", refs)
                 running.append(pod)
             time.sleep(1.0)  # let the last guests settle into their sleep
-            results[handler][target] = pod_processes_kib(node, handler)
+            pids = pod_processes(node, handler)
+            results[handler][target] = (sum(pss_kib(pid) for pid in pids), len(pids))
         for pod in running:
             node.client.remove_pod(pod)
     return results
@@ -117,6 +127,7 @@ def main() -> None:
     parser.add_argument("--memory-counts", default="1,10,50", help="pod counts for memory (default 1,10,50)")
     parser.add_argument("--line", default="1.6", choices=sorted(LINES), help="containerd line (default 1.6)")
     args = parser.parse_args()
+    handlers = handlers_of(args.line)
     counts = sorted(int(c) for c in args.memory_counts.split(",") if c)
     if os.geteuid() != 0:
         raise SystemExit("bench_pods starts a private containerd: run it as root")
@@ -126,24 +137,27 @@ def main() -> None:
         tars = {tar.stem: tar for tar in build_images(Path(tmp) / "images")}
         with cri_node(binaries_for(args.line), shim_dirs=[shim_dir()], line=args.line, log_level="info") as node:
             refs = {name: node.import_image(tars[name], IMAGES[name]) for name in ("sleep", "busybox")}
-            times = measure_start(node, refs, args.pods)
-            memory = measure_memory(node, refs, counts)
+            times = measure_start(node, refs, args.pods, handlers)
+            memory = measure_memory(node, refs, counts, handlers)
     rows = []
-    for handler in HANDLERS:
+    for handler in handlers:
         ms = [s * 1000 for s in times[handler]]
         rows.append([handler, str(len(ms)), f"{statistics.median(ms):.1f}", f"{percentile(ms, 95):.1f}"])
-    ratio = [statistics.median(times["wasmvisor"]) / statistics.median(times["runc"]),
-             percentile(times["wasmvisor"], 95) / percentile(times["runc"], 95)]
-    rows.append(["wasmvisor/runc", "", f"{ratio[0]:.2f}x", f"{ratio[1]:.2f}x"])
+    for handler in handlers[:1] + handlers[2:]:
+        ratio = [statistics.median(times[handler]) / statistics.median(times["runc"]),
+                 percentile(times[handler], 95) / percentile(times["runc"], 95)]
+        rows.append([f"{handler}/runc", "", f"{ratio[0]:.2f}x", f"{ratio[1]:.2f}x"])
     print(f"pod start (RunPodSandbox to container RUNNING), containerd {args.line}:")
     print(table(["handler", "pods", "median ms", "p95 ms"], rows))
     mem_rows = []
     for count in counts:
-        wv, rc = memory["wasmvisor"][count], memory["runc"][count]
-        mem_rows.append([str(count), f"{wv / 1024:.1f}", f"{wv / 1024 / count:.2f}", f"{rc / 1024:.1f}",
-                         f"{rc / 1024 / count:.2f}", f"{wv / max(1, rc):.2f}x"])
-    print("node memory (PSS of the processes the pods add):")
-    print(table(["pods", "wasmvisor MB", "MB/pod", "runc MB", "MB/pod", "wasmvisor/runc"], mem_rows))
+        rc = memory["runc"][count][0]
+        for handler in handlers:
+            kib, processes = memory[handler][count]
+            mem_rows.append([str(count), handler, f"{kib / 1024:.1f}", f"{kib / 1024 / count:.2f}", str(processes),
+                             f"{kib / max(1, rc):.2f}x"])
+    print("node memory (PSS of the processes the pods add, and how many they are):")
+    print(table(["pods", "handler", "MB", "MB/pod", "processes", "against runc"], mem_rows))
 
 
 if __name__ == "__main__":

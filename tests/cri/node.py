@@ -4,7 +4,8 @@
 - config version 2 on 1.x (`io.containerd.grpc.v1.cri`) or 3 on 2.x (`io.containerd.cri.v1.runtime` and
   `.images`), the handlers `wasmvisor` and `runc`, and on 2.x the `sandboxer` asked for on `wasmvisor`
   (`podsandbox` by default; `shim` for the sandbox API's tests: `cri_node(binaries, ..., sandboxer="shim")`
-  in a fixture of their own); `runc` keeps `podsandbox`;
+  in a fixture of their own); `runc` keeps `podsandbox`; on 2.x also `wasmvisor-shim`, wasmvisor with
+  `sandboxer = "shim"` whatever the node's sandboxer;
 - `restrict_oom_score_adj = true`: this machine refuses to lower oom_score_adj, which the pause
   container asks for (-998);
 - a pause image from pause.c (gcc -static), imported into `k8s.io` as the sandbox image;
@@ -40,6 +41,9 @@ CNI_PLUGIN = "wasmvisor-test-eth0"
 SYSTEM_CNI_DIR = Path("/usr/lib/cni")
 HANDLERS = {"wasmvisor": "io.containerd.wasmvisor.v1", "runc": "io.containerd.runc.v2"}
 SANDBOXERS = ("podsandbox", "shim")
+SHIM_SANDBOXER_HANDLER = "wasmvisor-shim"
+"""On 2.x, a handler of wasmvisor with `sandboxer = "shim"` whatever the node's sandboxer (bench_pods
+compares it with the pause-container pods of the other handlers on one containerd)."""
 
 
 class CriNodeError(RuntimeError):
@@ -129,6 +133,9 @@ def cri_config(
         values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = (
             sandboxer if name == "wasmvisor" else "podsandbox"
         )
+    shim_handler = f"{runtime}.containerd.runtimes.{SHIM_SANDBOXER_HANDLER}"
+    values[(shim_handler, "runtime_type")] = HANDLERS["wasmvisor"]
+    values[(shim_handler, "sandboxer")] = "shim"
     return values
 
 

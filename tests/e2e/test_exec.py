@@ -167,8 +167,14 @@ def test_ctr_task_exec_tty_gets_a_terminal_and_follows_a_resize(ctr: Ctr, runnin
                           'while [ "$(stty size)" = "33 101" ]; do sleep 0.1; done; stty size; exit 4')
     session.read_until("33 101\n")
 
-    session.resize(120, 40)
     session.type("go on\n")
+    session.resize(120, 40)
+    for _ in range(20):  # ctr listens for SIGWINCH only after its first ResizePty: say it again if need be
+        try:
+            session.read_until("40 120\n", timeout=1)
+            break
+        except AssertionError:
+            session.resize(120, 40)
     code = session.wait()
 
     assert code == 4, session.text

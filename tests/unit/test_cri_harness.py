@@ -10,7 +10,7 @@ import pytest
 
 from tests.cri.kubelet import ContainerSpec, Pod, PodSpec, container_config, pod_config
 from tests.cri.logs import CriLogError, LogLine, messages, parse_log
-from tests.cri.node import PAUSE_REF, CriNodeError, cri_config
+from tests.cri.node import PAUSE_REF, SHIM_SANDBOXER_HANDLER, CriNodeError, cri_config
 from tests.cri.streaming import ExecResult, StreamError
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri
 
@@ -86,6 +86,13 @@ def test_config_version_3_for_2x_sets_the_sandboxer_of_wasmvisor_and_keeps_runc_
     assert values[(f"{runtime}.cni", "bin_dirs")] == ["/b"]
     assert values[(f"{runtime}.containerd.runtimes.wasmvisor", "sandboxer")] == "shim"
     assert values[(f"{runtime}.containerd.runtimes.runc", "sandboxer")] == "podsandbox"
+
+
+def test_2x_also_has_a_wasmvisor_handler_with_the_shim_sandboxer() -> None:
+    values = cri_config(2, cni_bin=Path("/b"), cni_conf=Path("/c"))
+    table = f'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SHIM_SANDBOXER_HANDLER}'
+    assert (values[(table, "runtime_type")], values[(table, "sandboxer")]) == ("io.containerd.wasmvisor.v1", "shim")
+    assert values[('plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasmvisor', "sandboxer")] == "podsandbox"
 
 
 @pytest.mark.parametrize(("major", "sandboxer"), [(1, "shim"), (2, "vm")])

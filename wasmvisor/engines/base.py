@@ -86,7 +86,8 @@ class ExitCode(int):
 
 
 PreparedGuest = Callable[[Stdio], int]
-"""A guest ready to run: call it with the stdio to use; it returns the exit code."""
+"""A guest ready to run: call it with the stdio to use; it returns the exit code. It may set an attribute
+`instantiated_ns` (time.time_ns() once instantiated) for the worker's trace phases."""
 
 
 class Engine(abc.ABC):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Literal
 
@@ -231,6 +232,8 @@ class WasmtimeGuest:
         self._engine = engine
         self._pre = pre
         self._ctx = ctx
+        self.instantiated_ns = 0
+        """When the last call had instantiated the module (the worker's `instantiate` trace phase)."""
 
     def __call__(self, stdio: Stdio) -> int:
         ctx = self._ctx
@@ -240,6 +243,7 @@ class WasmtimeGuest:
         store.set_wasi(self.wasi_config(stdio))
         try:
             instance = self._pre.instantiate(store)
+            self.instantiated_ns = time.time_ns()
             entry = instance.exports(store)[ctx.entrypoint.func]
             assert isinstance(entry, wasmtime.Func)
             entry(store)

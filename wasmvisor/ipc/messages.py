@@ -8,7 +8,7 @@ places that turn messages into bytes and back; a malformed line or an unknown ki
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -76,12 +76,18 @@ class StartGuest:
     kind: ClassVar[str] = "start"
 
 
+Phases = dict[str, list[int]]
+"""Phase name -> [start, end] in ns since the epoch, as a worker measured them (for trace spans)."""
+
+
 @dataclass(frozen=True)
 class Ready:
     """worker -> supervisor: the container is prepared (Create may return)."""
 
     kind: ClassVar[str] = "ready"
     pid: int
+    phases: Phases = field(default_factory=dict)
+    """How long each step of the preparation took (optional within protocol version 2)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class Exited:
     note: str = ""
     """What a wasm worker would have logged after its guest started (a trap, a time limit): its log
     FIFO is closed before the guest runs, so the supervisor logs this for it. Optional."""
+    phases: Phases = field(default_factory=dict)
+    """`run`: from the guest's start to its end (optional within protocol version 2)."""
 
 
 Message = Configure | StartGuest | Ready | Failed | Started | Exited

@@ -23,6 +23,7 @@ from wasmvisor.errors import InvalidArgument, NotFound
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Failed, Ready
 from wasmvisor.linux import syscalls
+from wasmvisor.linux.clone_flags import CLONE_FS
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import identity
 from wasmvisor.worker.container import warn_unapplied_security_labels
@@ -34,7 +35,6 @@ from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 log = logging.getLogger(__name__)
 
-CLONE_FS = 0x00000200
 NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
                    "user": "user", "cgroup": "cgroup", "time": "time"}
 """OCI namespace type -> its file under /proc/PID/ns."""

@@ -45,6 +45,7 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, guest_mask)
     channel.send(Started(pid=pid, execs=native is not None))
+    running = time.time_ns()
     last_words = LastWords()
     try:
         if native is not None:
@@ -59,7 +60,10 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
         log.error("guest %s failed: %s", args[0], exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns(), note=last_words.text()))
+    ended = time.time_ns()
+    instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
+    phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
+    channel.send(Exited(code=code, at_ns=ended, note=last_words.text(), phases=phases))
     log.debug("exited: code %d (%s)", code, reason)
     return code
 

@@ -34,6 +34,7 @@ from wasmvisor.engines.catalog import EngineInfo, info_for
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, parse_entrypoint, resolve_in_root
 from wasmvisor.supervisor.containerd import oci_wasm
+from wasmvisor.tracing import NO_TRACER, Tracer
 
 if TYPE_CHECKING:
     from wasmvisor.engines.module_cache import ModuleCache
@@ -82,11 +83,13 @@ class WasmLayerReader:
     `namespace`, for the engine `engine_ref`. `client(address, namespace)` makes the API client
     (by default a ContainerdClient, imported only when a container may have wasm layers)."""
 
-    def __init__(self, address: str, namespace: str, engine_ref: str, client: ClientFactory | None = None) -> None:
+    def __init__(self, address: str, namespace: str, engine_ref: str, client: ClientFactory | None = None,
+                 tracer: Tracer = NO_TRACER) -> None:
         self.address = address
         self.namespace = namespace
         self.engine_ref = engine_ref
         self._client = client
+        self.tracer = tracer
         self._background: set[asyncio.Task[None]] = set()
 
     def _connect(self) -> ContainerdClient:
@@ -122,7 +125,11 @@ class WasmLayerReader:
             for layer in layers:
                 what = f"image {image}: wasm layer {layer.digest}"
                 try:
-                    data = await client.read(layer.digest, MAX_LAYER_BYTES)
+                    with self.tracer.span("containerd/read-wasm-layer", {
+                        "wasmvisor.task.id": task_id, "wasmvisor.module.digest": layer.digest,
+                        "oci.media_type": layer.media_type,
+                    }):
+                        data = await client.read(layer.digest, MAX_LAYER_BYTES)
                 except errors.ShimError as exc:
                     raise errors.FailedPrecondition(f"{what}: cannot read it from containerd's content store: "
                                                     f"{exc.message}") from None
@@ -153,7 +160,10 @@ class WasmLayerReader:
         try:
             async with self._connect() as client:
                 for layer in todo:
-                    await store_precompiled(client, cache, engine, layer, manifest)
+                    with self.tracer.span("containerd/upload-precompiled", {
+                        "wasmvisor.module.digest": layer.descriptor.digest, "wasmvisor.engine": engine.name,
+                    }):
+                        await store_precompiled(client, cache, engine, layer, manifest)
         except Exception as exc:
             log.warning("storing precompiled wasm layers failed: %s", exc)
 

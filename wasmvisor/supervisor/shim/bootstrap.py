@@ -9,6 +9,12 @@ environment on; containerd 2.x also adds the `env` list of `[plugins."io.contain
 - `grpc`: on containerd 2.x, `{"version":3,"address":"/plain/path","protocol":"grpc"}`; the supervisor
   serves `containerd.task.v3.Task` over gRPC.
 
+A sandbox (containerd 2.x's shim sandboxer: the bundle lies under
+`io.containerd.sandbox.controller.v1.shim`) is always answered with version 3 over ttrpc, unless gRPC is
+asked for: containerd then runs no `start` for the pod's containers and reuses this supervisor (protocol
+reference, 1.9 and 5.1). A containerd 2.3 that sent BootstrapParams on stdin (bootstrap_params.py) is
+answered in JSON even for version 2.
+
 JSON goes only to a containerd that accepts version 3: 1.6 reads any answer as a socket path and 1.7
 rejects version 3. 1.6 sets none of GRPC_ADDRESS/NAMESPACE/MAX_SHIM_VERSION, so it is recognised
 without running anything; otherwise `<publish-binary> --version` tells 1.7 from 2.x (the answer is
@@ -20,7 +26,6 @@ containerd 2.1.x is answered with `ttrpc-v3` and one warning in the task's log (
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 
 from wasmvisor.errors import InvalidArgument
 from wasmvisor.linux.files import write_atomic
+from wasmvisor.supervisor.shim.bootstrap_params import json_answer
 
 PROTOCOL_ENV = "WASMVISOR_PROTOCOL"
 PROTOCOLS = ("ttrpc", "ttrpc-v3", "grpc")
@@ -44,14 +50,16 @@ class Bootstrap:
     protocol: str = "ttrpc"
     version: int = 2
     """2: the plain address (containerd calls containerd.task.v2.Task); 3: JSON version 3 (task.v3)."""
+    json_form: bool = False
+    """Version 2 in JSON too (containerd 2.3, which asked with BootstrapParams)."""
 
     def answer(self, path: str) -> str:
         """The text `start` prints for a supervisor listening on the unix socket `path`."""
-        if self.version == 2:
+        if self.version == 2 and not self.json_form:
             return "unix://" + path
         # containerd dials a gRPC address as a raw path; a ttrpc address keeps its unix:// scheme.
         address = path if self.protocol == "grpc" else "unix://" + path
-        return json.dumps({"version": self.version, "address": address, "protocol": self.protocol})
+        return json_answer(self.version, address, self.protocol)
 
 
 PLAIN = Bootstrap()
@@ -64,11 +72,12 @@ def requested_protocol(env: Mapping[str, str]) -> str:
     return value
 
 
-def choose(requested: str, containerd_major: int | None) -> Bootstrap:
-    """The bootstrap for `requested` on a containerd of that major version (None: unknown)."""
+def choose(requested: str, containerd_major: int | None, *, json_form: bool = False) -> Bootstrap:
+    """The bootstrap for `requested` on a containerd of that major version (None: unknown); `json_form`
+    when containerd 2.3 asked (BootstrapParams), so that version 2 is answered in JSON as well."""
     if requested == "ttrpc" or containerd_major is None or containerd_major < 2:
-        return PLAIN
-    return Bootstrap(protocol="grpc" if requested == "grpc" else "ttrpc", version=3)
+        return Bootstrap(json_form=json_form)
+    return Bootstrap(protocol="grpc" if requested == "grpc" else "ttrpc", version=3, json_form=json_form)
 
 
 def parse_version(text: str) -> tuple[int, int, int] | None:

@@ -19,6 +19,11 @@ The same holds for the rest: the mounts module loads only when something is moun
 the cgroups package only when a folder of the task's cgroup may be left (leftover_cgroup.py), and
 `site` (the entry script runs `python -I -S`) only for protobuf or the cgroups package. The usual
 delete thus imports little beyond `os`, and takes ~15 ms, as `start` does.
+
+Whatever was left, `delete` also tells the group's supervisor, if one still listens, that containerd
+gave the task up (`release_group_claim`): a supervisor that `start` launched for a group whose first
+call failed (containerd 2.1's shim sandboxer against a shim without the Sandbox service) holds only
+that task's claim, and ends once it is settled instead of staying until the claim expires.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import time
 
 from wasmvisor.linux import mountinfo, pid_record
-from wasmvisor.supervisor.shim import leftover_cgroup
+from wasmvisor.supervisor.shim import claim, leftover_cgroup
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.shim.entry_script import load_site
 
@@ -97,6 +102,28 @@ def mounted_under(path: str, table: str = mountinfo.MOUNTINFO) -> bool:
     return bool(mountinfo.points_under(os.path.realpath(path), points))
 
 
+RELEASE_TIMEOUT = 1.0
+"""Seconds `delete` waits for the supervisor's answer to Release (it answers in well under a millisecond)."""
+
+
+def release_group_claim(args: ShimArgs, bundle: str) -> str:
+    """Tell the supervisor of this task's group, if one listens, that containerd gave `args.id` up.
+
+    The supervisor settles that task's claim as a Shutdown would (lifetime.py): one that holds no other
+    task or claim lingers, then ends and removes its socket. One that still serves other tasks of the
+    group stays. Returns the answer (claim.GRANTED when the supervisor took it; claim.ABSENT when none
+    listens, the usual case after a supervisor died). The socket is found as `start` found it.
+    """
+    from wasmvisor.supervisor.shim.start import PROTOCOL_ENV, group_of, socket_path
+
+    path = socket_path(args.address or os.environ.get("GRPC_ADDRESS", ""),
+                       args.namespace or os.environ.get("NAMESPACE", ""), group_of(bundle, args.id))
+    answer = claim.ask(path, args.id, RELEASE_TIMEOUT, claim.RELEASE)
+    if answer == claim.GARBLED and os.environ.get(PROTOCOL_ENV, "").strip().lower() == "grpc":
+        answer = claim.ask_grpc(path, args.id, RELEASE_TIMEOUT, claim.RELEASE)
+    return answer
+
+
 DELETED_TASK_RESPONSE = b""
 """The serialized DeleteResponse with every field at its default (the encoding of an empty message):
 the answer for a task the supervisor deleted already, whose response containerd never reads."""
@@ -147,6 +174,10 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
             cgroups.remove_for_bundle(bundle, args.namespace, args.id)
     except Exception as exc:
         warn(f"remove cgroup: {exc}")
+    try:
+        release_group_claim(args, bundle)
+    except Exception as exc:  # the answer to containerd matters more than the supervisor's linger
+        warn(f"tell the group's supervisor: {exc}")
     err.flush()
     out = stdout if stdout is not None else sys.stdout.buffer
     out.write(delete_response(pid) if task_left else DELETED_TASK_RESPONSE)

@@ -156,6 +156,8 @@ class WorkerInstance(Instance):
         """Set by `new`: execs are forked by the same zygote."""
         self._console: Console | None = None
         """The process's terminal (`terminal: true`)."""
+        self.phases: messages.Phases = {}
+        """What the worker measured of its steps (Ready, Exited) and the fork before them: trace spans."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -171,6 +173,7 @@ class WorkerInstance(Instance):
                       on_forked: Callable[[int], None] | None, launcher: WorkerLauncher,
                       pts: str = "") -> WorkerInstance:
         console = Console(pts) if cfg.terminal else None
+        asked = time.time_ns()
         try:
             if console is not None:
                 configure = replace(configure, console=console.path)
@@ -191,6 +194,8 @@ class WorkerInstance(Instance):
             await inst._exited.wait()
             inst.handle.close()
             raise
+        if "configure" in inst.phases:  # the fork: from our request to the worker's first instruction
+            inst.phases["fork"] = [asked, inst.phases["configure"][0]]
         return inst
 
     async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
@@ -213,6 +218,11 @@ class WorkerInstance(Instance):
         self._started = asyncio.get_running_loop().create_future()
         await self.handle.send(messages.StartGuest())
         return await self._started
+
+    @property
+    def execs(self) -> bool:
+        """Whether the worker exec'd a native program (known once Start has answered)."""
+        return self._execs
 
     @property
     def relay_pid(self) -> int | None:
@@ -321,6 +331,7 @@ class WorkerInstance(Instance):
                 self.pid = msg.pid
                 if msg.pid != self.handle.pid and self._container_pidfd < 0:
                     self._open_container_pidfd(msg.pid)
+            self.phases.update(msg.phases)
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             self._execs = msg.execs
@@ -328,6 +339,7 @@ class WorkerInstance(Instance):
                 _resolve(self._started, msg.pid)
         elif isinstance(msg, messages.Exited):
             self._reported = msg
+            self.phases.update(msg.phases)
         elif isinstance(msg, messages.Failed):
             error = _error_from(msg)
             target = self._ready if not self._ready.done() else self._started

@@ -93,3 +93,12 @@ def test_the_template_is_told_which_containerd_it_serves() -> None:
                        "template"])
     assert args.containerd_pid == 42
     assert parse_args(["-socket", "/s/t", "template"]).containerd_pid == 0
+
+
+def test_the_template_preloads_opentelemetry_only_when_traces_are_on() -> None:
+    engine = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+    traced = template.preload(engine, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    plain = template.preload(engine, environ={})
+
+    assert set(template.TRACING_PRELOAD) <= set(traced)
+    assert not any(m in plain for m in template.TRACING_PRELOAD) and set(plain) < set(traced)
