@@ -81,8 +81,12 @@ class CriClient:
 
     # --- pods --------------------------------------------------------------------------------------
 
+    def pod_config(self, spec: PodSpec) -> tuple[cri.PodSandboxConfig, Path, Path]:
+        """The config this client sends for `spec`, its log directory and its folder of kubelet files."""
+        return pod_config(spec, files_root=self.files, cgroup_root=self.cgroup_root)
+
     def run_pod(self, spec: PodSpec) -> Pod:
-        config, log_dir, files = pod_config(spec, files_root=self.files, cgroup_root=self.cgroup_root)
+        config, log_dir, files = self.pod_config(spec)
         log_dir.mkdir(parents=True, exist_ok=True)
         files.mkdir(parents=True, exist_ok=True)
         # The kubelet's managed /etc/hosts of the pod, bound into each container.
