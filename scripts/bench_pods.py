@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import IMAGES, build_images, percentile, pss_kib, run_context, table
+from benchlib import IMAGES, build_images, percentile, preamble, pss_kib, table
 
 from tests.cri.client import ContainerSpec, CriClient, Pod, PodSpec
 from tests.cri.node import SHIM_SANDBOXER_HANDLER, CriNode, cri_node
@@ -131,7 +131,7 @@ def main() -> None:
     counts = sorted(int(c) for c in args.memory_counts.split(",") if c)
     if os.geteuid() != 0:
         raise SystemExit("bench_pods starts a private containerd: run it as root")
-    print(run_context())
+    preamble("bench_pods")
     with tempfile.TemporaryDirectory(prefix="wvb-pods-") as tmp:
         os.environ["WASMVISOR_CACHE_DIR"] = str(Path(tmp) / "module-cache")  # the shims inherit it
         tars = {tar.stem: tar for tar in build_images(Path(tmp) / "images")}

@@ -29,7 +29,7 @@ def _version(_: argparse.Namespace) -> int:
 
 
 def _image_build(args: argparse.Namespace) -> int:
-    from wasmvisor.image import build_wasm_image  # tarfile and friends: only for this command
+    from wasmvisor.image_layouts import build_wasm_image  # tarfile and friends: only for this command
 
     try:
         with open(args.wasm, "rb") as f:
@@ -111,11 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     image = commands.add_parser("image", help="build wasm images")
     image_commands = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
     build = image_commands.add_parser("build", help="build an OCI image tarball from a .wasm file (and import it)")
-    build.add_argument("--wasm", required=True, help="the WASI module to run")
+    build.add_argument("--wasm", required=True, help="the WASI module or component to run")
     build.add_argument("--name", required=True, help="image reference, e.g. docker.io/library/app:1")
-    build.add_argument("--layout", choices=("rootfs", "wasm-layer"), default="rootfs",
-                       help="rootfs: the module as a file of a tar layer (any containerd); wasm-layer: an OCI Wasm "
-                            "image, the module as an application/wasm layer (containerd >= 1.6.25/1.7.7/2.0)")
+    build.add_argument("--layout", choices=("rootfs", "wasm-layer", "component-layer", "wasm-artifact", "spin"),
+                       default="rootfs",
+                       help="rootfs: the file in a tar layer (any containerd); the others (containerd >= 1.6.25/"
+                            "1.7.7/2.0) hold it as a layer: wasm-layer application/wasm; component-layer runwasi's "
+                            "component layer; wasm-artifact the CNCF wasm artifact; spin Spin's content layer")
     build.add_argument("--env", action="append", metavar="KEY=VALUE", help="environment of the image (repeatable)")
     build.add_argument("-o", "--output", help="the tarball to write (default: <module name>.tar)")
     build.add_argument("--import", dest="do_import", action="store_true", help="import it with `ctr images import`")

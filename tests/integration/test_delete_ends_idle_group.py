@@ -45,3 +45,18 @@ def test_delete_of_a_group_that_never_got_a_task_ends_its_supervisor(harness: Ha
     assert _delete(h, bundle, "failedpod") == b""  # nothing was created: the empty DeleteResponse
     assert ended(pid, path, GONE_WITHIN), "the supervisor of a group containerd gave up on is still running"
 
+
+
+def test_delete_answered_by_the_compiled_front_also_ends_the_idle_supervisor(harness: Harness) -> None:
+    # A task's bundle, where containerd keeps them (`<state>/io.containerd.runtime.v2.task/<ns>/<id>`): the
+    # compiled front answers this `delete` itself (nothing of the task is left), and must still tell the
+    # group's supervisor, as the Python `delete` does.
+    h = harness
+    bundle = h.base / "state" / "io.containerd.runtime.v2.task" / "itest" / "failedtask"
+    (bundle / "rootfs").mkdir(parents=True)
+    address = h.start_shim(bundle, "failedtask")
+    path = address.removeprefix("unix://")
+    pid = h.call(h.client(address), "Connect", pb.ConnectRequest(), pb.ConnectResponse).shim_pid
+    assert is_alive(pid)
+    assert _delete(h, bundle, "failedtask") == b""
+    assert ended(pid, path, GONE_WITHIN), "the supervisor of a task containerd gave up on is still running"

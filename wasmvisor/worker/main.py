@@ -26,7 +26,7 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from wasmvisor import logs
-from wasmvisor.engines.base import Entrypoint, PreparedGuest, RuntimeContext
+from wasmvisor.engines.base import Entrypoint, PreparedGuest, ProgramGuest, RuntimeContext
 from wasmvisor.errors import Internal, InvalidArgument
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
@@ -98,18 +98,18 @@ def serve(sock_fd: int) -> int:
     configured = time.time_ns()
     phases = {"configure": [begun, configured]}
 
+    guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
     try:
         spec = load_spec(config.bundle)
         box = Container.enter(
             spec, config.bundle, config.rootfs or spec.root_path,
             relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
-            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns())),
+            on_signal=lambda sig: _end_on_signal(channel, guest, sig),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
         phases["container"] = [configured, time.time_ns()]
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
-        guest: PreparedGuest | None = None
         if native is not None:
             prepare_seccomp(seccomp)  # a bad profile fails Create
         else:
@@ -118,10 +118,12 @@ def serve(sock_fd: int) -> int:
             engine.can_handle(ctx)
             loading = time.time_ns()
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
+            if isinstance(guest, ProgramGuest):
+                guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
             phases["module"] = [loading, time.time_ns()]
         sealing = time.time_ns()
         install_stdio(open_stdio(config), log_fd)
-        box.seal(spec.raw.get("process") or {})
+        box.seal(spec.raw.get("process") or {}, pivot=not isinstance(guest, ProgramGuest))
         phases["seal"] = [sealing, time.time_ns()]
     except Exception as exc:
         status, message = failure_of(exc)
@@ -132,6 +134,14 @@ def serve(sock_fd: int) -> int:
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
     return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
                        box.guest_signal_mask())
+
+
+def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:
+    """PID 1 of the container got `sig` (its signal thread calls this, then exits 128 + sig): a
+    guest run by a program of its own ends that first (an HTTP server drains its requests)."""
+    if isinstance(guest, ProgramGuest):
+        guest.stop(sig)
+    channel.send(Exited(code=128 + sig, at_ns=time.time_ns()))
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
@@ -198,4 +208,5 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         root=root,
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
+        annotations=spec.annotations,
     )

@@ -205,7 +205,7 @@ async def _image_layers(
     config_desc, layers = oci_wasm.manifest_parts(doc, f"image {image}: manifest {target.digest}")
     config = oci_wasm.parse_json(await client.read(config_desc.digest, MAX_DOC_BYTES),
                                  f"image {image}: config {config_desc.digest}")
-    return target, oci_wasm.wasm_layers(config, layers, engine, image)
+    return target, oci_wasm.wasm_layers(config, layers, engine, image, config_desc.media_type)
 
 
 def _module_cache(fingerprint: str) -> ModuleCache[object] | None:
