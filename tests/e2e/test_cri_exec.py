@@ -13,7 +13,7 @@ import pytest
 
 from tests.cri.client import ContainerSpec, CriClient, CriError, Pod, PodSpec, pod_running, poll
 from tests.cri.node import CriNode
-from tests.cri.streaming import stream_exec
+from tests.cri.streaming import StreamError, stream_exec
 from tests.e2e.host import processes_titled
 from wasmvisor.image import build_oci_tar
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
@@ -111,3 +111,11 @@ def test_streaming_exec_on_a_terminal_into_a_native_container(cri: CriNode, nati
     assert result.exit_code == 4
     assert b"got hi\r\n" in result.stdout and b"to stderr\r\n" in result.stdout, result
     assert result.stderr == b""
+
+
+def test_streaming_exec_of_a_wasm_module_on_a_terminal_is_refused_by_name(cri: CriNode, wasm_container: str) -> None:
+    result = stream_exec(cri.client.exec_url(wasm_container, ["/hello.wasm"], tty=True))
+    with pytest.raises(StreamError) as failure:
+        _ = result.exit_code
+    assert "/hello.wasm is a wasm module, and a wasm guest cannot have a tty" in str(failure.value)
+    assert cri.client.container_status(wasm_container).state == cri_api.CONTAINER_RUNNING
