@@ -25,7 +25,9 @@ quiet() { "$@" >>"$LOG" 2>&1; }
 [[ "$(id -u)" -eq 0 ]] || die "run as root (apt-get installs packages; the tests mount filesystems)"
 
 # --- Debian packages ---------------------------------------------------------------------------
-installed() { dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'; }
+# No pipe into `grep -q`: it stops reading at the match, and under pipefail the writer's SIGPIPE (dpkg -s
+# writes a long package in several chunks) made an installed package look missing now and then.
+installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]; }
 missing=()
 for package in "${PACKAGES[@]}"; do
     installed "$package" || missing+=("$package")
