@@ -97,12 +97,14 @@ class Started:
 
 @dataclass(frozen=True)
 class Exited:
-    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns` (ns since the epoch).
-    Why it ended (exit, trap, signal) is in the worker's log line of its end."""
+    """worker -> supervisor: the guest ended with `code` (137 for a trap) at `at_ns` (ns since the epoch)."""
 
     kind: ClassVar[str] = "exited"
     code: int
     at_ns: int
+    note: str = ""
+    """What a wasm worker would have logged after its guest started (a trap, a time limit): its log
+    FIFO is closed before the guest runs, so the supervisor logs this for it. Optional."""
 
 
 Message = Configure | StartGuest | Ready | Failed | Started | Exited

@@ -80,6 +80,12 @@ class Container:
             # A change of credentials clears the parent-death signal: set it again.
             syscalls.set_parent_death_signal(signal.SIGKILL)
 
+    def drop_thread_capabilities(self) -> None:
+        """Empty the capability sets of the process's other Python thread (the init thread of a pid
+        namespace), after `seal`: the calling thread's are set by the identity."""
+        if self.init_signals is not None:
+            self.init_signals.drop_capabilities()
+
     def guest_signal_mask(self) -> set[int]:
         """The signals to keep blocked while the guest runs (those PID 1's thread takes)."""
         return set(RELAYED_SIGNALS) if self.init_signals is not None else set()

@@ -44,7 +44,9 @@ from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.refs import load_class
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
+from wasmvisor.worker import confine
 from wasmvisor.worker.container import Container
+from wasmvisor.worker.guest_filter import guest_filter
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
@@ -116,8 +118,15 @@ def serve(sock_fd: int) -> int:
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
+            guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
         install_stdio(open_stdio(config), log_fd)
-        box.seal(spec.raw.get("process") or {})
+        process = spec.raw.get("process") or {}
+        if guest is not None:  # the wasm guest's confinement: its steps and their order in worker/confine.py
+            confine.hide_system_mounts(box.root)
+            process = confine.confined_process(process)
+        box.seal(process)
+        if guest is not None:
+            box.drop_thread_capabilities()
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
@@ -139,11 +148,15 @@ def serve(sock_fd: int) -> int:
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
     channel.send(Started(pid=box.pid, execs=native is not None))
+    last_words = LastWords()
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
             exec_native(native, spec.args, spec.env, spec.cwd, seccomp)
         assert guest is not None
+        root.handlers[:] = [last_words]  # the log FIFO closes now: what is left to say goes in Exited
+        confine.close_worker_fds(log_fd)
+        confine.install_filter()
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
@@ -151,9 +164,35 @@ def serve(sock_fd: int) -> int:
         log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns()))
+    channel.send(Exited(code=code, at_ns=time.time_ns(), note=last_words.text()))
     log.debug("exited: code %d (%s)", code, reason)
     return code
+
+
+class LastWords(logging.Handler):
+    """The worker's log once its log FIFO is closed (a wasm guest runs): warnings and errors kept,
+    one line each, for the supervisor to log from `Exited.note`."""
+
+    LIMIT = 2000
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().replace("\n", " "))
+
+    def text(self) -> str:
+        return "; ".join(self.lines)[: self.LIMIT]
+
+
+def zygote_preload() -> None:
+    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks. Without
+    libseccomp it stays uncompiled: each wasm Create then fails naming the library."""
+    try:
+        guest_filter()
+    except ShimError as exc:
+        log.warning("wasm guests cannot be confined: %s", exc.message)
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:

@@ -31,9 +31,10 @@ from typing import NoReturn
 
 from setproctitle import setproctitle
 
-from wasmvisor.errors import InvalidArgument, NotFound
+from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import quiet_fork, run_child
+from wasmvisor.worker import capabilities
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ RELAYED_SIGNALS = (*TERMINATING_SIGNALS, signal.SIGALRM, signal.SIGCONT, signal.
 """What the relay forwards to the container process (SIGKILL and SIGSTOP cannot be caught)."""
 HARMLESS_SIGNALS = (signal.SIGCONT, signal.SIGWINCH)
 """Ignored by default: the container's PID 1 takes them and carries on."""
+DROP_WAIT_SECONDS = 2.0
+"""How long the worker waits for its init thread to drop its capabilities (it takes microseconds)."""
 
 
 def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
@@ -180,6 +183,8 @@ class InitSignals:
     def __init__(self, on_signal: Callable[[int], object]) -> None:
         self.on_signal = on_signal
         self.thread = threading.Thread(target=self._wait, name="wasmvisor-init-signals", daemon=True)
+        self._drop_request = threading.Event()
+        self._dropped = threading.Event()
 
     @staticmethod
     def needed() -> bool:
@@ -190,9 +195,24 @@ class InitSignals:
         signal.pthread_sigmask(signal.SIG_BLOCK, set(RELAYED_SIGNALS))
         self.thread.start()
 
+    def drop_capabilities(self) -> None:
+        """Have the thread empty its own capability sets (they are per thread) and wait until it has.
+        Only once the process's identity is set: glibc changes uids on every thread at once and
+        aborts the process when one thread may not."""
+        self._drop_request.set()
+        signal.pthread_kill(self.thread.ident or 0, signal.SIGWINCH)
+        if not self._dropped.wait(DROP_WAIT_SECONDS):
+            raise Internal("the init thread did not drop its capabilities")
+
     def _wait(self) -> None:
         while True:
             sig = signal.sigwait(set(RELAYED_SIGNALS))
+            if self._drop_request.is_set() and not self._dropped.is_set():
+                try:
+                    capabilities.drop_all()
+                    self._dropped.set()
+                except ShimError as exc:
+                    log.error("init thread: %s", exc.message)
             if sig in HARMLESS_SIGNALS:
                 continue
             log.debug("PID 1 got signal %d: ending", sig)

@@ -263,6 +263,8 @@ class WorkerInstance(Instance):
                 _resolve(self._started, msg.pid)
         elif isinstance(msg, messages.Exited):
             self._reported = msg
+            if msg.note:
+                log.warning("worker %d of %s: %s", self.pid, self.id, msg.note)
         elif isinstance(msg, messages.Failed):
             error = _error_from(msg)
             target = self._ready if not self._ready.done() else self._started
