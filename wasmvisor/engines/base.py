@@ -11,6 +11,8 @@ import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from wasmvisor.engines.workload import WorkloadOptions
+
 WASM_MAGIC = b"\0asm"
 
 
@@ -63,6 +65,8 @@ class RuntimeContext:
     wasm_layers: Sequence[WasmLayer] = field(default_factory=tuple)
     platform: Platform = field(default_factory=Platform)
     memory_limit: int | None = None
+    options: WorkloadOptions = field(default_factory=WorkloadOptions)
+    """What the container's annotations chose: preopens, limits, engine settings (engines/workload.py)."""
 
 
 class GuestError(Exception):

@@ -22,8 +22,10 @@ entry instead of copying it, so workers running the same module share its code p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from typing import Literal
 
@@ -44,6 +46,7 @@ from wasmvisor.engines.base import (
 )
 from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.module_cache import ModuleCache
+from wasmvisor.engines.workload import WorkloadOptions, configure
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class WasmtimeEngine(Engine):
         cache: by default the one $WASMVISOR_CACHE_DIR names (see module_cache), None for none."""
         self._parallel = parallel_compilation
         self._engine: wasmtime.Engine | None = None
+        self._settings = ""
+        """The workload's engine settings this engine was made with (WorkloadOptions.engine_key)."""
         self._cache: ModuleCache[wasmtime.Module] | None = (
             ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
         )
@@ -126,6 +131,8 @@ class WasmtimeEngine(Engine):
             raise GuestError(f"module {source}: is a wasm component; only core modules run for now")
 
     def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
+        if ctx.options.engine_key() != self._settings:
+            return self.with_settings(ctx.options).prepare(ctx)
         self.can_handle(ctx)
         source, func = ctx.entrypoint.source, ctx.entrypoint.func
         if not os.path.isdir(ctx.root):
@@ -163,6 +170,23 @@ class WasmtimeEngine(Engine):
                 ) from None
             raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
         return WasmtimeGuest(self.engine, pre, ctx)
+
+    def with_settings(self, options: WorkloadOptions) -> WasmtimeEngine:
+        """An engine of its own for a workload's settings (fuel, epochs, wasmtime.Config settings), whose
+        compiled modules are cached under a key that names them."""
+        key = options.engine_key()
+        config = wasmtime.Config()
+        config.parallel_compilation = self._parallel
+        try:
+            configure(config, options)
+            engine = wasmtime.Engine(config)
+        except (wasmtime.WasmtimeError, ValueError, TypeError) as exc:
+            raise GuestError(f"wasmtime settings {key}: {one_line(str(exc))}") from None
+        cache = None if self._cache is None else dataclasses.replace(self._cache,
+                                                                      fingerprint=f"{self._cache.fingerprint};{key}")
+        other = WasmtimeEngine(self._parallel, cache=cache)
+        other._engine, other._settings = engine, key
+        return other
 
     def _missing_imports(self, linker: wasmtime.Linker, module: wasmtime.Module) -> list[str]:
         """`module::name` of each import of `module` that `linker` does not define."""
@@ -235,6 +259,15 @@ class WasmtimeGuest:
         if ctx.memory_limit:
             store.set_limits(memory_size=ctx.memory_limit)
         store.set_wasi(self.wasi_config(stdio))
+        limits = ctx.options
+        if limits.fuel is not None:
+            store.set_fuel(limits.fuel)
+        if limits.time_limit_s is not None:
+            # The guest traps at its next check (a loop's back edge, a call) once the timer bumps the epoch.
+            store.set_epoch_deadline(1)
+            timer = threading.Timer(limits.time_limit_s, self._engine.increment_epoch)
+            timer.daemon = True
+            timer.start()
         try:
             instance = self._pre.instantiate(store)
             entry = instance.exports(store)[ctx.entrypoint.func]
@@ -243,20 +276,35 @@ class WasmtimeGuest:
         except wasmtime.ExitTrap as exc:
             return ExitCode(exc.code & 0xFF)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            log.warning("guest %s trapped: %s", ctx.entrypoint.source, one_line(str(exc)))
-            return ExitCode(TRAP_EXIT_CODE, "trap")
+            return self._trapped(exc)
         return ExitCode(0)
+
+    def _trapped(self, exc: Exception) -> ExitCode:
+        source, limits = self._ctx.entrypoint.source, self._ctx.options
+        code = getattr(exc, "trap_code", None)
+        if code == wasmtime.TrapCode.INTERRUPT and limits.time_limit_s is not None:
+            log.warning("guest %s: time limit of %gs passed (epoch interruption): ended with %d", source,
+                        limits.time_limit_s, TRAP_EXIT_CODE)
+            return ExitCode(TRAP_EXIT_CODE, "time limit")
+        if code == wasmtime.TrapCode.OUT_OF_FUEL:
+            log.warning("guest %s: out of fuel (%d units): ended with %d", source, limits.fuel, TRAP_EXIT_CODE)
+            return ExitCode(TRAP_EXIT_CODE, "fuel")
+        log.warning("guest %s trapped: %s", source, one_line(str(exc)))
+        return ExitCode(TRAP_EXIT_CODE, "trap")
 
     def wasi_config(self, stdio: Stdio) -> wasmtime.WasiConfig:
         """argv (argv[0] is the module path as the spec gave it, without `#func`), env, the
-        root preopened as `/`, and stdio: a stream already on its standard fd is inherited,
-        another fd is reopened through /proc/self/fd (fine for pipes, FIFOs and new files;
-        a regular file would be truncated, which is why the worker passes 0, 1, 2)."""
+        preopens (by default the root as `/`: WorkloadOptions.guest_preopens), and stdio: a stream
+        already on its standard fd is inherited, another fd is reopened through /proc/self/fd (fine
+        for pipes, FIFOs and new files; a regular file would be truncated, which is why the worker
+        passes 0, 1, 2)."""
         ctx = self._ctx
         wasi = wasmtime.WasiConfig()
         wasi.argv = [ctx.entrypoint.source, *ctx.args[1:]]
         wasi.env = guest_env(ctx.envs, ctx.cwd)
-        wasi.preopen_dir(ctx.root, "/")
+        for preopen in ctx.options.guest_preopens():
+            host = os.path.join(ctx.root, preopen.container_path.lstrip("/"))
+            wasi.preopen_dir(host, preopen.guest_path, preopen.writable)
         if stdio.stdin == 0:
             wasi.inherit_stdin()
         elif stdio.stdin >= 0:

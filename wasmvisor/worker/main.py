@@ -36,6 +36,7 @@ from wasmvisor.engines.base import (
     RuntimeContext,
     Stdio,
 )
+from wasmvisor.engines.workload import PREOPENS, WorkloadOptions, parse_workload
 from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
@@ -249,6 +250,8 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
     if layers:
         log.debug("module %s from %d wasm layer(s): %s", path, len(layers),
                   ", ".join(f"{x.digest} ({x.media_type})" for x in config.wasm_layers))
+    options = parse_workload(spec.annotations)
+    check_preopens(root, options)
     return RuntimeContext(
         args=spec.args,
         envs=spec.env,
@@ -257,7 +260,15 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         root=root,
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
+        options=options,
     )
+
+
+def check_preopens(root: str, options: WorkloadOptions) -> None:
+    """Each preopen an annotation names must be a folder of the container (`root`, a host path)."""
+    for preopen in options.preopens or ():
+        if not os.path.isdir(resolve_in_root(root, preopen.container_path)):
+            raise InvalidArgument(f"annotation {PREOPENS}: {preopen.container_path} is not a folder of the container")
 
 
 def load_engine(ref: str) -> Engine:
