@@ -7,6 +7,7 @@ and counter.c (counts forever).
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,19 @@ def test_a_guest_past_its_time_limit_ends_with_137_and_the_reason_in_the_log(
     result = ctr.run_container(image("sleep"), container_id, flags=annotations(time_limit="1s"))
     assert (result.returncode, result.stdout) == (137, "sleeping\n"), result.output
     assert log_lines_about(containerd, offset, container_id, "time limit of 1s passed (epoch interruption)")
+
+
+def test_a_guest_waiting_in_a_host_call_past_its_time_limit_ends_with_137_and_the_reason_in_the_log(
+        containerd: PrivateContainerd, ctr: Ctr, image: Callable[[str], str], container_id: str) -> None:
+    offset = containerd.log_size()
+    argv = ctr.run_args(image("stdin"), container_id, flags=annotations(time_limit="1s"))
+    proc = ctr.popen(*argv, stdin=subprocess.PIPE)  # open and silent: the guest's read never returns
+    try:
+        assert proc.wait(timeout=30) == 137
+    finally:
+        proc.kill()
+        proc.wait()
+    assert log_lines_about(containerd, offset, container_id, "time limit of 1s passed while it waited in a host call")
 
 
 def test_a_guest_out_of_fuel_ends_with_137_and_the_reason_in_the_log(

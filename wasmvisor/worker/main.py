@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from typing import NoReturn
@@ -61,6 +62,8 @@ run anyway, so these end the worker as they would end a native container process
 EX_NOEXEC = 127
 """A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
+HARD_STOP_GRACE_S = 1.0
+"""How long past its time limit a guest stuck in a host call may take before its worker ends it."""
 ARG_MAX = 2 * 1024 * 1024
 
 
@@ -112,6 +115,7 @@ def serve(sock_fd: int) -> int:
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
         guest: PreparedGuest | None = None
+        time_limit: float | None = None
         if native is not None:
             prepare_seccomp(seccomp)  # a bad profile fails Create
         else:
@@ -119,6 +123,7 @@ def serve(sock_fd: int) -> int:
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
+            time_limit = ctx.options.time_limit_s
             guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
         install_stdio(open_stdio(config), log_fd)
         process = spec.raw.get("process") or {}
@@ -158,6 +163,8 @@ def serve(sock_fd: int) -> int:
         root.handlers[:] = [last_words]  # the log FIFO closes now: what is left to say goes in Exited
         confine.close_worker_fds(log_fd)
         confine.install_filter()
+        if time_limit is not None:
+            hard_stop_after(channel, time_limit, spec.args[0])
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
@@ -185,6 +192,22 @@ class LastWords(logging.Handler):
 
     def text(self) -> str:
         return "; ".join(self.lines)[: self.LIMIT]
+
+
+def hard_stop_after(channel: Channel, seconds: float, source: str) -> None:
+    """The time limit's backstop: epoch interruption (the engine's) stops a guest running wasm, not one
+    waiting in a host call (a read of an idle stdin); HARD_STOP_GRACE_S after its limit, such a guest's
+    worker reports its end and exits."""
+
+    def stop() -> None:
+        note = (f"guest {source}: time limit of {seconds:g}s passed while it waited in a host call: "
+                f"ended with {TRAP_EXIT_CODE}")
+        channel.send(Exited(code=TRAP_EXIT_CODE, at_ns=time.time_ns(), note=note))
+        os._exit(TRAP_EXIT_CODE)
+
+    timer = threading.Timer(seconds + HARD_STOP_GRACE_S, stop)
+    timer.daemon = True
+    timer.start()
 
 
 def zygote_preload() -> None:
