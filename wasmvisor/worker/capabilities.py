@@ -127,11 +127,14 @@ NO_CAPABILITIES = Capabilities(bounding=frozenset(), effective=frozenset(), perm
                                inheritable=frozenset(), ambient=())
 
 
-def drop_all() -> None:
-    """Empty every set of the calling thread: bounding (first: it needs CAP_SETPCAP), ambient,
-    then effective, permitted and inheritable."""
+def drop_bounding_and_ambient() -> None:
+    """Empty the calling thread's bounding and ambient sets (needs CAP_SETPCAP: before a uid change)."""
     drop_bounding(NO_CAPABILITIES)
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "capabilities: clear the ambient set")
+
+
+def clear_sets() -> None:
+    """Empty the calling thread's effective, permitted and inheritable sets (always allowed)."""
     capset(frozenset(), frozenset(), frozenset())
 
 

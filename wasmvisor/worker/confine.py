@@ -13,8 +13,8 @@ At Create, after the engine, the module and the stdio are loaded through host pa
    spec's uid, gids and rlimits, but no capability in any set (bounding, effective, permitted,
    inheritable, ambient) and no_new_privs, whatever the spec's `process` says: a wasm guest makes
    no system call of its own, so capabilities could only ever serve an escaped one. Capabilities
-   are per thread: then Container.drop_thread_capabilities has the init thread of a pid namespace
-   drop its own. (wasmtime's compile threads, which exist only when this very worker compiled the
+   are per thread: `before_seal` and `after_seal` have the init thread of a pid namespace drop its
+   own. (wasmtime's compile threads, which exist only when this very worker compiled the
    module, keep theirs; they run under the same filter and never run guest code. The threads
    wasmtime starts for WASI while the guest runs inherit the empty sets.)
 
@@ -37,6 +37,7 @@ from wasmvisor.errors import Internal
 from wasmvisor.linux import mountinfo, syscalls
 from wasmvisor.linux.mount_options import MS_BIND, MS_NODEV, MS_REMOUNT, PER_MOUNT_FLAGS
 from wasmvisor.worker import capabilities
+from wasmvisor.worker.container import Container
 from wasmvisor.worker.guest_filter import guest_filter
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,19 @@ def confined_process(process: Mapping[str, Any]) -> dict[str, Any]:
     still held, then the uid changes, then capset) (pure)."""
     empty: dict[str, list[str]] = {name: [] for name in capabilities.CAP_SETS}
     return {**process, "capabilities": empty, "noNewPrivileges": True}
+
+
+def before_seal(box: Container) -> None:
+    """Step 2, first half: the init thread empties its bounding and ambient sets while it still holds
+    CAP_SETPCAP (its effective set stays: glibc changes the uid of every thread at once, and aborts
+    the process when one thread may not)."""
+    box.run_on_init_thread(capabilities.drop_bounding_and_ambient)
+
+
+def after_seal(box: Container) -> None:
+    """Step 2, second half: the init thread empties its effective, permitted and inheritable sets (the
+    main thread's are empty by its identity)."""
+    box.run_on_init_thread(capabilities.clear_sets)
 
 
 def close_worker_fds(log_fd: int) -> None:

@@ -130,9 +130,10 @@ def serve(sock_fd: int) -> int:
         if guest is not None:  # the wasm guest's confinement: its steps and their order in worker/confine.py
             confine.hide_system_mounts(box.root)
             process = confine.confined_process(process)
+            confine.before_seal(box)
         box.seal(process)
         if guest is not None:
-            box.drop_thread_capabilities()
+            confine.after_seal(box)
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)

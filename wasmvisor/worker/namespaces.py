@@ -34,7 +34,6 @@ from setproctitle import setproctitle
 from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import quiet_fork, run_child
-from wasmvisor.worker import capabilities
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
@@ -183,8 +182,9 @@ class InitSignals:
     def __init__(self, on_signal: Callable[[int], object]) -> None:
         self.on_signal = on_signal
         self.thread = threading.Thread(target=self._wait, name="wasmvisor-init-signals", daemon=True)
-        self._drop_request = threading.Event()
-        self._dropped = threading.Event()
+        self._step: Callable[[], None] | None = None
+        self._step_error: str | None = None
+        self._step_done = threading.Event()
 
     @staticmethod
     def needed() -> bool:
@@ -195,24 +195,27 @@ class InitSignals:
         signal.pthread_sigmask(signal.SIG_BLOCK, set(RELAYED_SIGNALS))
         self.thread.start()
 
-    def drop_capabilities(self) -> None:
-        """Have the thread empty its own capability sets (they are per thread) and wait until it has.
-        Only once the process's identity is set: glibc changes uids on every thread at once and
-        aborts the process when one thread may not."""
-        self._drop_request.set()
+    def run_on_thread(self, step: Callable[[], None]) -> None:
+        """Have the thread run `step` (a capability change of its own: they are per thread) and wait
+        until it has; Internal naming the failure when it could not."""
+        self._step, self._step_error = step, None
+        self._step_done.clear()
         signal.pthread_kill(self.thread.ident or 0, signal.SIGWINCH)
-        if not self._dropped.wait(DROP_WAIT_SECONDS):
-            raise Internal("the init thread did not drop its capabilities")
+        if not self._step_done.wait(DROP_WAIT_SECONDS):
+            raise Internal("the init thread did not change its capabilities")
+        if self._step_error:
+            raise Internal(f"the init thread: {self._step_error}")
 
     def _wait(self) -> None:
         while True:
             sig = signal.sigwait(set(RELAYED_SIGNALS))
-            if self._drop_request.is_set() and not self._dropped.is_set():
+            step, self._step = self._step, None
+            if step is not None:
                 try:
-                    capabilities.drop_all()
-                    self._dropped.set()
+                    step()
                 except ShimError as exc:
-                    log.error("init thread: %s", exc.message)
+                    self._step_error = exc.message
+                self._step_done.set()
             if sig in HARMLESS_SIGNALS:
                 continue
             log.debug("PID 1 got signal %d: ending", sig)
