@@ -99,12 +99,18 @@ def test_a_bad_value_fails_ctr_run_naming_the_annotation(ctr: Ctr, probe_image: 
     assert "annotation wasmvisor.io/time-limit: 'soon' is not a duration" in result.stderr, result.output
 
 
-def test_a_guest_past_its_time_limit_ends_with_137_and_the_reason_in_the_log(
-        containerd: PrivateContainerd, ctr: Ctr, image: Callable[[str], str], container_id: str) -> None:
+def test_a_guest_past_its_time_limit_ends_with_137_and_the_reason_in_the_log_and_termination_message(
+        containerd: PrivateContainerd, ctr: Ctr, image: Callable[[str], str], container_id: str, tmp_path: Path
+) -> None:
     offset = containerd.log_size()
-    result = ctr.run_container(image("sleep"), container_id, flags=annotations(time_limit="1s"))
+    message = tmp_path / "termination-log"
+    message.write_text("")
+    mount = ["--mount", f"type=bind,src={message},dst=/dev/termination-log,options=rbind:rw"]
+    result = ctr.run_container(image("sleep"), container_id, flags=[*annotations(time_limit="1s"), *mount])
     assert (result.returncode, result.stdout) == (137, "sleeping\n"), result.output
-    assert log_lines_about(containerd, offset, container_id, "time limit of 1s passed (epoch interruption)")
+    reason = "guest /sleep.wasm: time limit of 1s passed (epoch interruption): ended with 137"
+    assert log_lines_about(containerd, offset, container_id, reason)
+    assert message.read_text() == reason + "\n", "the kubelet's termination message"
 
 
 def test_a_guest_waiting_in_a_host_call_past_its_time_limit_ends_with_137_and_the_reason_in_the_log(

@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 import traceback
 from typing import NoReturn
@@ -49,6 +48,7 @@ from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import confine
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.guest_filter import guest_filter
+from wasmvisor.worker.last_words import LastWords, hard_stop_after, write_termination_message
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
@@ -62,8 +62,6 @@ run anyway, so these end the worker as they would end a native container process
 EX_NOEXEC = 127
 """A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
-HARD_STOP_GRACE_S = 1.0
-"""How long past its time limit a guest stuck in a host call may take before its worker ends it."""
 ARG_MAX = 2 * 1024 * 1024
 
 
@@ -173,42 +171,12 @@ def serve(sock_fd: int) -> int:
         log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    channel.send(Exited(code=code, at_ns=time.time_ns(), note=last_words.text()))
+    note = last_words.text()
+    if note and native is None:
+        write_termination_message(note)
+    channel.send(Exited(code=code, at_ns=time.time_ns(), note=note))
     log.debug("exited: code %d (%s)", code, reason)
     return code
-
-
-class LastWords(logging.Handler):
-    """The worker's log once its log FIFO is closed (a wasm guest runs): warnings and errors kept,
-    one line each, for the supervisor to log from `Exited.note`."""
-
-    LIMIT = 2000
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage().replace("\n", " "))
-
-    def text(self) -> str:
-        return "; ".join(self.lines)[: self.LIMIT]
-
-
-def hard_stop_after(channel: Channel, seconds: float, source: str) -> None:
-    """The time limit's backstop: epoch interruption (the engine's) stops a guest running wasm, not one
-    waiting in a host call (a read of an idle stdin); HARD_STOP_GRACE_S after its limit, such a guest's
-    worker reports its end and exits."""
-
-    def stop() -> None:
-        note = (f"guest {source}: time limit of {seconds:g}s passed while it waited in a host call: "
-                f"ended with {TRAP_EXIT_CODE}")
-        channel.send(Exited(code=TRAP_EXIT_CODE, at_ns=time.time_ns(), note=note))
-        os._exit(TRAP_EXIT_CODE)
-
-    timer = threading.Timer(seconds + HARD_STOP_GRACE_S, stop)
-    timer.daemon = True
-    timer.start()
 
 
 def zygote_preload() -> None:
