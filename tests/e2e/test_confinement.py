@@ -7,6 +7,7 @@ The guest is tests/guests/escape.c: each attempt prints `NAME: blocked (why)` or
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,29 @@ def test_running_guest_has_no_capability_no_new_privs_a_filter_on_every_thread_a
             if target.endswith(".cwasm"):
                 flags = Path(f"/proc/{worker}/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
                 assert int(flags, 8) & os.O_ACCMODE == os.O_RDONLY, (target, flags)
+        ctr.kill(container_id, "SIGKILL")
+        assert run.wait(timeout=20).returncode == 137
+    finally:
+        run.kill()
+
+
+def test_a_worker_that_compiled_its_module_keeps_no_thread_with_capabilities(
+        ctr: Ctr, guest_wasm: dict[str, Path], tmp_path: Path, container_id: str) -> None:
+    # A custom section makes a module no cache holds: this worker compiles it (wasmtime's compiler
+    # leaves idle threads behind, which would keep the capabilities they had then).
+    name = secrets.token_hex(4).encode()
+    wasm = guest_wasm["sleep"].read_bytes() + bytes([0, len(name) + 2, len(name)]) + name + b"!"
+    ref = f"docker.io/wasmvisor-test/cold-sleep-{name.decode()}:latest"
+    build_oci_tar(tmp_path / "cold.tar", ref, {"/sleep.wasm": wasm}, entrypoint=["/sleep.wasm"])
+    ctr.import_image(tmp_path / "cold.tar")
+    run = ctr.start_container(ref, container_id)
+    try:
+        run.wait_for_stdout("sleeping\n", timeout=20)
+        (worker,) = processes_titled(f"wasmvisor-worker {ctr.namespace}/{container_id}")
+        threads = sorted(int(tid) for tid in os.listdir(f"/proc/{worker}/task"))
+        held = {fields["Name"]: fields["CapBnd"] for fields in (status_fields(worker, tid) for tid in threads)
+                if int(fields["CapBnd"], 16) or int(fields["CapPrm"], 16)}
+        assert held == {}, held
         ctr.kill(container_id, "SIGKILL")
         assert run.wait(timeout=20).returncode == 137
     finally:

@@ -45,6 +45,7 @@ from wasmvisor.engines.base import (
     read_head,
 )
 from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
+from wasmvisor.engines.compile_child import CompileError, compile_in_child
 from wasmvisor.engines.module_cache import ModuleCache
 from wasmvisor.engines.workload import WorkloadOptions, configure
 
@@ -221,12 +222,12 @@ class WasmtimeEngine(Engine):
                 wasm = wasm.decode()
             except UnicodeDecodeError:
                 raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
+        raw = wasm.encode() if isinstance(wasm, str) else wasm
         try:
             if self._cache is None:
-                return wasmtime.Module(self.engine, wasm)
-            raw = wasm.encode() if isinstance(wasm, str) else wasm
+                return wasmtime.Module.deserialize(self.engine, self._compile_serialized(raw))
             return self._cache.get(raw, self._compile_serialized, self._deserialize_file)
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, CompileError) as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
     def can_precompile(self) -> str | None:
@@ -238,6 +239,13 @@ class WasmtimeEngine(Engine):
         return [self._compile_serialized(x.data) if x.media_type == MODULE_LAYER else None for x in layers]
 
     def _compile_serialized(self, wasm: bytes) -> bytes:
+        """The compiled module, made in a child process when compiling would start threads here
+        (engines/compile_child.py)."""
+        if self._parallel:
+            return compile_in_child(self._compile_here, wasm)
+        return self._compile_here(wasm)
+
+    def _compile_here(self, wasm: bytes) -> bytes:
         text: bytes | str = wasm if wasm.startswith(WASM_MAGIC) else wasm.decode()
         return bytes(wasmtime.Module(self.engine, text).serialize())
 

@@ -14,9 +14,9 @@ At Create, after the engine, the module and the stdio are loaded through host pa
    inheritable, ambient) and no_new_privs, whatever the spec's `process` says: a wasm guest makes
    no system call of its own, so capabilities could only ever serve an escaped one. Capabilities
    are per thread: `before_seal` and `after_seal` have the init thread of a pid namespace drop its
-   own. (wasmtime's compile threads, which exist only when this very worker compiled the
-   module, keep theirs; they run under the same filter and never run guest code. The threads
-   wasmtime starts for WASI while the guest runs inherit the empty sets.)
+   own. wasmtime compiles in a child process (engines/compile_child.py), so no compile thread that
+   kept its capabilities is left; the threads it starts for WASI while the guest runs inherit the
+   empty sets.
 
 At Start, after `Started` is sent:
 3. `close_worker_fds(log_fd)`: the log FIFO goes (the worker's last words travel in `Exited`), so
