@@ -29,6 +29,17 @@ static void report(const char *name, int ok, const char *detail) {
     }
 }
 
+/* open(path, flags), or -1 after reporting NAME blocked with why ("open PATH[ rw]: error"). */
+static int open_or_blocked(const char *name, const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) {
+        char why[200];
+        snprintf(why, sizeof why, "open %s%s: %s", path, flags == O_RDWR ? " rw" : "", strerror(errno));
+        report(name, 0, why);
+    }
+    return fd;
+}
+
 /* The first r-x mapping of /proc/self/maps: its start address, or 0. */
 static unsigned long long executable_mapping(char *why, size_t size) {
     FILE *maps = fopen("/proc/self/maps", "r");
@@ -60,10 +71,8 @@ static void try_mem(void) {
         report("mem", 0, why);
         return;
     }
-    int fd = open("/proc/self/mem", O_RDWR);
+    int fd = open_or_blocked("mem", "/proc/self/mem", O_RDWR);
     if (fd < 0) {
-        snprintf(why, sizeof why, "open /proc/self/mem rw: %s", strerror(errno));
-        report("mem", 0, why);
         return;
     }
     unsigned char byte;
@@ -81,14 +90,11 @@ static void try_mem(void) {
 }
 
 static void try_read(const char *name, const char *path) {
-    char why[200];
-    int fd = open(path, O_RDONLY);
+    int fd = open_or_blocked(name, path, O_RDONLY);
     if (fd < 0) {
-        snprintf(why, sizeof why, "open %s: %s", path, strerror(errno));
-        report(name, 0, why);
         return;
     }
-    char buf[64];
+    char buf[64], why[200];
     ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0) {
         snprintf(why, sizeof why, "read %s: %s", path, strerror(errno));
@@ -100,16 +106,13 @@ static void try_read(const char *name, const char *path) {
 }
 
 static void try_open_rw(const char *name, const char *path) {
-    char why[200];
-    int fd = open(path, O_RDWR);
-    if (fd < 0) {
-        snprintf(why, sizeof why, "open %s rw: %s", path, strerror(errno));
-        report(name, 0, why);
-        return;
+    int fd = open_or_blocked(name, path, O_RDWR);
+    if (fd >= 0) {
+        char why[200];
+        snprintf(why, sizeof why, "opened %s rw", path);
+        report(name, 1, why);
+        close(fd);
     }
-    snprintf(why, sizeof why, "opened %s rw", path);
-    report(name, 1, why);
-    close(fd);
 }
 
 static void try_list(const char *name, const char *path) {
