@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchlib import STATS_HEADER, percentile, shim_harness, stats_row, table
+from benchlib import STATS_HEADER, percentile, preamble, shim_harness, stats_row, table
 from google.protobuf.empty_pb2 import Empty
 
 from tests.integration.harness import SLEEPER
@@ -24,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=50, help="kills of each signal (default 50)")
     args = parser.parse_args()
+    preamble("bench_kill")
     times: dict[str, list[float]] = {"SIGKILL": [], "SIGTERM": []}
     with shim_harness() as h:
         client = None
@@ -42,7 +43,8 @@ def main() -> None:
             h.call(client, "Delete", pb.DeleteRequest(id=tid), pb.DeleteResponse)
     print(table(STATS_HEADER, [stats_row(f"Kill {name} -> TaskExit", ts) for name, ts in times.items()]))
     worst = max(percentile(ts, 99) for ts in times.values()) * 1000
-    print(f"ratio: p99 Kill -> TaskExit {worst:.1f} ms = {worst / 10:.2f}x the 10 ms target")
+    print(f"p99 Kill -> TaskExit {worst:.1f} ms (lower is better, target <= 10 ms; no runc counterpart: runc's "
+          "shim is not driven straight here)")
 
 
 if __name__ == "__main__":

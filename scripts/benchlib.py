@@ -25,7 +25,8 @@ from tests.e2e.ctr import Ctr  # noqa: E402
 from tests.guests.build import build_all  # noqa: E402
 from wasmvisor.image import build_busybox_image, build_oci_tar  # noqa: E402
 
-__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "pss_kib", "stats_row", "table"]
+__all__ = ["RUNC_RUNTIME", "WASMVISOR_RUNTIME", "Ctr", "bench_containerd", "preamble", "pss_kib", "ratio",
+           "shim_dir", "smaps_profile", "stats_row", "table"]
 
 POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 IMAGES = {
@@ -123,6 +124,15 @@ def large_module_wat(functions: int) -> str:
 """
 
 
+def cpu_seconds_with_children(pid: int) -> float:
+    """CPU time of a process and of its children it has reaped (utime, stime, cutime, cstime). For
+    containerd that includes each shim binary it ran and waited for (`start`, `delete`): a figure a busy
+    machine skews far less than wall time."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def pss_kib(pid: int) -> int:
     """Proportional set size of a process, from /proc/PID/smaps_rollup (0 when it is gone)."""
     try:
@@ -133,6 +143,43 @@ def pss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def smaps_by_mapping(pid: int) -> dict[str, dict[str, int]]:
+    """KiB per mapping of a process, from /proc/PID/smaps, summed by what is mapped: a file's name,
+    `[heap]`, `[stack]`, or `[anon]` for anonymous memory (Python's arenas and wasmtime's allocations
+    among it). Per mapping: Pss, Private_Dirty, Private_Clean, Shared_Dirty, Shared_Clean, Rss."""
+    fields = ("Rss", "Pss", "Private_Dirty", "Private_Clean", "Shared_Dirty", "Shared_Clean")
+    out: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                head = line.split(None, 1)[0]
+                if not head.endswith(":"):  # a mapping's header: address perms offset dev inode [path]
+                    parts = line.split(None, 5)
+                    path = parts[5].strip() if len(parts) > 5 else ""
+                    name = path.rsplit("/", 1)[-1] if path.startswith("/") else (path or "[anon]")
+                    current = out.setdefault(name, dict.fromkeys(fields, 0))
+                elif current is not None and head[:-1] in fields:
+                    current[head[:-1]] += int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def smaps_profile(title: str, pid: int, top: int = 8) -> str:
+    """The mappings of `pid` that hold most of its PSS, one line each (KiB -> MB)."""
+    rows = sorted(smaps_by_mapping(pid).items(), key=lambda item: -item[1]["Pss"])
+    total = sum(v["Pss"] for _, v in rows)
+    lines = [f"{title} (pid {pid}): PSS {total / 1024:.2f} MB; by mapping "
+             "(PSS / private dirty / shared dirty / shared clean, MB):"]
+    for name, v in rows[:top]:
+        lines.append(f"    {name[:40]:40} {v['Pss'] / 1024:6.2f} {v['Private_Dirty'] / 1024:6.2f} "
+                     f"{v['Shared_Dirty'] / 1024:6.2f} {v['Shared_Clean'] / 1024:6.2f}")
+    rest = sum(v["Pss"] for _, v in rows[top:])
+    lines.append(f"    {'(the rest)':40} {rest / 1024:6.2f}")
+    return "\n".join(lines)
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -156,6 +203,45 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- what every benchmark prints: where and on what it ran, and its ratios ----------------------
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages and the core count: a busy machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as f:
+            one, five, fifteen = f.read().split()[:3]
+    except (OSError, ValueError):
+        return "load unknown"
+    return f"load {one} {five} {fifteen} on {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    """The commit the benchmark runs (short hash, `+dirty` with uncommitted changes), or `unknown`."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def preamble(name: str) -> None:
+    """The first line of every benchmark's output: its name, the commit and the machine's load now."""
+    print(f"{name}: commit {commit()}, {load_average()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", flush=True)
+
+
+def ratio(what: str, wasmvisor: float, runc: float, *, lower_is_better: bool, target: str = "") -> str:
+    """One ratio line, always wasmvisor / runc, saying which way is better (times and memory: lower;
+    rates: higher) and the target when there is one."""
+    better = "lower is better" if lower_is_better else "higher is better"
+    value = f"{wasmvisor / runc:.2f}x" if runc else "n/a (runc 0)"
+    goal = f", target {target}" if target else ""
+    return f"ratio wasmvisor/runc, {what}: {value} ({better}{goal})"
 
 
 # --- straight to the shim (tests/integration/harness.py) ---------------------------------------

@@ -7,7 +7,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO/.venv"
 STAMP="$VENV/.wasmvisor-setup-stamp"
-PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv)
+PACKAGES=(containerd runc clang lld wasi-libc libclang-rt-dev-wasm32 busybox-static wabt python3 python3-venv
+    containernetworking-plugins nodejs wrk)
 LOG="$(mktemp /tmp/wasmvisor-setup.XXXXXX.log)"
 
 say() { echo "setup: $*"; }
@@ -69,10 +70,13 @@ fi
 # Editable in setuptools' "compat" mode: a plain path in a .pth file, where the default mode installs an
 # import hook that costs every interpreter ~15 ms in `site` (pathlib, importlib.util, re); the supervisor,
 # the zygote and most `delete`s each start one. The stamp names the mode, so older venvs are reinstalled.
-want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) editable_mode=compat"
+# The stamp also covers setup.py and front.c: the install compiles the shim's front (setup.py).
+want="$(cat "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/wasmvisor/supervisor/shim/front.c" | sha256sum | cut -d' ' -f1) editable_mode=compat"
 have="$(cat "$STAMP" 2>/dev/null || true)"
-if [[ "$want" != "$have" || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]]; then
+if [[ "$want" != "$have" || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1" \
+      || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1-python" ]]; then
     say "installing wasmvisor (editable, with test extras) into $VENV"
+    rm -rf "$REPO/build/front"  # the install compiles the shim's front afresh (setup.py)
     if ! quiet "$VENV/bin/pip" install --disable-pip-version-check -q -e "$REPO[test]" \
             --config-settings editable_mode=compat; then
         # A setuptools without the compat mode: the default editable install works, only slower.
@@ -81,15 +85,20 @@ if [[ "$want" != "$have" || ! -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]]; th
             || die "pip install -e '.[test]' failed"
     fi
     [[ -x "$VENV/bin/containerd-shim-wasmvisor-v1" ]] \
-        || die "pip did not install the console script containerd-shim-wasmvisor-v1"
+        || die "pip did not install the shim binary containerd-shim-wasmvisor-v1"
     echo "$want" >"$STAMP"
 fi
 
-# The shim binary containerd runs: pip's console script replaced (same name, same place) by one that runs
-# `python -I -S`, so that `start` skips `site` and the editable install's import hook (~25 ms a task);
-# see wasmvisor/supervisor/shim/entry_script.py. Rewritten only when its text changes.
-quiet "$VENV/bin/python" -m wasmvisor.supervisor.shim.entry_script "$VENV/bin/containerd-shim-wasmvisor-v1" \
-    || die "cannot write the shim's entry script"
+# The shim binary containerd runs is the compiled front (setup.py), which execs the Python shim
+# `containerd-shim-wasmvisor-v1-python` for what it does not answer itself; without a compiler it is that
+# Python shim. Each Python shim, pip's console script, is replaced (same name, same place) by one that
+# runs `python -I -S`, skipping `site` and the editable install's import hook (~25 ms a task); see
+# wasmvisor/supervisor/shim/entry_script.py. Rewritten only when its text changes.
+for script in "$VENV/bin/containerd-shim-wasmvisor-v1-python" "$VENV/bin/containerd-shim-wasmvisor-v1"; do
+    [[ "$(head -c 2 "$script" 2>/dev/null)" == "#!" ]] || continue  # the compiled front
+    quiet "$VENV/bin/python" -m wasmvisor.supervisor.shim.entry_script "$script" \
+        || die "cannot write the shim's entry script $script"
+done
 # Byte-code now, as a non-editable pip install would: a shim started with PYTHONDONTWRITEBYTECODE in
 # containerd's environment would otherwise compile wasmvisor's modules from source every time (~50 ms).
 quiet "$VENV/bin/python" -m compileall -q "$REPO/wasmvisor" || die "python -m compileall wasmvisor failed"
@@ -103,6 +112,9 @@ if [[ ! -x "$RELAY_BIN" || "$RELAY_SRC" -nt "$RELAY_BIN" ]]; then
     quiet clang -O2 -static -Wall -o "$RELAY_BIN.tmp" "$RELAY_SRC" || die "cannot build $RELAY_BIN"
     mv -f "$RELAY_BIN.tmp" "$RELAY_BIN"
 fi
+
+# Component tooling for the tests (jco from npm; the wasmtime CLI's execute bit).
+quiet bash "$REPO/scripts/component_tools.sh" || die "scripts/component_tools.sh failed"
 
 rm -f "$LOG"
 say "ready ($VENV)"

@@ -245,15 +245,18 @@ def build_oci_tar(
     architecture: str = "wasm",
     labels: Mapping[str, str] | None = None,
     extra_layers: Sequence[Layer] = (),
+    config_document: Mapping[str, Any] | None = None,
+    config_media_type: str = MEDIA_TYPE_CONFIG,
 ) -> str:
     """Write an OCI image layout tarball for image `ref` to `out_path`; return the manifest digest.
 
     `files` becomes the first (tar) layer; `extra_layers` follow it. An empty `files` mapping with
-    `extra_layers` gives an image of only those layers.
+    `extra_layers` gives an image of only those layers. `config_document` and `config_media_type`
+    replace the OCI image config (an artifact's config, such as the CNCF wasm artifact's).
     """
     layers = ([Layer.from_files(files)] if files or not extra_layers else []) + list(extra_layers)
     config = _json_bytes(
-        image_config(
+        config_document if config_document is not None else image_config(
             layers,
             entrypoint=entrypoint,
             cmd=cmd,
@@ -268,7 +271,7 @@ def build_oci_tar(
         {
             "schemaVersion": 2,
             "mediaType": MEDIA_TYPE_MANIFEST,
-            "config": _descriptor(MEDIA_TYPE_CONFIG, config),
+            "config": _descriptor(config_media_type, config),
             "layers": [
                 _descriptor(
                     layer.media_type,
@@ -343,28 +346,3 @@ def host_architecture() -> str:
     """This machine's architecture as OCI names it (x86_64 -> amd64, aarch64 -> arm64)."""
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
-
-
-LAYOUTS = ("rootfs", "wasm-layer")
-
-
-def build_wasm_image(
-    out_path: str | os.PathLike[str],
-    ref: str,
-    module: bytes,
-    *,
-    layout: str = "rootfs",
-    module_name: str = "app.wasm",
-    env: Sequence[str] | None = None,
-) -> str:
-    """An image that runs one wasm module, as an OCI layout tarball; returns the manifest digest.
-
-    `rootfs`: a tar layer holding `/<module_name>` (runs on every containerd). `wasm-layer`: an
-    OCI Wasm image, the module itself as an `application/wasm` layer (containerd >= 1.6.25 /
-    1.7.7 / 2.0). Both are `wasip1/wasm` images with the entrypoint `/<module_name>`."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout {layout!r}: want one of {', '.join(LAYOUTS)}")
-    entry = "/" + module_name.lstrip("/")
-    if layout == "rootfs":
-        return build_oci_tar(out_path, ref, {entry: module}, entrypoint=[entry], env=env)
-    return build_oci_tar(out_path, ref, {}, entrypoint=[entry], env=env, extra_layers=[Layer.wasm(module)])

@@ -157,3 +157,21 @@ def open_log_fifo(bundle: str) -> int | None:
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
     return fd
+
+
+def write_line(bundle: str, level: str, message: str, **fields: str) -> None:
+    """One logrus line into `<bundle>/log`, for a process that has no logger on it (`start`, whose own
+    output containerd reads as the address); nothing when there is no reader or no FIFO."""
+    try:
+        fd = open_log_fifo(bundle)
+    except OSError:
+        return
+    if fd is None:
+        return
+    record = logging.LogRecord("wasmvisor", level_number(level), "", 0, message, None, None)
+    try:
+        os.write(fd, (LogrusFormatter(fields).format(record) + "\n").encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

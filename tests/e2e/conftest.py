@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cri.node import CriNode, cri_node
 from tests.e2e.containerd import PrivateContainerd, private_containerd
 from tests.e2e.ctr import Ctr
 from tests.e2e.versions import binaries_for, selected_lines
@@ -52,6 +53,29 @@ def containerd(request: pytest.FixtureRequest) -> Iterator[PrivateContainerd]:
     line = request.param
     with private_containerd(shim_dirs=[shim_dir()], binaries=binaries_for(line), keep=keep, line=line) as instance:
         yield instance
+
+
+@pytest.fixture(scope="session", params=selected_lines())
+def cri(request: pytest.FixtureRequest) -> Iterator[CriNode]:
+    """A private containerd with CRI on, of one release line, shared by the session's CRI tests
+    (tests/cri/node.py): handlers `wasmvisor` and `runc`, the default sandboxer, a pause image, CNI.
+    Its kubelet-like client is `cri.client`."""
+    if os.geteuid() != 0:
+        pytest.skip("e2e tests need root: they start a private containerd, which mounts and runs shims")
+    keep = os.environ.get("WASMVISOR_KEEP_CONTAINERD") == "1"
+    line = request.param
+    with cri_node(binaries_for(line), shim_dirs=[shim_dir()], line=line, keep=keep) as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def cri_image(cri: CriNode, images: dict[str, ImageTarball]) -> Callable[[str], str]:
+    """cri_image(name) -> ref, importing the session's tarball into the CRI node's `k8s.io` on first use."""
+
+    def use(name: str) -> str:
+        return cri.import_image(images[name].tar, images[name].ref)
+
+    return use
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +126,7 @@ def images(tmp_path_factory: pytest.TempPathFactory, guest_wasm: dict[str, Path]
     wasm_image("cat-file", "cat_file", cmd=["/etc/greeting.txt"])
     wasm_image("stdin", "stdin_to_stdout")
     wasm_image("cwd", "cwd")
+    wasm_image("memtouch", "memtouch")
     # Bad input: the entrypoint is missing, is a shell script, or is not valid wasm.
     wasm_image("missing-module", "hello", ["/missing.wasm"])
     wasm_image("not-wasm", "hello", ["/app.sh"], files={"/app.sh": FileSpec.executable(b"#!/bin/sh\necho hi\n")})

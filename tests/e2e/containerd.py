@@ -47,6 +47,8 @@ DISABLED_PLUGINS_1X = (
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.snapshotter.v1.zfs",
 )
+CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime")
+"""The plugins of containerd's CRI (1.x has only the first), off unless a test asks for CRI."""
 DISABLED_PLUGINS_2X = (
     "io.containerd.grpc.v1.cri",
     "io.containerd.cri.v1.images",
@@ -88,6 +90,11 @@ class ContainerdBinaries:
         out = subprocess.run([str(self.containerd), "--version"], capture_output=True, text=True).stdout
         match = re.search(r"\s(v?\d+\.\d+\.\d+)", out)
         return match.group(1).lstrip("v") if match else out.strip()
+
+    def major(self) -> int:
+        """The major version (1 when it cannot be read: the 1.x config then)."""
+        major = self.version().split(".", 1)[0]
+        return int(major) if major.isdigit() else 1
 
 
 # --- config.toml editing (containerd has no "set key" command; tomllib can only read) -------------
@@ -171,8 +178,12 @@ class PrivateContainerd:
         log_level: str = "debug",
         line: str = "",
         extra_env: Mapping[str, str] | None = None,
+        cri_config: Mapping[tuple[str, str], object] | None = None,
     ) -> None:
         self.base = Path(base_dir)
+        self.cri_config = dict(cri_config) if cri_config is not None else None
+        """With a mapping (config.toml values, as for set_toml_values), CRI is on and configured so
+        (tests/cri/node.py builds it); None keeps CRI off."""
         self.extra_env = dict(extra_env or {})
         """Added to containerd's environment, so every shim it starts sees them too."""
         self.line = line
@@ -206,9 +217,12 @@ class PrivateContainerd:
         return env
 
     def disabled_plugins(self) -> tuple[str, ...]:
-        """CRI (we drive containerd with ctr) and the snapshotters this machine cannot serve."""
-        major = self.binaries.version().split(".", 1)[0]
-        return DISABLED_PLUGINS_2X if major.isdigit() and int(major) >= 2 else DISABLED_PLUGINS_1X
+        """CRI (unless `cri_config`: most tests drive containerd with ctr) and the snapshotters this
+        machine cannot serve."""
+        plugins = DISABLED_PLUGINS_2X if self.binaries.major() >= 2 else DISABLED_PLUGINS_1X
+        if self.cri_config is not None:
+            plugins = tuple(p for p in plugins if p not in CRI_PLUGINS)
+        return plugins
 
     def write_config(self) -> Path:
         default = subprocess.run(
@@ -222,6 +236,7 @@ class PrivateContainerd:
             ("ttrpc", "address"): self.ttrpc_address,
             ("debug", "level"): self.log_level,
             ('plugins."io.containerd.internal.v1.opt"', "path"): str(self.opt),
+            **(self.cri_config or {}),
         }
         text = set_toml_values(default, values)
         doc = tomllib.loads(text)

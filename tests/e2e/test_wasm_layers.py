@@ -25,7 +25,8 @@ from tests.e2e.conftest import REPO, SESSION_TOKEN, shim_dir
 from tests.e2e.containerd import PrivateContainerd, private_containerd
 from tests.e2e.ctr import Ctr
 from wasmvisor.engines.catalog import WASMTIME, wasmtime_fingerprint
-from wasmvisor.image import Layer, build_oci_tar, build_wasm_image
+from wasmvisor.image import Layer, build_oci_tar
+from wasmvisor.image_layouts import build_wasm_image
 from wasmvisor.supervisor.containerd import oci_wasm
 
 COMPILED = "module cache: compiled and stored"

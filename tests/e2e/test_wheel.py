@@ -27,7 +27,7 @@ from tests.e2e.versions import binaries_for, selected_lines
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("containerd-shim-wasmvisor-v1", "wasmvisor")
+SCRIPTS = ("containerd-shim-wasmvisor-v1", "containerd-shim-wasmvisor-v1-python", "wasmvisor")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
 def test_the_sdist_carries_the_proto_files_and_the_relay_source(installed: Installed) -> None:
     with tarfile.open(installed.sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"setup.py", "pyproject.toml", "wasmvisor/worker/relay.c",
+    assert {"setup.py", "pyproject.toml", "wasmvisor/worker/relay.c", "wasmvisor/supervisor/shim/front.c",
             "wasmvisor/proto/containerd/task/v2/shim.proto",
             "wasmvisor/proto/containerd/types/introspection.proto"} <= names
     assert not any("/_bin/" in name or name.startswith("tests/") for name in names)
@@ -79,6 +79,22 @@ def test_the_wheel_built_from_the_sdist_carries_the_compiled_relay(installed: In
     with zipfile.ZipFile(installed.wheel) as whl:
         names = set(whl.namelist())
     assert {"wasmvisor/worker/_bin/wasmvisor-relay", "wasmvisor/worker/relay.c"} <= names
+
+
+def test_the_wheel_installs_the_compiled_front_as_the_shim_binary(installed: Installed) -> None:
+    with zipfile.ZipFile(installed.wheel) as whl:
+        front = whl.read("wasmvisor-0.1.0.data/scripts/containerd-shim-wasmvisor-v1")
+        entry_points = next(n for n in whl.namelist() if n.endswith(".dist-info/entry_points.txt"))
+        scripts = whl.read(entry_points).decode()
+    assert front.startswith(b"\x7fELF")
+    assert "containerd-shim-wasmvisor-v1-python = wasmvisor.supervisor.shim.main:main" in scripts
+    assert "containerd-shim-wasmvisor-v1 =" not in scripts  # pip must not write a script over the front
+    assert (installed.bin / "containerd-shim-wasmvisor-v1").read_bytes() == front
+    # The front finds the Python shim beside it and the package in the venv: what it names the template by.
+    found = _run(installed.bin / "containerd-shim-wasmvisor-v1", "--front-check", "python-command").stdout.split()
+    assert Path(found[0]).parent == installed.bin and Path(found[0]).name.startswith("python")
+    assert found[1] == str(installed.bin / "containerd-shim-wasmvisor-v1-python")
+    assert Path(found[2], "supervisor", "shim", "front.c").is_file()
 
 
 def test_the_installed_wheel_passes_pip_check_and_gives_both_scripts(installed: Installed) -> None:

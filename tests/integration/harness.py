@@ -100,6 +100,10 @@ class Harness:
     def run(self, coro, timeout: float = 30):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def run_later(self, coro):  # type: ignore[no-untyped-def]
+        """Run `coro` on the harness's loop without waiting: a concurrent.futures.Future of its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def bundle(self, task_id: str, files: dict[str, bytes], args: list[str], *,
                annotations: dict[str, str] | None = None, env: list[str] | None = None) -> Path:
         bundle = self.base / "bundles" / task_id
@@ -120,19 +124,27 @@ class Harness:
 
     def start_shim(self, bundle: Path, task_id: str, namespace: str = "itest",
                    env_extra: dict[str, str] | None = None) -> str:
+        address = self.start_answer(bundle, task_id, namespace, env_extra)
+        assert address.startswith("unix://"), address
+        return address
+
+    def start_answer(self, bundle: Path, task_id: str, namespace: str = "itest",
+                     env_extra: dict[str, str] | None = None, stdin: bytes = b"") -> str:
+        """Run `start` as containerd does (with `stdin`): its whole answer, plain or JSON. The address in
+        it is recorded, so that close() shuts the supervisor down."""
         env = dict(os.environ, TTRPC_ADDRESS=self.events_sock, WASMVISOR_SOCKET_DIR=str(self.sockets),
                    **(env_extra or {}))
         out = subprocess.run(
             [str(SHIM), "-namespace", namespace, "-address", str(self.base / "containerd.sock"),
              "-publish-binary", "/bin/false", "-id", task_id, "start"],
-            cwd=bundle, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+            cwd=bundle, env=env, capture_output=True, timeout=30, input=stdin,
         )
         assert out.returncode == 0, out.stdout + out.stderr
-        address = out.stdout.decode()
-        assert address.startswith("unix://"), address
+        answer = out.stdout.decode()
+        address = json.loads(answer)["address"] if answer.startswith("{") else answer
         self.addresses.append(address)
         self.started.setdefault(address, []).append(task_id)
-        return address
+        return answer
 
     def client(self, address: str) -> TtrpcClient:
         client = self.run(TtrpcClient.connect(address))
@@ -173,6 +185,14 @@ class Harness:
         self.run(self._cancel_rest(), timeout=5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+def ended(pid: int, socket_path: str, within: float = 10.0) -> bool:
+    """Whether the supervisor `pid` has exited and its socket file is gone, waiting up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while (is_alive(pid) or os.path.exists(socket_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not is_alive(pid) and not os.path.exists(socket_path)
 
 
 def _empty():  # type: ignore[no-untyped-def]

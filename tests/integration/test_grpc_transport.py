@@ -2,7 +2,8 @@
 WASMVISOR_PROTOCOL=grpc answers the JSON bootstrap of version 3, and the same Task handlers then
 answer `/containerd.task.v3.Task/<Method>` over gRPC, errors mapped to gRPC status codes.
 
-(containerd 2.1.9 itself cannot drive a gRPC shim; see tests/e2e/test_protocols.py.)
+(containerd 2.1.x itself drops gRPC shims, so `start` answers it ttrpc: see tests/e2e/test_protocols.py;
+a containerd that says 2.2.0 gets gRPC.)
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import grpc
 import pytest
 from google.protobuf.empty_pb2 import Empty
 
-from tests.integration.harness import HELLO, SHIM, Harness
+from tests.e2e.host import is_alive, kill_pids, process_tree
+from tests.integration.harness import HELLO, SHIM, Harness, ended
+from wasmvisor.proto.containerd.runtime.sandbox.v1 import sandbox_pb2 as sb
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.supervisor.shim import claim
 
 V3 = "containerd.task.v3.Task"
-FAKE_CONTAINERD_2 = "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.1.9+unknown '\n"
+FAKE_CONTAINERD_2 = "#!/bin/sh\necho 'containerd github.com/containerd/containerd/v2 2.2.0+unknown '\n"
 
 
 def _start_grpc_shim(h: Harness, bundle: Path, task_id: str) -> dict[str, Any]:
@@ -50,14 +53,16 @@ def _start_grpc_shim(h: Harness, bundle: Path, task_id: str) -> dict[str, Any]:
 
 
 class GrpcTask:
-    """A minimal gRPC client of containerd.task.v3.Task (generic stubs, as containerd's are)."""
+    """A minimal gRPC client of containerd.task.v3.Task, or of another `service` (generic stubs, as
+    containerd's are)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, service: str = V3) -> None:
         self.channel = grpc.insecure_channel("unix:" + path)
+        self.service = service
 
     def call(self, method: str, request: Any, response_type: Any) -> Any:
         stub = self.channel.unary_unary(
-            f"/{V3}/{method}",
+            f"/{self.service}/{method}",
             request_serializer=type(request).SerializeToString,
             response_deserializer=response_type.FromString,
         )
@@ -95,3 +100,27 @@ def test_grpc_bootstrap_then_hello_runs_over_task_v3(harness: Harness) -> None:
         except grpc.RpcError:
             pass  # the supervisor may close the connection as it exits
         task.channel.close()
+
+
+def test_a_sandbox_over_grpc_answers_the_sandbox_api_and_ends_after_its_shutdown(harness: Harness) -> None:
+    h = harness
+    bundle = h.base / "state" / "io.containerd.sandbox.controller.v1.shim" / "itest" / "gpod"
+    (bundle / "rootfs").mkdir(parents=True)
+    answer = _start_grpc_shim(h, bundle, "gpod")
+    assert (answer["version"], answer["protocol"]) == (3, "grpc"), answer
+    sandbox = GrpcTask(answer["address"], service="containerd.runtime.sandbox.v1.Sandbox")
+    pid = 0
+    try:
+        sandbox.call("CreateSandbox", sb.CreateSandboxRequest(sandbox_id="gpod", bundle_path=str(bundle)),
+                     sb.CreateSandboxResponse)
+        pid = sandbox.call("StartSandbox", sb.StartSandboxRequest(sandbox_id="gpod"), sb.StartSandboxResponse).pid
+        sandbox.call("PingSandbox", sb.PingRequest(sandbox_id="gpod"), sb.PingResponse)
+        try:
+            sandbox.call("ShutdownSandbox", sb.ShutdownSandboxRequest(sandbox_id="gpod"), sb.ShutdownSandboxResponse)
+        except grpc.RpcError:
+            pass  # the supervisor may close the connection as it exits
+        assert ended(pid, answer["address"])
+    finally:
+        sandbox.channel.close()
+        if pid and is_alive(pid):
+            kill_pids(process_tree(pid))

@@ -10,6 +10,7 @@ import struct
 import time
 
 import pytest
+from google.protobuf import any_pb2
 from google.protobuf.empty_pb2 import Empty
 
 from tests.integration.harness import EXIT_WITH, HELLO, SLEEPER, TASK, Harness, wat
@@ -17,6 +18,7 @@ from wasmvisor.errors import Code, RpcError
 from wasmvisor.proto import ttrpc_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
+from wasmvisor.supervisor.tasks.exec_service import PROCESS_TYPE_URL
 
 POD = {"io.kubernetes.cri.sandbox-id": "pod1"}
 
@@ -118,7 +120,9 @@ def test_bad_requests_get_clear_codes_and_the_supervisor_keeps_serving(harness: 
     ]:
         expect_error(h, c, method, req, Code.NOT_FOUND, "nope")
     expect_error(h, c, "State", pb.StateRequest(id="good", exec_id="e1"), Code.NOT_FOUND, "e1")
-    expect_error(h, c, "Exec", pb.ExecProcessRequest(id="good", exec_id="e1"), Code.UNIMPLEMENTED, "exec")
+    process = any_pb2.Any(type_url=PROCESS_TYPE_URL, value=b'{"args": ["/hello.wasm"]}')
+    expect_error(h, c, "Exec", pb.ExecProcessRequest(id="good", exec_id="e1", spec=process), Code.FAILED_PRECONDITION,
+                 "exec 'e1' in task good: the task is CREATED, not RUNNING")
     expect_error(h, c, "Pause", pb.PauseRequest(id="good"), Code.UNIMPLEMENTED)
     expect_error(h, c, "Checkpoint", pb.CheckpointTaskRequest(id="good"), Code.UNIMPLEMENTED)
     expect_error(h, c, "ResizePty", pb.ResizePtyRequest(id="good"), Code.UNIMPLEMENTED)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from tests.e2e.host import is_alive, process_titles
-from tests.integration.harness import HELLO, SLEEPER, Harness
+from tests.integration.harness import HELLO, SHIM, SLEEPER, Harness
 from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
-from wasmvisor.supervisor.shim import template_client
+from wasmvisor.supervisor.shim import template_protocol
 
 
 def ppid(pid: int) -> int:
@@ -45,6 +47,14 @@ def finish(h: Harness, client: object, task_id: str) -> int:
     status = h.call(client, "Wait", pb.WaitRequest(id=task_id), pb.WaitResponse).exit_status
     h.call(client, "Delete", pb.DeleteRequest(id=task_id), pb.DeleteResponse)
     return status
+
+
+def template_after_a_group(h: Harness, task_id: str) -> tuple[int, str]:
+    """Run a group of its own to its end: the template that forked its supervisor, and its socket."""
+    shim, client = run_group(h, task_id)
+    assert finish(h, client, task_id) == 0
+    [template] = h.templates()
+    return template, process_titles()[template].split()[-1]
 
 
 def test_a_new_groups_supervisor_is_forked_by_the_template_and_forks_its_own_zygote(harness: Harness) -> None:
@@ -114,11 +124,8 @@ def test_with_the_template_disabled_the_supervisor_is_spawned(harness: Harness) 
 
 def test_a_bad_request_gets_an_error_answer_and_the_template_keeps_serving(harness: Harness) -> None:
     h = harness
-    shim, client = run_group(h, "before")
-    assert finish(h, client, "before") == 0
-    [template] = h.templates()
-    path = process_titles()[template].split()[-1]
-    magic = template_client.MAGIC.encode()
+    template, path = template_after_a_group(h, "before")
+    magic = template_protocol.MAGIC.encode()
     bad = [b"not a length\n", b"5\nshort",
            frame(b"\0".join([magic, b"/", b"1", b"start"])),
            frame(b"\0".join([magic, b"/", b"3", b"-id", b"x", b"serve"]))]  # no -namespace
@@ -156,3 +163,58 @@ def test_an_idle_template_exits_and_removes_its_socket(harness: Harness) -> None
         time.sleep(0.05)
     assert not is_alive(template), "the template outlived its idle time"
     assert not os.path.exists(path)
+
+
+def test_a_client_that_says_nothing_does_not_hold_up_a_new_group(harness: Harness) -> None:
+    h = harness
+    template, path = template_after_a_group(h, "first")
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.connect(path)  # and sends nothing
+        shim2, client2 = run_group(h, "second")
+        assert ppid(shim2) == template
+        assert finish(h, client2, "second") == 0
+        silent.setblocking(False)
+        try:
+            answer = silent.recv(100)
+        except BlockingIOError:
+            answer = None
+        assert answer is None, f"the silent client was answered (and dropped) before the new group: {answer!r}"
+
+
+def test_the_template_exits_when_the_containerd_that_started_it_is_gone(harness: Harness) -> None:
+    """`start`'s parent is containerd; here a stand-in process runs `start` and is then killed."""
+    h = harness
+    bundle = h.bundle("orphaned", {"s.wasm": SLEEPER}, ["/s.wasm"])
+    out = h.base / "address"
+    argv = [str(SHIM), "-namespace", "itest", "-address", str(h.base / "containerd.sock"),
+            "-publish-binary", "/bin/false", "-id", "orphaned", "start"]
+    script = ("import subprocess, sys, time\n"
+              f"r = subprocess.run({argv!r}, capture_output=True, stdin=subprocess.DEVNULL)\n"
+              f"open({str(out)!r}, 'wb').write(r.stdout)\n"
+              "time.sleep(600)\n")
+    env = dict(os.environ, TTRPC_ADDRESS=h.events_sock, WASMVISOR_SOCKET_DIR=str(h.sockets))
+    containerd = subprocess.Popen([sys.executable, "-c", script], cwd=bundle, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        address = out.read_text()
+        assert address.startswith("unix://"), address
+        h.addresses.append(address)
+        h.started.setdefault(address, []).append("orphaned")
+        client = h.client(address)
+        h.call(client, "Create", pb.CreateTaskRequest(id="orphaned", bundle=str(bundle)), pb.CreateTaskResponse)
+        h.call(client, "Start", pb.StartRequest(id="orphaned"), pb.StartResponse)
+        [template] = h.templates()  # now that the supervisor it forked has its own title
+        path = process_titles()[template].split()[-1]
+    finally:
+        containerd.kill()
+        containerd.wait()
+    deadline = time.monotonic() + 10
+    while is_alive(template) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not is_alive(template), "the template outlived the containerd it served"
+    assert not os.path.exists(path)
+    # The supervisor it forked runs on: its task is still there to kill.
+    h.call(client, "Kill", pb.KillRequest(id="orphaned", signal=signal.SIGKILL), _empty())
+    assert finish(h, client, "orphaned") == 137

@@ -1,14 +1,22 @@
-"""`wasmvisor image build`: both image forms, and one line on stderr for bad input."""
+"""The `wasmvisor` command: `image build` (both image forms), `ps`, and one line on stderr for bad input."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from wasmvisor.cli import main
+
+CLEAR = "\x1b[H\x1b[2J"
+"""What `ps --watch` writes before each redraw."""
 
 MODULE = b"\0asm\x01\0\0\0"
 
@@ -77,3 +85,45 @@ def test_import_without_ctr_on_path_fails_clearly(
     assert main(["image", "build", "--wasm", str(tmp_path / "app.wasm"), "--name", "x/app:1",
                  "-o", str(tmp_path / "o.tar"), "--import"]) == 1
     assert capsys.readouterr().err == "wasmvisor: --import: ctr not found on PATH\n"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--socket-dir", "/nonexistent-sockets"], "ps: socket folder /nonexistent-sockets: not a directory\n"),
+    (["--timeout", "0"], "ps: --timeout and --interval must be positive\n"),
+])
+def test_ps_with_bad_flags_is_one_line_on_stderr(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps checks root first")
+    assert main(["ps", *flags]) == 1
+    assert capsys.readouterr().err == "wasmvisor: " + message
+
+
+def test_ps_on_an_empty_socket_folder_says_nothing_listens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps needs root")
+    assert main(["ps", "--socket-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"no wasmvisor supervisor listens in {tmp_path}\n"
+
+
+def test_ps_watch_redraws_in_place_until_interrupted(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ps needs root")
+    cli = Path(sys.executable).parent / "wasmvisor"
+    proc = subprocess.Popen([str(cli), "ps", "--watch", "--interval", "0.05", "--socket-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    watchdog = threading.Timer(30, proc.kill)  # a command that hangs ends the test, not the suite
+    watchdog.start()
+    seen = ""
+    while seen.count(CLEAR) < 2 and (char := proc.stdout.read(1)):  # two redraws
+        seen += char
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    watchdog.cancel()
+
+    assert proc.returncode == 0
+    assert (seen + rest).split(CLEAR)[1] == f"no wasmvisor supervisor listens in {tmp_path}\n"

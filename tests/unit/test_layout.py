@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "wasmvisor"
 
 BOTTOM = (
     "wasmvisor.errors", "wasmvisor.spec", "wasmvisor.cgroups", "wasmvisor.linux", "wasmvisor.logs", "wasmvisor.version",
-    "wasmvisor.refs",
+    "wasmvisor.refs", "wasmvisor.tracing",
 )
 """Import only each other (and `proto`, where said)."""
 
@@ -25,12 +25,22 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "wasmvisor.version": (),
     "wasmvisor.logs": (),
     "wasmvisor.refs": ("wasmvisor.errors",),
+    "wasmvisor.tracing": (),
     "wasmvisor.linux": ("wasmvisor.errors",),
     "wasmvisor.spec": ("wasmvisor.errors",),
     "wasmvisor.cgroups": ("wasmvisor.errors", "wasmvisor.linux", "wasmvisor.proto.cgroups"),
     "wasmvisor.proto": ("wasmvisor.proto",),
     "wasmvisor.image": BOTTOM,
-    "wasmvisor.cli": (*BOTTOM, "wasmvisor.image"),
+    "wasmvisor.image_layouts": (*BOTTOM, "wasmvisor.image"),
+    "wasmvisor.cli": (
+        *BOTTOM, "wasmvisor.image", "wasmvisor.image_layouts", "wasmvisor.ops", "wasmvisor.supervisor.shim.start",
+    ),
+    # The operator's commands: the client half of the Admin service, and where the module cache lives.
+    "wasmvisor.ops": (
+        *BOTTOM, "wasmvisor.supervisor.admin", "wasmvisor.engines.module_cache",
+        # the lookup of the wasmtime CLI the workers make (no wasmtime import)
+        "wasmvisor.engines.wasmtime_cli", "wasmvisor.engines.base", "wasmvisor.engines.component_world",
+    ),
     "wasmvisor.engines": BOTTOM,
     "wasmvisor.ipc": BOTTOM,
     "wasmvisor.worker": (*BOTTOM, "wasmvisor.ipc", "wasmvisor.engines"),
@@ -42,6 +52,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     ),
     # The containerd client comes in as an argument (registry.LayerReader), never by import.
     "wasmvisor.supervisor.tasks": (*BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor.rpc"),
+    # The pod sandbox (shim sandboxer) stops and removes the pod's tasks through the registry.
+    "wasmvisor.supervisor.pods": (*BOTTOM, "wasmvisor.proto", "wasmvisor.supervisor.rpc", "wasmvisor.supervisor.tasks"),
     "wasmvisor.supervisor.shim": (
         *BOTTOM, "wasmvisor.proto", "wasmvisor.ipc", "wasmvisor.supervisor",
         # entry_script reads the package's location from the root package

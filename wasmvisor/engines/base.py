@@ -8,7 +8,7 @@ returns the guest's exit code.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wasmvisor.engines.workload import WorkloadOptions
@@ -67,6 +67,8 @@ class RuntimeContext:
     memory_limit: int | None = None
     options: WorkloadOptions = field(default_factory=WorkloadOptions)
     """What the container's annotations chose: preopens, limits, engine settings (engines/workload.py)."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """The spec's annotations (an engine may read its settings there, e.g. an HTTP port)."""
 
 
 class GuestError(Exception):
@@ -90,7 +92,28 @@ class ExitCode(int):
 
 
 PreparedGuest = Callable[[Stdio], int]
-"""A guest ready to run: call it with the stdio to use; it returns the exit code."""
+"""A guest ready to run: call it with the stdio to use; it returns the exit code. It may set an attribute
+`instantiated_ns` (time.time_ns() once instantiated) for the worker's trace phases."""
+
+
+class ProgramGuest(abc.ABC):
+    """A guest run by a program of its own that the worker starts (the wasmtime CLI), not in the
+    worker's process. That program is not in the container's root (its libraries are not either), so
+    the worker does not pivot_root for it: it stays in the container's namespaces and cgroup, and the
+    guest sees the container root only through the program's preopen of `root` as `/`."""
+
+    @abc.abstractmethod
+    def at_root(self, root: str) -> ProgramGuest:
+        """The same guest with the container root given by its path in the worker (not `/`)."""
+
+    @abc.abstractmethod
+    def __call__(self, stdio: Stdio) -> int:
+        """Start the program, wait for its end, return the guest's exit code."""
+
+    @abc.abstractmethod
+    def stop(self, sig: int) -> None:
+        """The container got `sig`: end the program (gracefully, within bounds, for SIGTERM/SIGINT);
+        returns once it has ended. Called from another thread than `__call__`'s."""
 
 
 class Engine(abc.ABC):
@@ -151,3 +174,11 @@ def not_wasm(source: str, head: bytes) -> GuestError:
     """The error for a module `source` whose first bytes `head` are not the wasm header."""
     shown = head[:4].hex() if head else "nothing: the file is empty"
     return GuestError(f"module {source}: not a wasm file (starts with {shown})")
+
+
+def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
+    """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
+    pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
+    if cwd not in ("", "/") and not any(k == "PWD" for k, _ in pairs):
+        pairs.append(("PWD", cwd))
+    return pairs

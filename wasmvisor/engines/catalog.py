@@ -18,6 +18,9 @@ from pathlib import Path
 
 MODULE_LAYER = "application/wasm"
 COMPONENT_LAYER = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
+"""runwasi's layer type for a component."""
+SPIN_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
+"""Spin's layer type for a wasm file (module or component) of an application."""
 
 WASMTIME_SETTINGS = "defaults"
 """The code-changing wasmtime settings the wasmtime engine uses (none changed yet: a change to its
@@ -53,7 +56,8 @@ def wasmtime_fingerprint() -> str:
 
 
 WASMTIME = EngineInfo(
-    name="wasmtime", layer_types=(MODULE_LAYER, COMPONENT_LAYER), max_layers=1, fingerprint=wasmtime_fingerprint
+    name="wasmtime", layer_types=(MODULE_LAYER, COMPONENT_LAYER, SPIN_LAYER), max_layers=1,
+    fingerprint=wasmtime_fingerprint,
 )
 
 ENGINES = {"wasmvisor.engines.wasmtime_engine:WasmtimeEngine": WASMTIME}

@@ -6,14 +6,18 @@ fingerprint, the size and the sha256 of the `.cwasm`. Both are written to a temp
 renamed, the `.cwasm` first, so a reader sees either a whole entry or none. A reader checks the
 record and the checksum before it hands a single byte to the engine's deserializer (which trusts
 its input): a corrupt, truncated or foreign entry is logged, deleted and compiled again. Any
-error of the cache itself (full disk, read-only folder) falls back to compiling without it.
+error of the cache itself (a folder that is read-only, full, missing and uncreatable, a file, or on
+a filesystem without flock) means compiling in memory: one warning per process (each worker is
+one process, so one per container that compiles), never a failed task, and no file written into
+the folder (an OSError there is never shown as a traceback).
 
 Compiling takes `<key>.lock` with flock, so two workers starting the same new module compile it
 once: the second waits, then finds the entry. A load touches the entry's mtime; a store evicts
 the least recently used entries while the folder holds more than `max_bytes`.
 
 This module knows nothing of wasmtime: the engine passes `compile` (bytes -> serialized bytes)
-and `load` (path of a verified `.cwasm` -> module) callables.
+`load` (path of a verified `.cwasm` -> module) and `load_bytes` (serialized bytes -> module,
+for the in-memory path) callables.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -79,21 +83,24 @@ class ModuleCache(Generic[M]):
         """The `.cwasm` and `.meta` files of an entry."""
         return self.root / f"{key}.cwasm", self.root / f"{key}.meta"
 
-    def get(self, wasm: bytes, compile: Callable[[bytes], bytes], load: Callable[[str], M]) -> M:
+    def get(
+        self, wasm: bytes, compile: Callable[[bytes], bytes], load: Callable[[str], M],
+        load_bytes: Callable[[bytes], M],
+    ) -> M:
         """The module for `wasm`: loaded from a verified entry, else compiled once (under the
         entry's lock) and stored. Errors of `compile` (an invalid module) propagate; errors of
-        the cache never do."""
+        the cache never do: a folder that cannot be made, locked or written means compiling in
+        memory (`load_bytes`), writing nothing into the folder, with one warning per process."""
         key = self.key(wasm)
         module = self._try_load(key, load)
         if module is not None:
             return module
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            lock = self._lock(key)
+            lock_fd = self._acquire(key)
         except OSError as exc:
-            log.warning("module cache %s: cannot use it (%s): compiling without it", self.root, exc)
-            return load_serialized(compile(wasm), load, self.root)
-        with lock:
+            warn_unusable(self.root, "cannot lock an entry", exc)
+            return load_bytes(compile(wasm))
+        try:
             module = self._try_load(key, load)  # another process may have compiled it meanwhile
             if module is not None:
                 return module
@@ -101,12 +108,14 @@ class ModuleCache(Generic[M]):
             try:
                 self._store(key, serialized)
             except OSError as exc:
-                log.warning("module cache %s: cannot store entry %s: %s", self.root, key[:16], exc)
-                return load_serialized(serialized, load, self.root)
+                warn_unusable(self.root, "cannot store an entry", exc)
+                return load_bytes(serialized)
+        finally:
+            os.close(lock_fd)
         log.debug("module cache: compiled and stored %s (%d bytes)", key[:16], len(serialized))
         self.evict()
         module = self._try_load(key, load)
-        return module if module is not None else load_serialized(serialized, load, self.root)
+        return module if module is not None else load_bytes(serialized)
 
     def compiled(self, wasm: bytes) -> bytes | None:
         """The verified serialized module of `wasm`, or None when there is no good entry."""
@@ -115,14 +124,25 @@ class ModuleCache(Generic[M]):
         except (OSError, CacheEntryError):
             return None
 
-    def put(self, wasm: bytes, serialized: bytes) -> None:
+    def put(self, wasm: bytes, serialized: bytes) -> bool:
         """Store a serialized module made elsewhere (the precompiled copy kept in containerd's
-        content store) as the entry of `wasm`, under the entry's lock. Raises OSError."""
+        content store) as the entry of `wasm`, under the entry's lock; whether it was stored (a
+        cache that cannot be used is warned about once per process)."""
         key = self.key(wasm)
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._lock(key):
+        try:
+            lock_fd = self._acquire(key)
+        except OSError as exc:
+            warn_unusable(self.root, "cannot lock an entry", exc)
+            return False
+        try:
             self._store(key, serialized)
+        except OSError as exc:
+            warn_unusable(self.root, "cannot store an entry", exc)
+            return False
+        finally:
+            os.close(lock_fd)
         self.evict()
+        return True
 
     def verify(self, key: str) -> Path:
         """The entry's `.cwasm`, after checking its record and checksum; FileNotFoundError when
@@ -169,7 +189,7 @@ class ModuleCache(Generic[M]):
     def _try_load(self, key: str, load: Callable[[str], M]) -> M | None:
         try:
             cwasm = self.verify(key)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no entry, or no folder (a file there)
             return None
         except CacheEntryError as exc:
             log.warning("module cache: entry %s is bad (%s): deleting it and compiling", key[:16], exc)
@@ -201,24 +221,40 @@ class ModuleCache(Generic[M]):
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        fd = os.open(self.root / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def _acquire(self, key: str) -> int:
+        """The fd of the entry's lock file, flock'ed (made with the folder when missing). Raises
+        OSError, leaving behind no lock file of its own: on a filesystem without flock nothing
+        else could use it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{key}.lock"
+        created = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            created = False
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
+        except OSError:
             os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return fd
 
 
-def load_serialized(serialized: bytes, load: Callable[[str], M], root: Path) -> M:
-    """Load freshly compiled bytes that could not go into the cache, through a private temp file
-    (in `root` when it is writable, else in the system's temp folder)."""
-    import tempfile  # only on this rare path: 8 ms of imports the zygote need not preload
+_WARNED: set[Path] = set()
+"""Cache folders this process has warned about: a folder that cannot be used says so once."""
 
-    folder = str(root) if os.access(root, os.W_OK) else None
-    with tempfile.NamedTemporaryFile(suffix=".cwasm", dir=folder) as tmp:
-        tmp.write(serialized)
-        tmp.flush()
-        return load(tmp.name)
 
+def warn_unusable(root: Path, what: str, exc: OSError) -> None:
+    """Log, once per process and folder, that the cache is skipped (compiling in memory)."""
+    if root in _WARNED:
+        log.debug("module cache %s: %s: %s", root, what, exc)
+        return
+    _WARNED.add(root)
+    reason = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    log.warning("module cache %s: %s: %s%s: compiling modules in memory, without the cache "
+                "(said once per process)", root, what, reason, where)

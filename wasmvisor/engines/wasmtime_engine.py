@@ -1,4 +1,6 @@
-"""The wasmtime engine: runs a WASI preview 1 core module's entrypoint with wasmtime-py.
+"""The wasmtime engine: runs a WASI preview 1 core module's entrypoint with wasmtime-py; a component
+goes to wasmtime_component (WASI 0.2, in this process) or wasmtime_cli (HTTP, WASI 0.3), as
+component_world decides from its import and export names.
 
 `prepare` (at Create) compiles, checks the export and the imports and pre-links the module;
 the PreparedGuest it returns (at Start) makes a fresh Store and WASI context and calls the export.
@@ -25,35 +27,41 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
+import time
 from collections.abc import Sequence
 from typing import Literal
 
 import wasmtime
+import wasmtime.component as wc
 
 from wasmvisor.engines.base import (
-    TRAP_EXIT_CODE,
     WASM_MAGIC,
     Engine,
-    ExitCode,
     GuestError,
     PreparedGuest,
     RuntimeContext,
     Stdio,
     WasmLayer,
+    guest_env,
     not_wasm,
     read_head,
 )
-from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, wasmtime_fingerprint
+from wasmvisor.engines.catalog import MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.compile_child import CompileError, compile_in_child
+from wasmvisor.engines.component_world import ComponentFormatError, Route, World, read_world
 from wasmvisor.engines.module_cache import ModuleCache
+from wasmvisor.engines.wasmtime_cli import prepare_cli
+from wasmvisor.engines.wasmtime_component import (
+    is_component,
+    prepare_component,
+    wasip2_linker,
+)
+from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 from wasmvisor.engines.workload import WorkloadOptions, configure
 
+__all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
+
 log = logging.getLogger(__name__)
-
-_COMPONENT_VERSION = b"\x0d\x00\x01\x00"
-"""Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
-
 
 _SHARED: dict[bool, tuple[wasmtime.Engine, wasmtime.Linker]] = {}
 """The zygote's Engine and WASI linker (by parallel_compilation), made by `zygote_preload`."""
@@ -80,6 +88,7 @@ def zygote_preload() -> None:
     if True not in _SHARED:
         engine = _new_engine(True)
         _SHARED[True] = (engine, _wasi_linker(engine))
+        wasip2_linker(engine)
 
 
 class WasmtimeEngine(Engine):
@@ -101,6 +110,13 @@ class WasmtimeEngine(Engine):
         self._cache: ModuleCache[wasmtime.Module] | None = (
             ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
         )
+        # Components go to the same folder under their own fingerprint: a serialized component is
+        # not a serialized module, and the fingerprint is part of an entry's key and record.
+        self._component_cache: ModuleCache[wc.Component] | None = (
+            None if self._cache is None
+            else ModuleCache[wc.Component](self._cache.root, f"{self._cache.fingerprint} component",
+                                           self._cache.max_bytes)
+        )
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -119,17 +135,10 @@ class WasmtimeEngine(Engine):
 
     def can_handle(self, ctx: RuntimeContext) -> None:
         source = ctx.entrypoint.source
-        layer = _module_layer(ctx)
-        if layer is not None:
-            head = layer[:8]
-        else:
-            head = read_head(ctx.entrypoint.host_path, source)
-            if not head.startswith(WASM_MAGIC):
-                if ctx.entrypoint.host_path.endswith(".wat"):
-                    return
-                raise not_wasm(source, head)
-        if head[4:8] == _COMPONENT_VERSION:
-            raise GuestError(f"module {source}: is a wasm component; only core modules run for now")
+        layer = _guest_layer(ctx)
+        head = layer[:8] if layer is not None else read_head(ctx.entrypoint.host_path, source)
+        if not head.startswith(WASM_MAGIC) and not (layer is None and ctx.entrypoint.host_path.endswith(".wat")):
+            raise not_wasm(source, head)
 
     def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
         if ctx.options.engine_key() != self._settings:
@@ -138,7 +147,10 @@ class WasmtimeEngine(Engine):
         source, func = ctx.entrypoint.source, ctx.entrypoint.func
         if not os.path.isdir(ctx.root):
             raise GuestError(f"container root {ctx.root}: not a directory")
-        module = self._compile(ctx)
+        wasm = self._read(ctx)
+        if is_component(wasm[:8]):
+            return self._prepare_component(wasm, ctx)
+        module = self._compile(wasm, source)
 
         exports = {e.name: e.type for e in module.exports}
         kind = exports.get(func)
@@ -203,30 +215,45 @@ class WasmtimeEngine(Engine):
     def run_wasi(self, ctx: RuntimeContext, stdio: Stdio) -> int:
         return self.prepare(ctx)(stdio)
 
-    def _compile(self, ctx: RuntimeContext) -> wasmtime.Module:
-        source = ctx.entrypoint.source
-        layer = _module_layer(ctx)
-        wasm: bytes | str
+    def _read(self, ctx: RuntimeContext) -> bytes:
+        """The guest's bytes: its wasm layer, else the entrypoint file."""
+        layer = _guest_layer(ctx)
         if layer is not None:
-            wasm = layer
-        else:
-            try:
-                with open(ctx.entrypoint.host_path, "rb") as f:
-                    wasm = f.read()
-            except OSError as exc:
-                raise GuestError(f"module {source}: cannot read: {exc.strerror}") from None
+            return layer
+        try:
+            with open(ctx.entrypoint.host_path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise GuestError(f"module {ctx.entrypoint.source}: cannot read: {exc.strerror}") from None
+
+    def _prepare_component(self, wasm: bytes, ctx: RuntimeContext) -> PreparedGuest:
+        """In this process (wasmtime-py) for a WASI 0.2 command; else by the wasmtime CLI
+        (HTTP handlers, WASI 0.3), chosen from the component's import and export names."""
+        try:
+            world = read_world(wasm)
+        except ComponentFormatError as exc:  # wasmtime's own error says more: let it
+            log.debug("component %s: %s", ctx.entrypoint.source, exc)
+            world = World((), ())
+        if world.route is not Route.COMMAND:
+            return prepare_cli(wasm, world, ctx, self._cache.root if self._cache is not None else None)
+        log.info("engine %s: %s is a WASI 0.2 component: running it with wasmtime-py's component API",
+                 self.name, ctx.entrypoint.source)
+        return prepare_component(self.engine, wasm, ctx, self._component_cache)
+
+    def _compile(self, raw: bytes, source: str) -> wasmtime.Module:
+        wasm: bytes | str = raw
         what = "wasm"
-        if not wasm.startswith(WASM_MAGIC):
+        if not raw.startswith(WASM_MAGIC):
             what = "wat"
             try:
-                wasm = wasm.decode()
+                wasm = raw.decode()
             except UnicodeDecodeError:
                 raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
         raw = wasm.encode() if isinstance(wasm, str) else wasm
         try:
             if self._cache is None:
                 return wasmtime.Module.deserialize(self.engine, self._compile_serialized(raw))
-            return self._cache.get(raw, self._compile_serialized, self._deserialize_file)
+            return self._cache.get(raw, self._compile_serialized, self._deserialize_file, self._deserialize)
         except (wasmtime.WasmtimeError, CompileError) as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
@@ -252,6 +279,9 @@ class WasmtimeEngine(Engine):
     def _deserialize_file(self, path: str) -> wasmtime.Module:
         return wasmtime.Module.deserialize_file(self.engine, path)
 
+    def _deserialize(self, serialized: bytes) -> wasmtime.Module:
+        return wasmtime.Module.deserialize(self.engine, serialized)
+
 
 class WasmtimeGuest:
     """A linked module ready to run: each call makes a new Store and runs the export once."""
@@ -260,72 +290,21 @@ class WasmtimeGuest:
         self._engine = engine
         self._pre = pre
         self._ctx = ctx
+        self.instantiated_ns = 0
+        """When the last call had instantiated the module (the worker's `instantiate` trace phase)."""
 
     def __call__(self, stdio: Stdio) -> int:
-        ctx = self._ctx
-        store = wasmtime.Store(self._engine)
-        if ctx.memory_limit:
-            store.set_limits(memory_size=ctx.memory_limit)
-        store.set_wasi(self.wasi_config(stdio))
-        limits = ctx.options
-        if limits.fuel is not None:
-            store.set_fuel(limits.fuel)
-        if limits.time_limit_s is not None:
-            # The guest traps at its next check (a loop's back edge, a call) once the timer bumps the epoch.
-            store.set_epoch_deadline(1)
-            timer = threading.Timer(limits.time_limit_s, self._engine.increment_epoch)
-            timer.daemon = True
-            timer.start()
-        try:
+        store = new_store(self._engine, self._ctx, stdio)
+
+        def run() -> int:
             instance = self._pre.instantiate(store)
-            entry = instance.exports(store)[ctx.entrypoint.func]
+            self.instantiated_ns = time.time_ns()
+            entry = instance.exports(store)[self._ctx.entrypoint.func]
             assert isinstance(entry, wasmtime.Func)
             entry(store)
-        except wasmtime.ExitTrap as exc:
-            return ExitCode(exc.code & 0xFF)
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            return self._trapped(exc)
-        return ExitCode(0)
+            return 0
 
-    def _trapped(self, exc: Exception) -> ExitCode:
-        source, limits = self._ctx.entrypoint.source, self._ctx.options
-        code = getattr(exc, "trap_code", None)
-        if code == wasmtime.TrapCode.INTERRUPT and limits.time_limit_s is not None:
-            log.warning("guest %s: time limit of %gs passed (epoch interruption): ended with %d", source,
-                        limits.time_limit_s, TRAP_EXIT_CODE)
-            return ExitCode(TRAP_EXIT_CODE, "time limit")
-        if code == wasmtime.TrapCode.OUT_OF_FUEL:
-            log.warning("guest %s: out of fuel (%d units): ended with %d", source, limits.fuel, TRAP_EXIT_CODE)
-            return ExitCode(TRAP_EXIT_CODE, "fuel")
-        log.warning("guest %s trapped: %s", source, one_line(str(exc)))
-        return ExitCode(TRAP_EXIT_CODE, "trap")
-
-    def wasi_config(self, stdio: Stdio) -> wasmtime.WasiConfig:
-        """argv (argv[0] is the module path as the spec gave it, without `#func`), env, the
-        preopens (by default the root as `/`: WorkloadOptions.guest_preopens), and stdio: a stream
-        already on its standard fd is inherited, another fd is reopened through /proc/self/fd (fine
-        for pipes, FIFOs and new files; a regular file would be truncated, which is why the worker
-        passes 0, 1, 2)."""
-        ctx = self._ctx
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = [ctx.entrypoint.source, *ctx.args[1:]]
-        wasi.env = guest_env(ctx.envs, ctx.cwd)
-        for preopen in ctx.options.guest_preopens():
-            host = os.path.join(ctx.root, preopen.container_path.lstrip("/"))
-            wasi.preopen_dir(host, preopen.guest_path, preopen.writable)
-        if stdio.stdin == 0:
-            wasi.inherit_stdin()
-        elif stdio.stdin >= 0:
-            wasi.stdin_file = f"/proc/self/fd/{stdio.stdin}"
-        if stdio.stdout == 1:
-            wasi.inherit_stdout()
-        elif stdio.stdout >= 0:
-            wasi.stdout_file = f"/proc/self/fd/{stdio.stdout}"
-        if stdio.stderr == 2:
-            wasi.inherit_stderr()
-        elif stdio.stderr >= 0:
-            wasi.stderr_file = f"/proc/self/fd/{stdio.stderr}"
-        return wasi
+        return run_to_exit(self._ctx, run)
 
 
 def engine_fingerprint() -> str:
@@ -335,38 +314,13 @@ def engine_fingerprint() -> str:
     return wasmtime_fingerprint()
 
 
-def guest_env(envs: Sequence[str], cwd: str) -> list[tuple[str, str]]:
-    """`KEY=value` strings as pairs, plus PWD=cwd when cwd is not `/` and PWD is unset."""
-    pairs = [(k, v) for k, _, v in (e.partition("=") for e in envs)]
-    if cwd not in ("", "/") and not any(k == "PWD" for k, _ in pairs):
-        pairs.append(("PWD", cwd))
-    return pairs
-
-
-def one_line(message: str) -> str:
-    """A wasmtime error (head, backtrace, `Caused by:` list) as one line: causes first."""
-    lines = [line.strip() for line in message.strip().splitlines()]
-    if "Caused by:" not in lines:
-        return "; ".join(line for line in lines if line)
-    at = lines.index("Caused by:")
-    head, frames = lines[0], [f for f in lines[1:at] if f]
-    causes = [c.split(": ", 1)[1] if c[:1].isdigit() and ": " in c else c for c in lines[at + 1 :] if c]
-    if head.startswith("error while executing at wasm backtrace"):
-        text = ": ".join(causes)
-        if frames:
-            frame = frames[0].split(":", 1)[1].strip() if ":" in frames[0] else frames[0]
-            text += f" (at {' '.join(frame.split())})"
-        return text
-    return ": ".join([head, *causes])
-
-
-def _module_layer(ctx: RuntimeContext) -> bytes | None:
+def _guest_layer(ctx: RuntimeContext) -> bytes | None:
+    """The bytes of the container's wasm layer, if it has one. Its media type does not say what it
+    holds (the CNCF artifact's `application/wasm` layer is a component as often as a core module):
+    the bytes do."""
     for layer in ctx.wasm_layers:
-        if layer.media_type == MODULE_LAYER:
+        if layer.media_type in WASMTIME.layer_types:
             return layer.data
-    for layer in ctx.wasm_layers:
-        if layer.media_type == COMPONENT_LAYER:
-            raise GuestError(f"module {ctx.entrypoint.source}: component layers do not run yet")
     return None
 
 

@@ -8,7 +8,7 @@ places that turn messages into bytes and back; a malformed line or an unknown ki
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
@@ -52,6 +52,13 @@ class Configure:
     wasm_layers: tuple[LayerFile, ...] = ()
     """The image's wasm layers (OCI Wasm image): the module comes from them, not from the rootfs.
     Optional (added within protocol version 1: a Configure without it means none)."""
+    exec_id: str = ""
+    """Set for an exec process (Task API Exec) of the task `id`: the worker joins the container of
+    `exec_target_pid` (its process on the host) and runs `exec_process` (an OCI process object)."""
+    exec_target_pid: int = 0
+    exec_process: dict[str, Any] | None = None
+    exec_in_wasm: bool = False
+    """The container runs a wasm guest: its execs may only be wasm modules."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):
@@ -66,12 +73,18 @@ class StartGuest:
     kind: ClassVar[str] = "start"
 
 
+Phases = dict[str, list[int]]
+"""Phase name -> [start, end] in ns since the epoch, as a worker measured them (for trace spans)."""
+
+
 @dataclass(frozen=True)
 class Ready:
     """worker -> supervisor: the container is prepared (Create may return)."""
 
     kind: ClassVar[str] = "ready"
     pid: int
+    phases: Phases = field(default_factory=dict)
+    """How long each step of the preparation took (optional within protocol version 2)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class Exited:
     note: str = ""
     """What a wasm worker would have logged after its guest started (a trap, a time limit): its log
     FIFO is closed before the guest runs, so the supervisor logs this for it. Optional."""
+    phases: Phases = field(default_factory=dict)
+    """`run`: from the guest's start to its end (optional within protocol version 2)."""
 
 
 Message = Configure | StartGuest | Ready | Failed | Started | Exited

@@ -3,10 +3,12 @@
 `serve` is the internal `serve` action that `start` re-executes. `Supervisor.run` is the one composition
 root: it builds the event publisher, the wasm layer reader, the instance factory (on the zygote's
 launcher, or the shim's own Instance class with no zygote), the task registry and service, the group's
-Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown) and the transports, and hands
-each what it uses. Signal handlers only set the stop event; the loop does the work. The Task API is
-served over ttrpc on the socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the
-socket path (grpc_server.py binds it), beside the Group service that answers `start`'s claims.
+Lifetime (lifetime.py: tasks, `start`'s claims, the linger after Shutdown), the pod sandbox's service
+(pods/service.py, for containerd 2.x's shim sandboxer) and the transports, and hands each what it uses.
+Signal handlers only set the stop event; the loop does the work. The Task API is served over ttrpc on the
+socket `start` handed over as fd 3, or, with `-protocol grpc`, over gRPC on the socket path
+(grpc_server.py binds it), beside the Sandbox API, the Group service that answers `start`'s claims and the
+Admin service that answers `wasmvisor ps` (admin.py).
 """
 
 from __future__ import annotations
@@ -17,19 +19,24 @@ import logging
 import os
 import signal
 import socket
+import time
 
-from wasmvisor import errors
+from wasmvisor import errors, tracing
 from wasmvisor.ipc.zygote import WorkerLauncher
+from wasmvisor.proto.containerd.runtime.sandbox.v1 import sandbox_pb2
 from wasmvisor.proto.containerd.task.v2 import shim_pb2
-from wasmvisor.supervisor import daemon_setup
+from wasmvisor.supervisor import admin, daemon_setup
 from wasmvisor.supervisor.config import Config
 from wasmvisor.supervisor.containerd.wasm_layers import WasmLayerReader
 from wasmvisor.supervisor.lifetime import Lifetime
+from wasmvisor.supervisor.pods.service import SERVICE as SANDBOX_SERVICE
+from wasmvisor.supervisor.pods.service import SandboxService
 from wasmvisor.supervisor.rpc.service import service_from_descriptor
 from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import TtrpcServer
 from wasmvisor.supervisor.shim import claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
+from wasmvisor.supervisor.tasks.describe import TaskDescriber
 from wasmvisor.supervisor.tasks.instance import InstanceFactory, WorkerInstance, instance_class
 from wasmvisor.supervisor.tasks.publisher import EventPublisher
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
@@ -106,6 +113,8 @@ class Supervisor:
         self.engine = engine
         self.level = level
         self.stop = asyncio.Event()
+        self.started_at_ns = time.time_ns()
+        """The sandbox's created time, when the supervisor is a pod sandbox (pods/service.py)."""
 
     async def run(self, listener: socket.socket | None, address: SocketFile) -> int:
         loop = asyncio.get_running_loop()
@@ -118,19 +127,32 @@ class Supervisor:
             # The zygote boots (imports wasmtime) while the first Create is on its way: started in
             # daemon_setup, awaited here only to know it is up (Create's spawn queues behind it).
             warm = loop.run_in_executor(None, launcher.warm_up)
+        tracer = self._tracer()
         publisher = EventPublisher(os.environ.get("TTRPC_ADDRESS", ""), self.args.namespace)
         await publisher.start()
         layers = WasmLayerReader(self.args.address or os.environ.get("GRPC_ADDRESS", ""), self.args.namespace,
-                                 self.engine)
+                                 self.engine, tracer=tracer)
         registry = TaskRegistry(self.args.namespace, self.group, new_instance=self.new_instance, events=publisher,
                                 layers=layers, engine=self.engine, log_level=self.level)
-        lifetime = Lifetime(lambda: len(registry), release=address.remove, end=self.stop.set,
-                            call_later=loop.call_later)
+        sandboxes: SandboxService | None = None
+        lifetime = Lifetime(lambda: len(registry) + (sandboxes.held() if sandboxes else 0), release=address.remove,
+                            end=self.stop.set, call_later=loop.call_later)
         lifetime.claim(self.args.id)  # the `start` that launched us answered containerd for this task
+        sandboxes = SandboxService(registry, lifetime, namespace=self.args.namespace, pid=os.getpid(),
+                                   started_at_ns=self.started_at_ns)
         service = TaskService(registry, lifetime)
+        describer = TaskDescriber(registry)
         descriptor = shim_pb2.DESCRIPTOR.services_by_name["Task"]
         services = [service_from_descriptor(name, descriptor, service) for name in TASK_SERVICES]
-        services.append(claim.service(lifetime.claim, f"{self.args.namespace}/{self.group}"))
+        if tracer.enabled:
+            from wasmvisor.supervisor.tasks.spans import TaskSpans  # only when traces are exported
+
+            spans = TaskSpans(tracer, registry, describer)
+            services = [spans.wrap(s) for s in services]
+        services.append(service_from_descriptor(SANDBOX_SERVICE, sandbox_pb2.DESCRIPTOR.services_by_name["Sandbox"],
+                                                sandboxes))
+        services.append(claim.service(lifetime.claim, lifetime.released, f"{self.args.namespace}/{self.group}"))
+        services.append(admin.service(describer.describe))  # `wasmvisor ps`
         server: TtrpcServer | GrpcServer
         serving: asyncio.Task[None] | None = None
         if listener is None:
@@ -167,7 +189,24 @@ class Supervisor:
         await publisher.close(SHUTDOWN_FLUSH_SECONDS)
         if launcher is not None:
             launcher.close()
+        tracer.close()  # exports the spans still batched
         return 0
+
+    def _tracer(self) -> tracing.Tracer:
+        """The OpenTelemetry tracer when the OTLP variables ask for one (imported only then), else none."""
+        if not tracing.configured(os.environ):
+            return tracing.NO_TRACER
+        try:
+            from wasmvisor.supervisor.otel import OtelTracer
+        except ImportError as exc:
+            log.warning("OTLP endpoint set but OpenTelemetry is not installed (pip install 'wasmvisor[otel]'): %s",
+                        exc)
+            return tracing.NO_TRACER
+        try:
+            return OtelTracer({"wasmvisor.namespace": self.args.namespace, "wasmvisor.pod": self.group})
+        except errors.ShimError as exc:
+            log.warning("traces off: %s", exc.message)
+            return tracing.NO_TRACER
 
 
 def _socket_path(listener: socket.socket | None, path: str) -> str:

@@ -96,6 +96,15 @@ class Lifetime:
         log.info("shutdown requested and no task remains: exiting in %.1f s unless a task is claimed", self.linger)
         self._linger_if_idle()
 
+    def released(self, task_id: str) -> None:
+        """containerd ran the binary's `delete` for `task_id` (claim.py's Release): it holds nothing of
+        that task any more, and sends no Create or Shutdown for it. containerd 2.1 does so after the
+        first call of a group failed (`cleaning up dead shim`), when the supervisor holds only the
+        claim `start` made: settled here as a Shutdown settles it, so that supervisor lingers and ends
+        instead of waiting CLAIM_SECONDS for a Create that never comes."""
+        log.debug("containerd ran delete for task %s", task_id)
+        self.shutdown(task_id)
+
     def end(self) -> None:
         """End now (also on SIGTERM): refuse claims and remove the socket file, then stop. Idempotent."""
         if self.ending:

@@ -30,15 +30,17 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from wasmvisor.errors import Internal
+from wasmvisor.ipc.channel import Channel
 from wasmvisor.linux import mountinfo, syscalls
 from wasmvisor.linux.mount_options import MS_BIND, MS_NODEV, MS_REMOUNT, PER_MOUNT_FLAGS
 from wasmvisor.worker import capabilities
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.guest_filter import guest_filter
+from wasmvisor.worker.last_words import LastWords, hard_stop_after
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +123,23 @@ def close_worker_fds(log_fd: int) -> None:
 def install_filter() -> None:
     """Step 4: the guest allow-list on every thread of the worker."""
     guest_filter().load()
+
+
+def at_start(channel: Channel, log_fd: int, time_limit: float | None, source: str, *,
+             seccomp_filter: bool = True) -> Callable[[], LastWords]:
+    """Steps 3 and 4 with what comes with them, for guest_run.serve_start to call right before the
+    guest runs: the worker's log goes to a `LastWords` (for `Exited.note`), the log FIFO closes, the
+    filter goes on (not for a guest a program of its own runs: `seccomp_filter=False`, see
+    docs/internals.md "Confinement"), and a time limit gets its backstop."""
+
+    def start() -> LastWords:
+        last_words = LastWords()
+        logging.getLogger().handlers[:] = [last_words]  # the log FIFO closes now
+        close_worker_fds(log_fd)
+        if seccomp_filter:
+            install_filter()
+        if time_limit is not None:
+            hard_stop_after(channel, time_limit, source)
+        return last_words
+
+    return start

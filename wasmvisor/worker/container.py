@@ -65,14 +65,16 @@ class Container:
         build_rootfs(self.root, self.layout)
         log.debug("root %s built: %d mounts", self.root, len(self.layout.mounts))
 
-    def seal(self, process: Mapping[str, Any]) -> None:
+    def seal(self, process: Mapping[str, Any], pivot: bool = True) -> None:
         """Write the sysctls and oom_score_adj (in the container's namespaces, with the
         privileges still held), pivot_root into the root, set the hostname and the process's
-        identity."""
+        identity. `pivot=False` keeps the worker's root: for a guest run by a program that is not in
+        the container's root (engines.base.ProgramGuest), which preopens the root by its path."""
         sysctl.write_sysctl(self.layout.sysctl)
         sysctl.write_oom_score_adj(self.layout.oom_score_adj)
-        enter_root(self.root, self.layout.propagation)
-        self.root = "/"
+        if pivot:
+            enter_root(self.root, self.layout.propagation)
+            self.root = "/"
         set_hostname(self.layout.hostname)
         identity.apply_identity(process)
         log.debug("in the container's root%s", f" (hostname {self.layout.hostname})" if self.layout.hostname else "")

@@ -21,37 +21,31 @@ import os
 import signal
 import socket
 import time
-import traceback
 from typing import NoReturn
 
 from setproctitle import setproctitle
 
 from wasmvisor import logs
-from wasmvisor.engines.base import (
-    TRAP_EXIT_CODE,
-    Engine,
-    Entrypoint,
-    GuestError,
-    PreparedGuest,
-    RuntimeContext,
-    Stdio,
-)
+from wasmvisor.engines.base import Entrypoint, PreparedGuest, ProgramGuest, RuntimeContext
 from wasmvisor.engines.workload import PREOPENS, WorkloadOptions, parse_workload
 from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
-from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready, Started, StartGuest
+from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
-from wasmvisor.refs import load_class
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import confine
 from wasmvisor.worker.container import Container
+from wasmvisor.worker.exec_process import serve_exec
 from wasmvisor.worker.guest_filter import guest_filter
-from wasmvisor.worker.last_words import LastWords, hard_stop_after, write_termination_message
+from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
-from wasmvisor.worker.native import exec_native, find_native, prepare_seccomp
+from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
+
+__all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
+           "runtime_context", "serve"]
 
 log = logging.getLogger("wasmvisor.worker")
 
@@ -59,8 +53,6 @@ GUEST_SIGNALS = TERMINATING_SIGNALS
 """Left at SIG_DFL in the worker: while the guest runs in native code no Python handler could
 run anyway, so these end the worker as they would end a native container process (143, 130...)."""
 
-EX_NOEXEC = 127
-"""A native program that could not be executed (as a shell says it)."""
 MAX_ARG_STRLEN = 128 * 1024
 ARG_MAX = 2 * 1024 * 1024
 
@@ -76,11 +68,13 @@ _LOG_HANDLER.setFormatter(_LOG_FORMATTER)
 def run(sock_fd: int) -> NoReturn:
     """The worker's entry (called in the forked child); `sock_fd` is its end of the pipe. Nothing
     escapes into the zygote's loop: it ends the process."""
-    run_child(lambda: serve(sock_fd), on_error=lambda exc: log.error("worker failed: %s", _exception_line(exc)))
+    run_child(lambda: serve(sock_fd), on_error=lambda exc: log.error("worker failed: %s", exception_line(exc)))
 
 
 def serve(sock_fd: int) -> int:
     """The worker's whole life after fork; returns its exit code."""
+    # Phase times for the supervisor's trace spans: a clock read each, nothing else (no OTel here).
+    begun = time.time_ns()
     detach_from_zygote(keep=(sock_fd,))
     log_fd = _LOG_HANDLER.fd = os.dup(2)
     root = logging.getLogger()
@@ -100,83 +94,72 @@ def serve(sock_fd: int) -> int:
     level = logs.LEVELS.get(config.log_level.lower(), logging.INFO)
     if root.level != level:
         root.setLevel(level)  # which visits every logger of the process, touching its shared page
+    if config.exec_id:
+        _LOG_FORMATTER.fields["exec"] = config.exec_id
+        return serve_exec(config, channel, sock_fd, log_fd)
     log.debug("configure: bundle=%s rootfs=%s engine=%s", config.bundle, config.rootfs, config.engine)
+    configured = time.time_ns()
+    phases = {"configure": [begun, configured]}
 
+    guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
+    time_limit: float | None = None
     try:
         spec = load_spec(config.bundle)
         box = Container.enter(
             spec, config.bundle, config.rootfs or spec.root_path,
             relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
-            on_signal=lambda sig: channel.send(Exited(code=128 + sig, at_ns=time.time_ns())),
+            on_signal=lambda sig: _end_on_signal(channel, guest, sig),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
+        phases["container"] = [configured, time.time_ns()]
         native = find_native(box.root, spec.args[0], spec.env, spec.cwd)
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
-        guest: PreparedGuest | None = None
-        time_limit: float | None = None
         if native is not None:
             prepare_seccomp(seccomp)  # a bad profile fails Create
         else:
             ctx = runtime_context(config, spec)
             engine = load_engine(config.engine)
             engine.can_handle(ctx)
+            loading = time.time_ns()
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
+            if isinstance(guest, ProgramGuest):
+                guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
+            else:
+                guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
             time_limit = ctx.options.time_limit_s
-            guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
+            phases["module"] = [loading, time.time_ns()]
+        sealing = time.time_ns()
         install_stdio(open_stdio(config), log_fd)
         process = spec.raw.get("process") or {}
         if guest is not None:  # the wasm guest's confinement: its steps and their order in worker/confine.py
             confine.hide_system_mounts(box.root)
             process = confine.confined_process(process)
             confine.before_seal(box)
-        box.seal(process)
+        box.seal(process, pivot=not isinstance(guest, ProgramGuest))
         if guest is not None:
             confine.after_seal(box)
+        phases["seal"] = [sealing, time.time_ns()]
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("create failed: %s", message)
         channel.send(Failed(code=status, message=message))
         return 1
-    channel.send(Ready(pid=box.pid))
+    channel.send(Ready(pid=box.pid, phases=phases))
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
+    at_start = None if guest is None else confine.at_start(
+        channel, log_fd, time_limit, spec.args[0], seccomp_filter=not isinstance(guest, ProgramGuest))
+    return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
+                       box.guest_signal_mask(), at_start)
 
-    start = channel.receive()
-    if start is None:
-        log.debug("pipe closed before start: exiting")
-        return 0
-    if not isinstance(start, StartGuest):
-        raise messages.ProtocolError(f"got {start.kind!r} while waiting for 'start'")
 
-    # As a native process would have them: a guest writing to a gone reader dies of SIGPIPE (141),
-    # one passing RLIMIT_FSIZE of SIGXFSZ (Python ignores both for itself).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, box.guest_signal_mask())
-    channel.send(Started(pid=box.pid, execs=native is not None))
-    last_words = LastWords()
-    try:
-        if native is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
-            exec_native(native, spec.args, spec.env, spec.cwd, seccomp)
-        assert guest is not None
-        root.handlers[:] = [last_words]  # the log FIFO closes now: what is left to say goes in Exited
-        confine.close_worker_fds(log_fd)
-        confine.install_filter()
-        if time_limit is not None:
-            hard_stop_after(channel, time_limit, spec.args[0])
-        result = guest(Stdio(stdin=0, stdout=1, stderr=2))
-        reason = getattr(result, "reason", "exit")
-        code = int(result) & 0xFF
-    except Exception as exc:
-        log.error("guest %s failed: %s", spec.args[0], _exception_line(exc))
-        code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    note = last_words.text()
-    if note and native is None:
-        write_termination_message(note)
-    channel.send(Exited(code=code, at_ns=time.time_ns(), note=note))
-    log.debug("exited: code %d (%s)", code, reason)
-    return code
+def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:
+    """PID 1 of the container got `sig` (its signal thread calls this, then exits 128 + sig): a
+    guest run by a program of its own ends that first (an HTTP server drains its requests)."""
+    if isinstance(guest, ProgramGuest):
+        guest.stop(sig)
+    channel.send(Exited(code=128 + sig, at_ns=time.time_ns()))
+
+
 
 
 def zygote_preload() -> None:
@@ -253,6 +236,7 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
         options=options,
+        annotations=spec.annotations,
     )
 
 
@@ -261,28 +245,3 @@ def check_preopens(root: str, options: WorkloadOptions) -> None:
     for preopen in options.preopens or ():
         if not os.path.isdir(resolve_in_root(root, preopen.container_path)):
             raise InvalidArgument(f"annotation {PREOPENS}: {preopen.container_path} is not a folder of the container")
-
-
-def load_engine(ref: str) -> Engine:
-    """An instance of the Engine class named `module:Class`."""
-    cls: type[Engine] = load_class(ref, Engine, "engine")
-    try:
-        return cls()
-    except Exception as exc:
-        raise Internal(f"engine {ref!r}: cannot create: {exc}") from None
-
-
-def failure_of(exc: BaseException) -> tuple[str, str]:
-    """The status code name and message a `Failed` carries for `exc`."""
-    if isinstance(exc, ShimError):
-        return exc.code.name, exc.message
-    if isinstance(exc, GuestError):
-        return "INVALID_ARGUMENT", str(exc)
-    return "INTERNAL", _exception_line(exc)
-
-
-def _exception_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if not isinstance(exc, (ShimError, GuestError, messages.ProtocolError)):
-        text += " | " + " | ".join(traceback.format_tb(exc.__traceback__)).replace("\n", " ")
-    return text

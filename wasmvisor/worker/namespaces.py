@@ -32,9 +32,9 @@ from typing import NoReturn
 from setproctitle import setproctitle
 
 from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError
-from wasmvisor.linux import syscalls
+from wasmvisor.linux import netdev, syscalls
 from wasmvisor.linux.fork import quiet_fork, run_child
-from wasmvisor.worker.spec_linux import CLONE_NEWNS, Namespace
+from wasmvisor.worker.spec_linux import CLONE_NEWNET, CLONE_NEWNS, Namespace
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
         except OSError as exc:
             names = ", ".join(ns.type for ns in namespaces if not ns.path)
             raise InvalidArgument(f"cannot create namespaces ({names}): {os.strerror(exc.errno or 0)}") from None
+        if flags & CLONE_NEWNET:
+            # As runc does: a new network namespace has only a loopback, and it starts down; a
+            # server in the container (an HTTP component) is reached on it by an in-namespace client.
+            netdev.set_up("lo")
 
 
 def _open_namespace(ns: Namespace) -> int:

@@ -16,17 +16,17 @@ from typing import Any
 
 from wasmvisor.errors import InvalidArgument, Unimplemented
 from wasmvisor.linux import mount_options
+from wasmvisor.linux.clone_flags import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWTIME,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
 from wasmvisor.linux.mount_options import FLAG_OPTIONS, MS_BIND, MS_RDONLY, MS_REC, PROPAGATION_OPTIONS
-
-# clone(2) namespace flags (linux/sched.h)
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWTIME = 0x00000080
 
 NAMESPACE_FLAGS = {
     "mount": CLONE_NEWNS,

@@ -24,6 +24,7 @@ class Recorder:
     def __init__(self) -> None:
         self.compiled: list[bytes] = []
         self.loaded: list[bytes] = []
+        self.in_memory: list[bytes] = []
 
     def compile(self, wasm: bytes) -> bytes:
         self.compiled.append(wasm)
@@ -34,6 +35,10 @@ class Recorder:
         self.loaded.append(data)
         return data
 
+    def load_bytes(self, serialized: bytes) -> bytes:
+        self.in_memory.append(serialized)
+        return serialized
+
 
 def cache_in(folder: Path, fingerprint: str = "engine-1", max_bytes: int = 1 << 20) -> ModuleCache[bytes]:
     return ModuleCache[bytes](folder, fingerprint, max_bytes)
@@ -41,8 +46,8 @@ def cache_in(folder: Path, fingerprint: str = "engine-1", max_bytes: int = 1 << 
 
 def test_second_get_loads_from_the_cache_without_compiling(tmp_path: Path) -> None:
     cache, rec = cache_in(tmp_path), Recorder()
-    assert cache.get(b"mod", rec.compile, rec.load) == b"compiled:mod"
-    assert cache.get(b"mod", rec.compile, rec.load) == b"compiled:mod"
+    assert cache.get(b"mod", rec.compile, rec.load, rec.load_bytes) == b"compiled:mod"
+    assert cache.get(b"mod", rec.compile, rec.load, rec.load_bytes) == b"compiled:mod"
     assert rec.compiled == [b"mod"]
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".cwasm", ".lock", ".meta"]
 
@@ -60,11 +65,11 @@ def test_a_damaged_entry_is_never_loaded_but_deleted_and_recompiled(
     tmp_path: Path, damage: Callable[[Path, Path], object]
 ) -> None:
     cache, rec = cache_in(tmp_path), Recorder()
-    cache.get(b"mod", rec.compile, rec.load)
+    cache.get(b"mod", rec.compile, rec.load, rec.load_bytes)
     cwasm, meta = cache.paths(cache.key(b"mod"))
     damage(cwasm, meta)
     rec.loaded.clear()
-    assert cache.get(b"mod", rec.compile, rec.load) == b"compiled:mod"
+    assert cache.get(b"mod", rec.compile, rec.load, rec.load_bytes) == b"compiled:mod"
     assert rec.compiled == [b"mod", b"mod"]
     assert rec.loaded == [b"compiled:mod"]  # the damaged bytes never reached the loader
     cache.verify(cache.key(b"mod"))  # and the entry is whole again
@@ -72,21 +77,21 @@ def test_a_damaged_entry_is_never_loaded_but_deleted_and_recompiled(
 
 def test_an_entry_of_another_engine_fingerprint_is_not_loaded(tmp_path: Path) -> None:
     old, rec = cache_in(tmp_path, "engine-1"), Recorder()
-    old.get(b"mod", rec.compile, rec.load)
+    old.get(b"mod", rec.compile, rec.load, rec.load_bytes)
     key = old.key(b"mod")
     new = cache_in(tmp_path, "engine-2")
     # Same file names, other fingerprint in the record (as if a wasmtime upgrade reused the key).
     for path in old.paths(key):
         path.rename(tmp_path / path.name.replace(key, new.key(b"mod")))
     rec.loaded.clear()
-    new.get(b"mod", rec.compile, rec.load)
+    new.get(b"mod", rec.compile, rec.load, rec.load_bytes)
     assert rec.compiled == [b"mod", b"mod"]
     assert rec.loaded == [b"compiled:mod"]
 
 
 def test_a_loader_refusing_a_verified_entry_recompiles_instead_of_failing(tmp_path: Path) -> None:
     cache, rec = cache_in(tmp_path), Recorder()
-    cache.get(b"mod", rec.compile, rec.load)
+    cache.get(b"mod", rec.compile, rec.load, rec.load_bytes)
     calls = []
 
     def picky_load(path: str) -> bytes:
@@ -95,17 +100,17 @@ def test_a_loader_refusing_a_verified_entry_recompiles_instead_of_failing(tmp_pa
             raise RuntimeError("incompatible")
         return Path(path).read_bytes()
 
-    assert cache.get(b"mod", rec.compile, picky_load) == b"compiled:mod"
+    assert cache.get(b"mod", rec.compile, picky_load, rec.load_bytes) == b"compiled:mod"
     assert rec.compiled == [b"mod", b"mod"]
 
 
 def test_least_recently_used_entries_are_evicted_past_the_size_bound(tmp_path: Path) -> None:
     cache, rec = cache_in(tmp_path, max_bytes=2 * len(b"compiled:modX")), Recorder()
     for i, name in enumerate((b"modA", b"modB")):
-        cache.get(name, rec.compile, rec.load)
+        cache.get(name, rec.compile, rec.load, rec.load_bytes)
         os.utime(cache.paths(cache.key(name))[0], ns=(i * 10**9, i * 10**9))
-    cache.get(b"modA", rec.compile, rec.load)  # a use makes A the most recent
-    cache.get(b"modC", rec.compile, rec.load)
+    cache.get(b"modA", rec.compile, rec.load, rec.load_bytes)  # a use makes A the most recent
+    cache.get(b"modC", rec.compile, rec.load, rec.load_bytes)
     present = {p.stem for p in tmp_path.glob("*.cwasm")}
     assert present == {cache.key(b"modA"), cache.key(b"modC")}
 
@@ -114,7 +119,7 @@ def test_an_unwritable_cache_folder_still_compiles(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     cache, rec = cache_in(blocker / "cache"), Recorder()
-    assert cache.get(b"mod", rec.compile, rec.load) == b"compiled:mod"
+    assert cache.get(b"mod", rec.compile, rec.load, rec.load_bytes) == b"compiled:mod"
 
 
 def test_empty_cache_dir_env_turns_the_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,7 +139,7 @@ def test_two_processes_starting_the_same_new_module_compile_it_once(tmp_path: Pa
             time.sleep(0.3)
             return b"compiled:" + wasm
         cache = ModuleCache(Path({str(folder)!r}), "engine-1")
-        assert cache.get(b"mod", compile, lambda p: Path(p).read_bytes()) == b"compiled:mod"
+        assert cache.get(b"mod", compile, lambda p: Path(p).read_bytes(), bytes) == b"compiled:mod"
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
     assert [p.wait(timeout=30) for p in procs] == [0, 0]
@@ -145,8 +150,8 @@ def test_wasmtime_engine_stores_then_deserializes_a_module(private_module_cache:
     engine = WasmtimeEngine()
     assert engine._cache is not None and engine._cache.root == private_module_cache
     wat = HELLO_WAT.encode()
-    first = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file)
-    second = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file)
+    first = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file, engine._deserialize)
+    second = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file, engine._deserialize)
     assert [e.name for e in first.exports] == [e.name for e in second.exports] == ["_start"]
 
 
@@ -154,10 +159,10 @@ def test_wasmtime_engine_never_deserializes_a_corrupt_entry(private_module_cache
     engine = WasmtimeEngine()
     assert engine._cache is not None
     wat = HELLO_WAT.encode()
-    engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file)
+    engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file, engine._deserialize)
     cwasm, _ = engine._cache.paths(engine._cache.key(wat))
     cwasm.write_bytes(b"\x7fELF" + b"\xff" * 200)  # garbage that would crash a blind deserialize
-    module = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file)
+    module = engine._cache.get(wat, engine._compile_serialized, engine._deserialize_file, engine._deserialize)
     assert isinstance(module, wasmtime.Module)
 
 

@@ -15,7 +15,7 @@ def test_put_makes_an_entry_that_get_loads_without_compiling(tmp_path: Path) -> 
     def never(wasm: bytes) -> bytes:
         raise AssertionError("compiled")
 
-    assert cache.get(b"wasm", never, lambda path: Path(path).read_bytes()) == b"serialized"
+    assert cache.get(b"wasm", never, lambda path: Path(path).read_bytes(), bytes) == b"serialized"
 
 
 def test_compiled_is_none_for_a_missing_or_foreign_entry(tmp_path: Path) -> None:

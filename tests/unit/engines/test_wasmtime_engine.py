@@ -252,7 +252,7 @@ ERRORS: list[ErrorCase] = [
     ("malformed", lambda g: (g.root / "app.wasm").write_bytes(b"\0asm\x01\0\0\0\xff\xff"),
      "module /app.wasm: invalid wasm: failed to parse WebAssembly module: malformed section id"),
     ("component", lambda g: (g.root / "app.wasm").write_bytes(b"\0asm\x0d\0\x01\0"),
-     "module /app.wasm: is a wasm component; only core modules run for now"),
+     "component /app.wasm: exports no wasi:cli/run@0.2.x run function (exports: none)"),
     ("missing import", lambda g: g.put("/app.wasm", '(module (import "env" "other" (func)) '
      '(import "env" "host_magic" (func)) (func (export "_start")))'),
      "module /app.wasm: unknown import env::other (and 1 more); this engine provides WASI preview 1"),

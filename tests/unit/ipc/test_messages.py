@@ -25,9 +25,11 @@ EXAMPLES: list[Message] = [
               terminal=True, log_level="debug"),
     StartGuest(),
     Ready(pid=42),
+    Ready(pid=42, phases={"configure": [1, 2], "module": [3, 4]}),
     Failed(code="INVALID_ARGUMENT", message="module /app.wasm: not a wasm file"),
     Started(pid=42),
     Exited(code=137, at_ns=1_700_000_000_999_999_999),
+    Exited(code=0, at_ns=9, phases={"run": [5, 9]}),
 ]
 
 
@@ -41,7 +43,7 @@ def test_every_message_survives_a_round_trip(msg: Message) -> None:
 
 def test_lines_carry_version_and_kind() -> None:
     body = orjson.loads(encode(Ready(pid=7)))
-    assert body == {"v": PROTOCOL_VERSION, "kind": "ready", "pid": 7}
+    assert body == {"v": PROTOCOL_VERSION, "kind": "ready", "pid": 7, "phases": {}}
 
 
 def test_messages_are_frozen() -> None:

@@ -153,7 +153,8 @@ class Bundle:
 async def start(launcher: WorkerLauncher, bundle: Bundle, **overrides: Any) -> WorkerHandle:
     handle = await launcher.spawn(bundle.configure(**overrides))
     ready = await handle.receive()
-    assert ready == Ready(pid=handle.pid)
+    assert isinstance(ready, Ready) and ready.pid == handle.pid
+    assert {"configure", "container", "seal"} <= ready.phases.keys()  # measured for the trace spans
     await handle.send(StartGuest())
     started = await handle.receive()
     assert isinstance(started, Started) and started.pid == handle.pid

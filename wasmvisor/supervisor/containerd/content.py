@@ -33,6 +33,8 @@ GC_EXPIRE_LABEL = "containerd.io/gc.expire"
 WRITE_CHUNK = 1 << 20
 """Bytes per Write request; containerd's gRPC server takes at most 16 MiB per message."""
 MAX_MESSAGE = 16 << 20
+JOIN_ON_LOOP = 1 << 20
+"""Blobs up to this size are joined on the loop (documents); bigger ones (layers) on a thread."""
 CALL_TIMEOUT = 10.0
 
 R = TypeVar("R", bound=Message)
@@ -132,7 +134,11 @@ class ContainerdClient:
                     raise errors.ResourceExhausted(f"content {digest}: bigger than {limit} bytes")
         except grpc.aio.AioRpcError as exc:
             raise _error(exc, f"content {digest}") from None
-        return b"".join(chunks)
+        if total < JOIN_ON_LOOP:
+            return b"".join(chunks)
+        import asyncio  # loaded already: this client only runs on the supervisor's loop
+
+        return await asyncio.to_thread(b"".join, chunks)  # a copy of up to 512 MiB: off the loop
 
     async def set_labels(self, digest: str, labels: Mapping[str, str]) -> content_pb2.Info:
         """Set (or, with an empty value, remove) these labels of a blob, leaving its others alone."""

@@ -24,6 +24,10 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd
 TAR_LAYER_PREFIXES = ("application/vnd.oci.image.layer.", "application/vnd.docker.image.rootfs.")
 """Layers containerd unpacks into the rootfs; every other layer type of a wasm image is a wasm layer."""
 WASM_PLATFORMS = (("wasip1", "wasm"), ("wasi", "wasm"), ("wasip2", "wasm"))
+WASM_CONFIG_TYPES = ("application/vnd.wasm.config.v0+json", "application/vnd.fermyon.spin.application.v1+config")
+"""Config media types of wasm artifacts: the CNCF wasm artifact's (as `wkg` writes it) and Spin's."""
+METADATA_LAYER_TYPES = ("application/vnd.fermyon.spin.application.v1+config",)
+"""Non-tar layers that describe an application and hold no code: passed over."""
 
 PRECOMPILED_PREFIX = "wasmvisor.io/precompiled/"
 """On an image's wasm layer: `wasmvisor.io/precompiled/<engine>/<fingerprint id>` = compiled digest."""
@@ -100,18 +104,21 @@ def manifest_parts(manifest: Mapping[str, Any], what: str) -> tuple[Descriptor, 
     return config, [descriptor(x, f"{what}: layers[{i}]") for i, x in enumerate(layers)]
 
 
-def is_wasm_config(config: Mapping[str, Any]) -> bool:
-    return config.get("architecture") == "wasm"
+def is_wasm_config(config: Mapping[str, Any], config_type: str = "") -> bool:
+    return config.get("architecture") == "wasm" or config_type in WASM_CONFIG_TYPES
 
 
 def wasm_layers(config: Mapping[str, Any], layers: Sequence[Descriptor], engine: EngineInfo,
-                image: str) -> list[Descriptor]:
-    """The layers the engine runs the module(s) from: none unless the config says
-    `architecture: wasm`; then every non-tar layer, each of a type the engine runs, at most
-    `engine.max_layers` of them. Raises InvalidArgument naming the layer otherwise."""
-    if not is_wasm_config(config):
+                image: str, config_type: str = "") -> list[Descriptor]:
+    """The layers the engine runs the module(s) from: none for an image that is not a wasm image
+    (config `architecture: wasm`, or a wasm artifact's config type); then every non-tar layer but
+    metadata ones, each of a type the engine runs, at most
+    `engine.max_layers` of them. Raises InvalidArgument naming the layer, or naming every media type
+    found when no layer can run."""
+    if not is_wasm_config(config, config_type):
         return []
-    found = [layer for layer in layers if not layer.media_type.startswith(TAR_LAYER_PREFIXES)]
+    found = [layer for layer in layers
+             if not layer.media_type.startswith(TAR_LAYER_PREFIXES) and layer.media_type not in METADATA_LAYER_TYPES]
     for layer in found:
         if layer.media_type not in engine.layer_types:
             raise InvalidArgument(
@@ -122,6 +129,12 @@ def wasm_layers(config: Mapping[str, Any], layers: Sequence[Descriptor], engine:
         raise InvalidArgument(
             f"image {image}: {len(found)} wasm layers ({', '.join(x.digest for x in found)}); engine "
             f"{engine.name} runs {engine.max_layers}"
+        )
+    if not found and not any(x.media_type.startswith(TAR_LAYER_PREFIXES) for x in layers):
+        seen = ", ".join(sorted({x.media_type or "(none)" for x in layers})) or "no layers at all"
+        raise InvalidArgument(
+            f"image {image}: no layer to run: found {seen}; engine {engine.name} runs tar (rootfs) layers and "
+            f"{', '.join(engine.layer_types)}"
         )
     return found
 

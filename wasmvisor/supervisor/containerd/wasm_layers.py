@@ -34,6 +34,7 @@ from wasmvisor.engines.catalog import EngineInfo, info_for
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, parse_entrypoint, resolve_in_root
 from wasmvisor.supervisor.containerd import oci_wasm
+from wasmvisor.tracing import NO_TRACER, Tracer
 
 if TYPE_CHECKING:
     from wasmvisor.engines.module_cache import ModuleCache
@@ -82,11 +83,13 @@ class WasmLayerReader:
     `namespace`, for the engine `engine_ref`. `client(address, namespace)` makes the API client
     (by default a ContainerdClient, imported only when a container may have wasm layers)."""
 
-    def __init__(self, address: str, namespace: str, engine_ref: str, client: ClientFactory | None = None) -> None:
+    def __init__(self, address: str, namespace: str, engine_ref: str, client: ClientFactory | None = None,
+                 tracer: Tracer = NO_TRACER) -> None:
         self.address = address
         self.namespace = namespace
         self.engine_ref = engine_ref
         self._client = client
+        self.tracer = tracer
         self._background: set[asyncio.Task[None]] = set()
 
     def _connect(self) -> ContainerdClient:
@@ -122,15 +125,17 @@ class WasmLayerReader:
             for layer in layers:
                 what = f"image {image}: wasm layer {layer.digest}"
                 try:
-                    data = await client.read(layer.digest, MAX_LAYER_BYTES)
+                    with self.tracer.span("containerd/read-wasm-layer", {
+                        "wasmvisor.task.id": task_id, "wasmvisor.module.digest": layer.digest,
+                        "oci.media_type": layer.media_type,
+                    }):
+                        data = await client.read(layer.digest, MAX_LAYER_BYTES)
                 except errors.ShimError as exc:
                     raise errors.FailedPrecondition(f"{what}: cannot read it from containerd's content store: "
                                                     f"{exc.message}") from None
-                oci_wasm.check_digest(data, layer.digest, what)
                 path = os.path.join(folder, f"{layer.hex}.wasm")
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with open(fd, "wb") as f:
-                    f.write(data)
+                # Up to 512 MiB to hash and write: on a thread, so that the loop answers other tasks.
+                await asyncio.to_thread(_check_and_write, data, layer.digest, what, path)
                 files.append(LayerFile(media_type=layer.media_type, digest=layer.digest, path=path))
                 seeded = await seed_precompiled(client, engine, layer, data)
                 result.pending.append(PendingLayer(layer, data, seeded))
@@ -155,7 +160,10 @@ class WasmLayerReader:
         try:
             async with self._connect() as client:
                 for layer in todo:
-                    await store_precompiled(client, cache, engine, layer, manifest)
+                    with self.tracer.span("containerd/upload-precompiled", {
+                        "wasmvisor.module.digest": layer.descriptor.digest, "wasmvisor.engine": engine.name,
+                    }):
+                        await store_precompiled(client, cache, engine, layer, manifest)
         except Exception as exc:
             log.warning("storing precompiled wasm layers failed: %s", exc)
 
@@ -163,6 +171,14 @@ class WasmLayerReader:
         """Let background precompile uploads finish (at shutdown), at most `timeout` seconds."""
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
+
+
+def _check_and_write(data: bytes, digest: str, what: str, path: str) -> None:
+    """Check the layer against its digest, then write it for the worker (root's alone)."""
+    oci_wasm.check_digest(data, digest, what)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(data)
 
 
 def module_in_rootfs(spec: Spec | None, rootfs: str) -> bool:
@@ -189,7 +205,7 @@ async def _image_layers(
     config_desc, layers = oci_wasm.manifest_parts(doc, f"image {image}: manifest {target.digest}")
     config = oci_wasm.parse_json(await client.read(config_desc.digest, MAX_DOC_BYTES),
                                  f"image {image}: config {config_desc.digest}")
-    return target, oci_wasm.wasm_layers(config, layers, engine, image)
+    return target, oci_wasm.wasm_layers(config, layers, engine, image, config_desc.media_type)
 
 
 def _module_cache(fingerprint: str) -> ModuleCache[object] | None:
@@ -224,12 +240,13 @@ async def seed_precompiled(
         cache = _module_cache(fingerprint)
         if cache is None:
             return True
-        if cache.compiled(wasm) is not None:
+        if await asyncio.to_thread(cache.compiled, wasm) is not None:  # hashes the layer: off the loop
             log.debug("wasm layer %s: the node's module cache already holds it compiled", layer.digest)
             return True
         data = await client.read(compiled, MAX_LAYER_BYTES * 4)
         oci_wasm.check_digest(data, compiled, f"precompiled blob {compiled}")
-        await asyncio.get_running_loop().run_in_executor(None, cache.put, wasm, data)
+        if not await asyncio.get_running_loop().run_in_executor(None, cache.put, wasm, data):
+            return False  # the cache cannot be used (warned once): the worker compiles in memory
         log.info("wasm layer %s: using precompiled %s from the content store", layer.digest, compiled)
         return True
     except Exception as exc:
@@ -247,11 +264,11 @@ async def store_precompiled(
     assert engine.fingerprint is not None
     fingerprint = engine.fingerprint()
     digest = layer.descriptor.digest
-    compiled = cache.compiled(layer.wasm)
+    compiled = await asyncio.to_thread(cache.compiled, layer.wasm)  # hashes the layer: off the loop
     if compiled is None:
         log.debug("wasm layer %s: not in the module cache: nothing to store", digest)
         return
-    compiled_digest = "sha256:" + hashlib.sha256(compiled).hexdigest()
+    compiled_digest = "sha256:" + (await asyncio.to_thread(hashlib.sha256, compiled)).hexdigest()
     lease = await client.create_lease()
     try:
         await client.write(compiled, compiled_digest, oci_wasm.compiled_blob_labels(digest, engine.name, fingerprint),

@@ -1,14 +1,17 @@
-"""The group claim: `start` asks a running supervisor to stay for one more task, over its own socket.
+"""The group claim: `start` asks a running supervisor to stay for one more task, over its own socket;
+`delete` tells it that containerd gave that task up.
 
-One unary call, `wasmvisor.v1.Group/Claim`, whose request is a `google.protobuf.StringValue` holding
-the task id and whose answer is `google.protobuf.Empty`: OK means the supervisor stays for that task
-(lifetime.py); FAILED_PRECONDITION means it is ending and has removed its socket file already, so
-`start` binds the address afresh. The service sits beside the Task API on the same ttrpc (or gRPC)
-server; the transport knows nothing of it.
+Two unary calls of `wasmvisor.v1.Group`, whose request is a `google.protobuf.StringValue` holding the
+task id and whose answer is `google.protobuf.Empty`. `Claim`: OK means the supervisor stays for that
+task (lifetime.py); FAILED_PRECONDITION means it is ending and has removed its socket file already, so
+`start` binds the address afresh. `Release`: containerd ran `delete` for the task, so it holds nothing
+of it any more and will send no Create or Shutdown for it; the claim is settled as by a Shutdown, and a
+supervisor left idle lingers, then ends. The service sits beside the Task API on the same ttrpc (or
+gRPC) server; the transport knows nothing of it.
 
 Both halves live here. The client half runs on `start`'s fast path, which loads only `os` and
-`_socket`: the ttrpc frame (protocol reference, section 2) is encoded and decoded by hand, a few dozen
-bytes each way. The server half (`service`) imports protobuf and the rpc interface when the
+`_socket`: the ttrpc frame (protocol reference, section 2) is encoded and decoded by hand (wire.py), a
+few dozen bytes each way. The server half (`service`) imports protobuf and the rpc interface when the
 supervisor builds it.
 """
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import _socket
 import time
+
+from wasmvisor.supervisor.shim import wire
 
 TYPE_CHECKING = False  # `start` imports this module: no typing
 if TYPE_CHECKING:
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
 
 SERVICE = "wasmvisor.v1.Group"
 METHOD = "Claim"
+RELEASE = "Release"
 TIMEOUT = 2.0
 """Seconds `start` waits for the answer (a supervisor answers in well under a millisecond)."""
 
@@ -50,64 +56,12 @@ _STREAM_ID = 1
 _MAX_ANSWER = 1 << 16
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def encode_request(task_id: str, timeout: float = TIMEOUT) -> bytes:
-    """One ttrpc Request frame: Claim(StringValue{value: task_id}) on stream 1."""
-    payload = _field(1, task_id.encode())
-    request = (_field(1, SERVICE.encode()) + _field(2, METHOD.encode()) + _field(3, payload)
-               + _varint(4 << 3) + _varint(int(timeout * 1e9)))  # timeout_nano
+def encode_request(task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> bytes:
+    """One ttrpc Request frame: `method`(StringValue{value: task_id}) on stream 1."""
+    payload = wire.field(1, task_id.encode())
+    request = (wire.field(1, SERVICE.encode()) + wire.field(2, method.encode()) + wire.field(3, payload)
+               + wire.varint_field(4, int(timeout * 1e9)))  # timeout_nano
     return len(request).to_bytes(4, "big") + _STREAM_ID.to_bytes(4, "big") + bytes((_MSG_REQUEST, 0)) + request
-
-
-def _fields(data: bytes) -> dict[int, int | bytes]:
-    """The protobuf fields of `data` (the last of each number wins); ValueError if it does not parse."""
-    fields: dict[int, int | bytes] = {}
-    pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            if pos >= len(data) or shift > 63:
-                raise ValueError("truncated varint")
-            byte = data[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-
-    while pos < len(data):
-        key = varint()
-        number, kind = key >> 3, key & 7
-        if kind == 0:
-            fields[number] = varint()
-        elif kind == 2:
-            size = varint()
-            if pos + size > len(data):
-                raise ValueError("truncated field")
-            fields[number] = data[pos:pos + size]
-            pos += size
-        elif kind in (1, 5):
-            pos += 8 if kind == 1 else 4
-            if pos > len(data):
-                raise ValueError("truncated field")
-        else:
-            raise ValueError(f"wire type {kind}")
-    return fields
 
 
 def decode_response(frame: bytes) -> int:
@@ -117,10 +71,10 @@ def decode_response(frame: bytes) -> int:
     size, stream, kind = int.from_bytes(frame[:4], "big"), int.from_bytes(frame[4:8], "big"), frame[8]
     if kind != _MSG_RESPONSE or stream != _STREAM_ID or size != len(frame) - _HEADER:
         raise ValueError("not the response to the claim")
-    status = _fields(frame[_HEADER:]).get(1, b"")
+    status = wire.last_fields(frame[_HEADER:]).get(1, b"")
     if not isinstance(status, bytes):
         raise ValueError("status is not a message")
-    code = _fields(status).get(1, STATUS_OK)
+    code = wire.last_fields(status).get(1, STATUS_OK)
     if not isinstance(code, int):
         raise ValueError("status code is not a number")
     return code
@@ -155,15 +109,16 @@ def _connect(path: str, timeout: float) -> _socket.socket | str:
     return sock
 
 
-def ask(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
-    """Claim the supervisor listening on the unix socket `path` for `task_id` over ttrpc: one of
-    GRANTED, REFUSED, ABSENT, SILENT, OTHER, GARBLED."""
+def ask(path: str, task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> str:
+    """Claim the supervisor listening on the unix socket `path` for `task_id` over ttrpc (or call
+    another `method` of the Group service for it): one of GRANTED, REFUSED, ABSENT, SILENT, OTHER,
+    GARBLED."""
     give_up = time.monotonic() + timeout
     sock = _connect(path, timeout)
     if isinstance(sock, str):
         return sock
     try:
-        sock.sendall(encode_request(task_id, timeout))
+        sock.sendall(encode_request(task_id, timeout, method))
         head = _receive(sock, _HEADER, give_up)
         size = int.from_bytes(head[:4], "big")
         if size > _MAX_ANSWER:
@@ -180,7 +135,7 @@ def ask(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
     return REFUSED if code == STATUS_FAILED_PRECONDITION else OTHER
 
 
-def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
+def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT, method: str = METHOD) -> str:
     """`ask` for a supervisor that serves gRPC (grpcio: ~60 ms of imports, when something listens)."""
     probe = _connect(path, timeout)
     if isinstance(probe, str):
@@ -193,7 +148,7 @@ def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
 
     with grpc.insecure_channel("unix:" + path) as channel:
         try:
-            channel.unary_unary(f"/{SERVICE}/{METHOD}")(_field(1, task_id.encode()), timeout=timeout)
+            channel.unary_unary(f"/{SERVICE}/{method}")(wire.field(1, task_id.encode()), timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -205,8 +160,9 @@ def ask_grpc(path: str, task_id: str, timeout: float = TIMEOUT) -> str:
     return GRANTED
 
 
-def service(claim: Callable[[str], bool], name: str) -> Service:
-    """The Group service of the supervisor `name` (`NS/GROUP`): Claim asks `claim(task_id)`."""
+def service(claim: Callable[[str], bool], release: Callable[[str], object], name: str) -> Service:
+    """The Group service of the supervisor `name` (`NS/GROUP`): Claim asks `claim(task_id)`, Release
+    tells `release(task_id)`."""
     from google.protobuf.empty_pb2 import Empty
     from google.protobuf.wrappers_pb2 import StringValue
 
@@ -220,4 +176,11 @@ def service(claim: Callable[[str], bool], name: str) -> Service:
             raise FailedPrecondition(f"claim {req.value}: the supervisor of {name} is ending")
         return Empty()
 
-    return Service(SERVICE, {METHOD: Method(METHOD, StringValue, Empty, handle)})
+    async def handle_release(req: StringValue, call: Call) -> Empty:
+        if not req.value:
+            raise InvalidArgument("release: task id is empty")
+        release(req.value)
+        return Empty()
+
+    return Service(SERVICE, {METHOD: Method(METHOD, StringValue, Empty, handle),
+                             RELEASE: Method(RELEASE, StringValue, Empty, handle_release)})

@@ -27,7 +27,7 @@ _STRING_FLAGS = {
     "group": "group",
     "protocol": "protocol",
 }
-_INT_FLAGS = {"socket-fd": "socket_fd"}
+_INT_FLAGS = {"socket-fd": "socket_fd", "containerd-pid": "containerd_pid"}
 _BOOL_FLAGS = {"debug": "debug", "v": "version", "version": "version", "info": "info"}
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -45,7 +45,7 @@ class ShimArgs:
     """
 
     __slots__ = ("namespace", "address", "publish_binary", "id", "bundle", "debug", "action", "version", "info",
-                 "socket_fd", "socket", "group", "protocol", "ignored")
+                 "socket_fd", "socket", "group", "protocol", "containerd_pid", "ignored")
 
     namespace: str
     address: str
@@ -67,13 +67,16 @@ class ShimArgs:
     """Internal (serve): the group key (pod sandbox id, else the first task's id)."""
     protocol: str
     """Internal (serve): `grpc` to serve gRPC (binding `socket` itself); else ttrpc on `socket_fd`."""
+    containerd_pid: int
+    """Internal (template): the pid of the containerd that ran `start` (0: unknown); the template
+    exits when it is gone."""
     ignored: tuple[str, ...]
     """Unknown flags and extra words, as given, in order."""
 
     def __init__(self, *, namespace: str = "", address: str = "", publish_binary: str = "", id: str = "",
                  bundle: str = "", debug: bool = False, action: str = "", version: bool = False, info: bool = False,
                  socket_fd: int | None = None, socket: str = "", group: str = "", protocol: str = "",
-                 ignored: tuple[str, ...] = ()) -> None:
+                 containerd_pid: int = 0, ignored: tuple[str, ...] = ()) -> None:
         values = locals()
         for name in self.__slots__:
             object.__setattr__(self, name, values[name])

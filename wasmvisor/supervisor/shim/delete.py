@@ -1,9 +1,11 @@
 """The `delete` action: clean up after a supervisor that died, then report the task as killed.
 
 containerd runs it when its connection to the supervisor broke or after its own restart when the
-supervisor cannot be reached. It must not need the supervisor: it kills the task's worker if one is
-left (found through `<bundle>/init.pid` and checked by its process title, so a recycled pid is never
-killed), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
+supervisor cannot be reached. It must not need the supervisor: it kills the task's process if one is
+left (found through `<bundle>/init.pid`, which records its pid and start time, wasmvisor/linux/
+pid_record.py: a recycled pid is never killed, and a native program found by its pid even after it
+exec'd another; a file with a pid alone, from an older wasmvisor, is checked by the worker's process
+title instead), unmounts `<bundle>/rootfs`, and writes one serialized `DeleteResponse` (exit status 137) to
 stdout. Problems are warnings on stderr, which containerd logs; the exit status stays 0, because a
 failing delete leaves the bundle behind for good.
 
@@ -17,6 +19,11 @@ The same holds for the rest: the mounts module loads only when something is moun
 the cgroups package only when a folder of the task's cgroup may be left (leftover_cgroup.py), and
 `site` (the entry script runs `python -I -S`) only for protobuf or the cgroups package. The usual
 delete thus imports little beyond `os`, and takes ~15 ms, as `start` does.
+
+Whatever was left, `delete` also tells the group's supervisor, if one still listens, that containerd
+gave the task up (`release_group_claim`): a supervisor that `start` launched for a group whose first
+call failed (containerd 2.1's shim sandboxer against a shim without the Sandbox service) holds only
+that task's claim, and ends once it is settled instead of staying until the claim expires.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ import os
 import sys
 import time
 
-from wasmvisor.linux import mountinfo
-from wasmvisor.supervisor.shim import leftover_cgroup
+from wasmvisor.linux import mountinfo, pid_record
+from wasmvisor.supervisor.shim import claim, leftover_cgroup
 from wasmvisor.supervisor.shim.cliargs import ShimArgs
 from wasmvisor.supervisor.shim.entry_script import load_site
 
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO, TextIO
 
 PID_FILE = "init.pid"
-"""Written by the supervisor in each task's bundle: the worker's pid, decimal, no newline."""
+"""Written by the supervisor in each task's bundle: the task's process as a pid record (pid_record.py)."""
 WORKER_TITLE = "wasmvisor-worker"
 SIGKILL = 9
 """signal.SIGKILL on Linux, without importing `signal`."""
@@ -45,16 +52,6 @@ KILLED_STATUS = 128 + SIGKILL
 def worker_title(namespace: str, task_id: str) -> str:
     """The process title a task's worker carries (`wasmvisor-worker NS/ID`)."""
     return f"{WORKER_TITLE} {namespace}/{task_id}"
-
-
-def read_pid(bundle: str) -> int | None:
-    """The pid in `<bundle>/init.pid`, or None if the file is absent or holds no positive number."""
-    try:
-        with open(os.path.join(bundle, PID_FILE), "rb") as f:
-            pid = int(f.read(32).strip() or b"0")
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 else None
 
 
 def process_title(pid: int) -> str | None:
@@ -69,20 +66,19 @@ def process_title(pid: int) -> str | None:
 
 def _gone(pid: int) -> bool:
     """Whether pid no longer runs (absent, or a zombie waiting for a parent that is not us)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself contain ") ".
-    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    return pid_record.start_time(pid) is None
 
 
-def kill_worker(pid: int, title: str, timeout: float = 1.0) -> bool:
-    """SIGKILL `pid` if its title is `title`, and wait up to `timeout` for it to die. True if killed."""
-    current = process_title(pid)
-    if current is None or not (current == title or current.startswith(title + " ")):
-        return False
+def kill_worker(pid: int, title: str, timeout: float = 1.0, start: int | None = None) -> bool:
+    """SIGKILL `pid` if it is still the process that started at `start` (when known; else if its
+    title is `title`), and wait up to `timeout` for it to die. True if killed."""
+    if start is not None:
+        if not pid_record.is_running(pid, start):
+            return False
+    else:
+        current = process_title(pid)
+        if current is None or not (current == title or current.startswith(title + " ")):
+            return False
     try:
         os.kill(pid, SIGKILL)
     except ProcessLookupError:
@@ -104,6 +100,28 @@ def mounted_under(path: str, table: str = mountinfo.MOUNTINFO) -> bool:
     except OSError:
         return True
     return bool(mountinfo.points_under(os.path.realpath(path), points))
+
+
+RELEASE_TIMEOUT = 1.0
+"""Seconds `delete` waits for the supervisor's answer to Release (it answers in well under a millisecond)."""
+
+
+def release_group_claim(args: ShimArgs, bundle: str) -> str:
+    """Tell the supervisor of this task's group, if one listens, that containerd gave `args.id` up.
+
+    The supervisor settles that task's claim as a Shutdown would (lifetime.py): one that holds no other
+    task or claim lingers, then ends and removes its socket. One that still serves other tasks of the
+    group stays. Returns the answer (claim.GRANTED when the supervisor took it; claim.ABSENT when none
+    listens, the usual case after a supervisor died). The socket is found as `start` found it.
+    """
+    from wasmvisor.supervisor.shim.start import PROTOCOL_ENV, group_of, socket_path
+
+    path = socket_path(args.address or os.environ.get("GRPC_ADDRESS", ""),
+                       args.namespace or os.environ.get("NAMESPACE", ""), group_of(bundle, args.id))
+    answer = claim.ask(path, args.id, RELEASE_TIMEOUT, claim.RELEASE)
+    if answer == claim.GARBLED and os.environ.get(PROTOCOL_ENV, "").strip().lower() == "grpc":
+        answer = claim.ask_grpc(path, args.id, RELEASE_TIMEOUT, claim.RELEASE)
+    return answer
 
 
 DELETED_TASK_RESPONSE = b""
@@ -133,10 +151,10 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
     # The supervisor removes init.pid when it deletes the task (before answering Delete), and writes
     # it only once Create succeeds: without it, containerd holds no task for this id.
     task_left = os.path.lexists(os.path.join(bundle, PID_FILE))
-    pid = read_pid(bundle) or 0
+    pid, start = pid_record.read(os.path.join(bundle, PID_FILE)) or (0, None)
     if pid:
         try:
-            kill_worker(pid, worker_title(args.namespace, args.id))
+            kill_worker(pid, worker_title(args.namespace, args.id), start=start)
         except OSError as exc:
             warn(f"kill worker {pid}: {exc.strerror or exc}")
     try:
@@ -156,6 +174,10 @@ def run(args: ShimArgs, *, stdout: BinaryIO | None = None, stderr: TextIO | None
             cgroups.remove_for_bundle(bundle, args.namespace, args.id)
     except Exception as exc:
         warn(f"remove cgroup: {exc}")
+    try:
+        release_group_claim(args, bundle)
+    except Exception as exc:  # the answer to containerd matters more than the supervisor's linger
+        warn(f"tell the group's supervisor: {exc}")
     err.flush()
     out = stdout if stdout is not None else sys.stdout.buffer
     out.write(delete_response(pid) if task_left else DELETED_TASK_RESPONSE)

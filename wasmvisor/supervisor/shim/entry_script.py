@@ -1,4 +1,6 @@
-"""Writes the shim binary's fast entry script, which replaces pip's console script of the same name.
+"""Writes the Python shim's fast entry script, which replaces pip's console script of the same name:
+`containerd-shim-wasmvisor-v1-python`, which the compiled front (front.c) execs for what it does not
+answer itself, and `containerd-shim-wasmvisor-v1` where no front was built.
 
 containerd runs `containerd-shim-wasmvisor-v1 ... start` for every task, and with the group's supervisor
 already running `start` is a connect() and a file write (start.py). What is left is the interpreter's own
@@ -12,7 +14,8 @@ before importing protobuf or orjson); every other action runs `site` itself firs
 the daemon is re-executed as `python SCRIPT ... serve`, an ordinary interpreter.
 
 Run `python -m wasmvisor.supervisor.shim.entry_script PATH` (scripts/setup.sh does, after pip install). pip's
-own console script stays a working fallback: pip cannot give a console script interpreter flags.
+own console script stays a working fallback: pip cannot give a console script interpreter flags. The
+front reads this script's `#!` interpreter and `sys.path.append` line: they name the node's template.
 """
 
 from __future__ import annotations

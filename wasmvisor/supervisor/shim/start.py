@@ -28,7 +28,7 @@ import sys
 import time
 
 from wasmvisor.linux.files import write_atomic
-from wasmvisor.supervisor.shim import claim
+from wasmvisor.supervisor.shim import bootstrap_params, claim
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, to_argv
 from wasmvisor.supervisor.shim.fastload import loads, sha256
 
@@ -100,6 +100,15 @@ def group_of(bundle: str, task_id: str) -> str:
         if isinstance(group, str) and group:
             return group
     return task_id
+
+
+SANDBOX_BUNDLES = "io.containerd.sandbox.controller.v1.shim"
+"""The folder of containerd 2.x's shim sandboxer under its state dir: `<state>/<this>/<ns>/<sandbox id>`."""
+
+
+def is_sandbox_bundle(bundle: str) -> bool:
+    """Whether `bundle` is a pod sandbox of containerd 2.x's shim sandboxer (protocol reference, 1.7)."""
+    return os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(bundle)))) == SANDBOX_BUNDLES
 
 
 def socket_dir() -> str:
@@ -324,20 +333,27 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
         address=args.address or os.environ.get("GRPC_ADDRESS", ""),
         namespace=args.namespace or os.environ.get("NAMESPACE", ""),
     )
+    # containerd 1.6-2.2 write the runtime options (an Any) on stdin, containerd 2.3 its BootstrapParams
+    # (bootstrap_params.py). No field of the options is used yet (the Task API's Create checks their
+    # type), but stdin is read whole so that containerd's write never waits.
+    params = bootstrap_params.parse(read_options(stdin if stdin is not None else sys.stdin.buffer),
+                                    args.id, args.namespace)
+    if params is not None:
+        args = args.replace(address=args.address or params.grpc_address,
+                            publish_binary=args.publish_binary or params.binary)
     group = group_of(bundle, args.id)
     directory = socket_dir()
     path = socket_path(args.address, args.namespace, group, directory)
-    # containerd writes the runtime options (an Any) on stdin; no field of them is used yet (the
-    # Task API's Create checks their type), but they are read so that containerd's write never waits.
-    read_options(stdin if stdin is not None else sys.stdin.buffer)
+    sandbox = is_sandbox_bundle(bundle)
     pid = None
-    if not os.environ.get(PROTOCOL_ENV) and stays(path, args.id):
+    if not os.environ.get(PROTOCOL_ENV) and not sandbox and stays(path, args.id):
         # Fast path: the group's supervisor runs, has promised to stay for this task, and the answer
-        # is the plain address. No lock is needed to reuse a server; only launching one must be serialized.
-        address = PLAIN_SCHEME + path
+        # is the plain address (in JSON for 2.3). No lock is needed to reuse a server; only launching
+        # one must be serialized.
+        address = ttrpc_answer(path, sandbox=False, json_form=params is not None)
     else:
         address, pid = _reuse_or_launch(args, bundle=bundle, group=group, directory=directory, path=path,
-                                        launcher=launcher)
+                                        launcher=launcher, sandbox=sandbox, json_form=params is not None)
     # Mode 0600: what the shim keeps in a bundle is for containerd alone, which runs as root.
     write_atomic(os.path.join(bundle, ADDRESS_FILE), address.encode(), STATE_FILE_MODE)
     out = stdout if stdout is not None else sys.stdout
@@ -347,26 +363,43 @@ def run(args: ShimArgs, *, stdin: BinaryIO | None = None, stdout: TextIO | None 
 
 
 def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str, path: str,
-                     launcher: Sequence[str] | None) -> tuple[str, int | None]:
+                     launcher: Sequence[str] | None, sandbox: bool = False,
+                     json_form: bool = False) -> tuple[str, int | None]:
     """Under the socket directory's lock: reuse the group's live supervisor (if it grants the claim) or launch one.
 
-    Returns the answer for containerd and the new daemon's pid (None when one was reused).
+    `sandbox`: the bundle is a sandbox of containerd 2.x's shim sandboxer (answered with version 3);
+    `json_form`: containerd 2.3 asked with BootstrapParams (answered in JSON). Returns the answer for
+    containerd and the new daemon's pid (None when one was reused).
     """
     os.makedirs(directory, mode=0o700, exist_ok=True)
     protocol = "ttrpc"
     boot = None
+    warning = None
     if os.environ.get(PROTOCOL_ENV):  # bootstrap (dataclasses, hashlib, json: ~15 ms) only when asked
         from wasmvisor.supervisor.shim import bootstrap
 
         requested = bootstrap.requested_protocol(os.environ)
-        if requested != "ttrpc":
-            boot = bootstrap.choose(requested, bootstrap.containerd_major(os.environ, args.publish_binary, directory))
+        if sandbox and requested == "ttrpc":
+            requested = "ttrpc-v3"  # the shim sandboxer reuses the supervisor for the pod's tasks only on v3
+        if requested != "ttrpc" or json_form:
+            # The shim sandboxer and BootstrapParams exist only on containerd 2.x: its version is asked only
+            # for gRPC (2.1.x is served ttrpc instead) or to tell 1.x from 2.x.
+            version = None
+            if requested == "grpc" or not (sandbox or json_form):
+                version = bootstrap.containerd_version(os.environ, args.publish_binary, directory)
+                requested, warning = bootstrap.avoid_known_bugs(requested, version)
+            major = 2 if sandbox or json_form else (version[0] if version else None)
+            boot = bootstrap.choose(requested, major, json_form=json_form)
             protocol = boot.protocol
     pid = None
     lock = _lock(directory)
     try:
         sock = bind_unless_served(path, lambda p: stays(p, args.id, protocol))
         if sock is not None:
+            if warning:  # once per supervisor, in the log containerd copies (never on start's stdout)
+                from wasmvisor import logs
+
+                logs.write_line(bundle, "warning", warning, instance=args.id, namespace=args.namespace)
             serve_args = args.replace(protocol=protocol if protocol == "grpc" else "")
             command = daemon_command(serve_args, bundle=bundle, group=group, socket=path, launcher=launcher)
             if protocol == "grpc":
@@ -390,7 +423,16 @@ def _reuse_or_launch(args: ShimArgs, *, bundle: str, group: str, directory: str,
                 wait_until_serving(path, pid)
     finally:
         os.close(lock)
-    return (boot.answer(path) if boot is not None else PLAIN_SCHEME + path), pid
+    return (boot.answer(path) if boot is not None else ttrpc_answer(path, sandbox=sandbox, json_form=json_form)), pid
+
+
+def ttrpc_answer(path: str, *, sandbox: bool, json_form: bool) -> str:
+    """The answer for a ttrpc supervisor on `path` when WASMVISOR_PROTOCOL is unset, without importing
+    bootstrap.py: JSON version 3 for a sandbox of the shim sandboxer, JSON version 2 for a containerd 2.3
+    that sent BootstrapParams, else the plain address."""
+    if sandbox or json_form:
+        return bootstrap_params.json_answer(3 if sandbox else 2, PLAIN_SCHEME + path, "ttrpc")
+    return PLAIN_SCHEME + path
 
 
 def _from_template(address: str, directory: str, command: list[str], listen_fd: int) -> int | None:

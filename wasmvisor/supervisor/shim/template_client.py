@@ -17,6 +17,8 @@ import _socket
 import os
 import sys
 
+from wasmvisor.supervisor.shim.template_protocol import encode_request
+
 TYPE_CHECKING = False  # `start` imports this module: no typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -65,19 +67,6 @@ def connect(path: str) -> _socket.socket | None:
     return sock
 
 
-MAGIC = "wasmvisor-template/1"
-"""The first field of a request; the template refuses any other."""
-
-
-def encode_request(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes:
-    """One request: its length in decimal and a newline, then NUL-separated fields: MAGIC, cwd, the
-    number of arguments, the arguments, then `KEY=VALUE` per environment variable. NUL is the one byte
-    no argument, variable or path can hold, and this needs no `json` (3 ms of imports) in `start`."""
-    fields = [MAGIC, cwd, str(len(argv)), *argv, *(f"{k}={v}" for k, v in env.items())]
-    payload = b"\0".join(os.fsencode(f) for f in fields)
-    return b"%d\n" % len(payload) + payload
-
-
 def request(sock: _socket.socket, argv: Sequence[str], env: Mapping[str, str], cwd: str,
             listen_fd: int | None, timeout: float = REPLY_TIMEOUT) -> int:
     """Send one request and return the new supervisor's pid. OSError or ValueError on any failure.
@@ -124,7 +113,9 @@ def launch_supervisor(*, directory: str, address: str, command: Sequence[str], s
             listener = bind(path)
             if listener is not None:
                 try:
-                    spawn([*command, "-address", address, "-socket", path, "-socket-fd", "3", "template"],
+                    # `start`'s parent is containerd: the template serves it and ends with it.
+                    spawn([*command, "-address", address, "-socket", path, "-socket-fd", "3",
+                           "-containerd-pid", str(os.getppid()), "template"],
                           listener.fileno())  # type: ignore[attr-defined]
                 finally:
                     listener.close()  # type: ignore[attr-defined]

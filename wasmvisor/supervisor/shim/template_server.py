@@ -10,20 +10,25 @@ supervisors, zygotes and the template share their imported pages (less memory pe
 `start` (template_client.py) connects to the template's socket, sends one request, the `serve`
 command line with its environment and working directory (NUL-separated fields after a length line),
 with the listening socket of the new supervisor attached (SCM_RIGHTS), and reads back one line:
-`pid N` or `error MESSAGE`.
+`pid N` or `error MESSAGE` (the format: template_protocol.py).
 Whatever goes wrong there, `start` falls back to spawning the supervisor itself. The socket is 0600
 and only peers of the template's own uid are served (SO_PEERCRED), as with supervisors.
 
-The template is single-threaded and never runs guest code nor compiles wasm. It reaps its children
-(the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (linux/wakeup.py). It exits after IDLE_ENV
-seconds (default 600) with no request and no supervisor left, or on SIGTERM; supervisors it forked
-run on (each is in its own session).
+The template is single-threaded (it forks) and never runs guest code nor compiles wasm. One select
+loop serves every client at once: a connection is read as its bytes come, so a client that connects
+and says nothing delays no one (it is answered with an error after REQUEST_TIMEOUT). It reaps its
+children (the supervisors) in one place, woken by SIGCHLD through a wake-up pipe (linux/wakeup.py).
+It exits when the containerd it serves is gone (`start` passes containerd's pid, its own parent, as
+`-containerd-pid`; the template watches it through a pidfd opened at once, while containerd still
+waits for that `start`), after IDLE_ENV seconds (default 600) with no request and no supervisor
+left, or on SIGTERM; supervisors it forked run on (each is in its own session).
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import os
 import select
 import signal
@@ -31,16 +36,17 @@ import socket
 import sys
 import time
 
+from wasmvisor import tracing
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.linux.wakeup import ChildWakeup
 from wasmvisor.supervisor.rpc.socket_file import SocketFile
 from wasmvisor.supervisor.rpc.ttrpc_server import peer_credentials
 from wasmvisor.supervisor.shim.cliargs import ShimArgs, UsageError, parse_args
-from wasmvisor.supervisor.shim.template_client import MAGIC
+from wasmvisor.supervisor.shim.template_protocol import Request, parse_request, request_payload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import NoReturn
 
     from wasmvisor.supervisor.config import Config
@@ -51,8 +57,6 @@ if TYPE_CHECKING:
 TITLE = "wasmvisor-template"
 IDLE_ENV = "WASMVISOR_TEMPLATE_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 600.0
-REQUEST_LIMIT = 4 << 20
-"""Bytes of one request: the environment and the command line (Linux allows 2 MiB of each)."""
 REQUEST_TIMEOUT = 5.0
 """Seconds a connected client has to send its whole request."""
 LISTEN_FD = 3
@@ -73,12 +77,21 @@ PRELOAD = (
 )
 
 
-def preload(engine: str, instance: str | None = None) -> list[str]:
-    """Every module the template imports: PRELOAD, then the zygote's preload for `engine`, or the
-    module of the shim's own `instance` class (no zygote runs then)."""
+TRACING_PRELOAD = ("wasmvisor.supervisor.otel", "wasmvisor.supervisor.tasks.spans", "requests")
+"""With traces on, OpenTelemetry and the HTTP client its exporter loads (~0.1-0.3 s of imports), once per
+node instead of once per supervisor. Zygotes and workers inherit the modules as frozen shared pages and run
+none of their code."""
+
+
+def preload(engine: str, instance: str | None = None, environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Every module the template imports: PRELOAD, the tracing modules when `environ` asks for traces
+    (and the `otel` extra is installed), then the zygote's preload for `engine`, or the module of the
+    shim's own `instance` class (no zygote runs then)."""
     from wasmvisor.ipc.zygote import preload_for
 
     extra = (instance.split(":", 1)[0],) if instance else preload_for(engine)
+    if tracing.configured(environ) and importlib.util.find_spec("opentelemetry.sdk") is not None:
+        extra = (*TRACING_PRELOAD, *extra)
     return [*PRELOAD, *(m for m in extra if m not in PRELOAD)]
 
 
@@ -89,40 +102,6 @@ def idle_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
     except ValueError:
         return DEFAULT_IDLE_SECONDS
     return value if value >= 0 else DEFAULT_IDLE_SECONDS
-
-
-class Request:
-    """One parsed request: the `serve` command line (no program name), environment, working directory."""
-
-    __slots__ = ("argv", "env", "cwd")
-
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
-        self.argv = argv
-        self.env = env
-        self.cwd = cwd
-
-
-def parse_request(data: bytes) -> Request:
-    """Decode one request's payload (template_client.encode_request, after its length line);
-    ValueError naming what is wrong."""
-    fields = [os.fsdecode(f) for f in data.split(b"\0")]
-    if len(fields) < 3 or fields[0] != MAGIC:
-        raise ValueError(f"request does not start with {MAGIC}")
-    cwd, count = fields[1], fields[2]
-    if not count.isdigit() or not 0 < int(count) <= len(fields) - 3:
-        raise ValueError(f"request argument count {count[:20]!r} does not fit the request")
-    argv = fields[3:3 + int(count)]
-    env: dict[str, str] = {}
-    for item in fields[3 + int(count):]:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"request environment entry {item[:40]!r} is not KEY=VALUE")
-        env[key] = value
-    if argv[-1] != "serve":
-        raise ValueError(f"request argv ends with {argv[-1]!r}, not the serve action")
-    if not os.path.isabs(cwd):
-        raise ValueError(f"request cwd {cwd[:80]!r} is not an absolute path")
-    return Request(argv, env, cwd)
 
 
 def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: RunSupervisor, *,
@@ -142,12 +121,30 @@ def serve(args: ShimArgs, config: Config | None, engine: str, run_supervisor: Ru
     setproctitle(f"{TITLE} -address {args.address} {args.socket}")
     gc.freeze()  # what is loaded now is shared with every supervisor, zygote and worker forked from here
     return Template(listener, args.socket, config, engine, idle_seconds(os.environ), run_supervisor,
-                    instance=instance).run()
+                    instance=instance, containerd_pid=args.containerd_pid).run()
+
+
+class Client:
+    """A connection whose request has not fully arrived: its bytes and fds so far, and its deadline."""
+
+    __slots__ = ("conn", "data", "fds", "deadline")
+
+    def __init__(self, conn: socket.socket, deadline: float) -> None:
+        self.conn = conn
+        self.data = b""
+        self.fds: list[int] = []
+        self.deadline = deadline
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.conn.close()
 
 
 class Template:
     def __init__(self, listener: socket.socket, path: str, config: Config | None, engine: str, idle: float,
-                 run_supervisor: RunSupervisor, *, instance: str | None = None) -> None:
+                 run_supervisor: RunSupervisor, *, instance: str | None = None, containerd_pid: int = 0) -> None:
         self.listener = listener
         self.run_supervisor = run_supervisor
         self.path = path
@@ -156,29 +153,46 @@ class Template:
         self.instance = instance
         self.idle = idle
         self.children: set[int] = set()
+        self.clients: dict[int, Client] = {}
         self.stopping = False
         self.socket_file = SocketFile(path)  # the file `start` bound for us
+        self.containerd = _pidfd(containerd_pid)
 
     def run(self) -> int:
         wakeup = ChildWakeup()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        self.listener.setblocking(False)
         last = time.monotonic()
+        watched = [self.listener.fileno(), wakeup.fd, *([self.containerd] if self.containerd >= 0 else [])]
         try:
             while not self.stopping:
-                ready, _, _ = select.select([self.listener.fileno(), wakeup.fd], [], [], 1.0)
+                now = time.monotonic()
+                timeout = min([1.0, *(max(0.0, c.deadline - now) for c in self.clients.values())])
+                ready, _, _ = select.select([*watched, *self.clients], [], [], timeout)
+                if self.containerd in ready:
+                    break  # containerd is gone: no `start` will come from it again
                 if wakeup.fd in ready:
                     wakeup.drain()
                 if self.reap() and not self.children:
                     last = time.monotonic()  # idle from the end of the last group
                 if self.listener.fileno() in ready:
-                    self.accept(wakeup)
+                    self.accept()
+                for fd in ready:
+                    if fd in self.clients:
+                        self.receive(self.clients[fd], wakeup)
+                self.expire()
+                if self.clients or self.listener.fileno() in ready:
                     last = time.monotonic()
                 elif not self.children and time.monotonic() - last > self.idle:
                     break
         finally:
             self.socket_file.remove()  # unless a newer template has taken the path
             self.listener.close()
+            for client in self.clients.values():
+                client.close()
+            if self.containerd >= 0:
+                os.close(self.containerd)
             wakeup.close()
         return 0
 
@@ -200,37 +214,67 @@ class Template:
             reaped = True
         return reaped
 
-    def accept(self, wakeup: ChildWakeup) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
-        with conn:
-            fds: list[int] = []
+    def accept(self) -> None:
+        """Take every waiting connection of the template's uid (another user's is closed unanswered,
+        as supervisors do); their requests are read as they arrive."""
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # BlockingIOError: none left
+                return
             try:
                 if peer_credentials(conn)[1] != os.getuid():
-                    return  # another user's process: closed unanswered, as supervisors do
-                conn.settimeout(REQUEST_TIMEOUT)
-                payload, fds = _receive(conn)
-                request = parse_request(payload)
-                args = parse_args(request.argv)  # a command line the child would refuse is refused here
-                pid = os.fork()
-                if pid == 0:
-                    self._become_supervisor(conn, fds, request, args, wakeup)
-                self.children.add(pid)
-                answer = f"pid {pid}"
-            except (OSError, ValueError, UsageError) as exc:
-                answer = "error " + " ".join(str(exc).split())
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            try:
-                conn.sendall(answer.encode(errors="replace") + b"\n")
+                    conn.close()
+                    continue
             except OSError:
-                pass
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self.clients[conn.fileno()] = Client(conn, time.monotonic() + REQUEST_TIMEOUT)
 
-    def _become_supervisor(self, conn: socket.socket, fds: list[int], request: Request, args: ShimArgs,
-                           wakeup: ChildWakeup) -> NoReturn:
+    def receive(self, client: Client, wakeup: ChildWakeup) -> None:
+        """Read what `client` has sent; once its request is whole, fork the supervisor and answer."""
+        try:
+            data, fds, flags, _ = socket.recv_fds(client.conn, 65536, 1)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._answer(client, f"error {exc}")
+            return
+        client.fds += fds
+        client.data += data
+        try:
+            if flags & socket.MSG_CTRUNC or len(client.fds) > 1:
+                raise ValueError("request carries more than one fd")
+            payload = request_payload(client.data, ended=not data)
+            if payload is None:
+                return
+            request = parse_request(payload)
+            args = parse_args(request.argv)  # a command line the child would refuse is refused here
+            pid = os.fork()
+            if pid == 0:
+                self._become_supervisor(client, request, args, wakeup)
+            self.children.add(pid)
+            answer = f"pid {pid}"
+        except (OSError, ValueError, UsageError) as exc:
+            answer = f"error {exc}"
+        self._answer(client, answer)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for client in [c for c in self.clients.values() if c.deadline <= now]:
+            self._answer(client, f"error request not received within {REQUEST_TIMEOUT:g} s")
+
+    def _answer(self, client: Client, answer: str) -> None:
+        """Send the one-line answer (a few bytes into an empty socket buffer) and close."""
+        del self.clients[client.conn.fileno()]
+        try:
+            client.conn.send(" ".join(answer.split()).encode(errors="replace") + b"\n")
+        except OSError:
+            pass
+        client.close()
+
+    def _become_supervisor(self, client: Client, request: Request, args: ShimArgs, wakeup: ChildWakeup) -> NoReturn:
         """The forked child: become the supervisor `request` describes. Never returns."""
 
         def become() -> int:
@@ -238,7 +282,8 @@ class Template:
             for signo in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signo, signal.SIG_DFL)
             self.listener.detach()  # closed below with the rest; the objects must not close reused fds
-            conn.detach()
+            for other in self.clients.values():
+                other.conn.detach()
             os.setsid()
             os.chdir(request.cwd)
             os.environ.clear()
@@ -247,8 +292,8 @@ class Template:
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             keep: tuple[int, ...] = ()
-            if fds:
-                os.dup2(fds[0], LISTEN_FD, inheritable=False)
+            if client.fds:
+                os.dup2(client.fds[0], LISTEN_FD, inheritable=False)
                 keep = (LISTEN_FD,)
             close_fds_except(keep)
             sys.argv[1:] = request.argv
@@ -257,30 +302,11 @@ class Template:
         run_child(become)
 
 
-def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
-    """One request's payload and the fds sent with it (at most one)."""
-    data, fds, flags, _ = socket.recv_fds(conn, 65536, 1)
+def _pidfd(pid: int) -> int:
+    """A pidfd of containerd (readable once it has ended), or -1: unknown, or no pidfds here."""
+    if pid <= 1:
+        return -1
     try:
-        if flags & socket.MSG_CTRUNC:
-            raise ValueError("request carries more than one fd")
-        while b"\n" not in data[:24]:
-            if len(data) >= 24:
-                raise ValueError("request does not start with its length")
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise ValueError("request ended before its length")
-            data += chunk
-        head, _, data = data.partition(b"\n")
-        if not head.isdigit() or int(head) > REQUEST_LIMIT:
-            raise ValueError(f"request length {head[:24]!r} is not a number up to {REQUEST_LIMIT}")
-        size = int(head)
-        while len(data) < size:
-            chunk = conn.recv(min(65536, size - len(data)))
-            if not chunk:
-                raise ValueError("request ended early")
-            data += chunk
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return data[:size], fds
+        return os.pidfd_open(pid)
+    except OSError:
+        return -1

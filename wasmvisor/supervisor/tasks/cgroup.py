@@ -43,7 +43,8 @@ class TaskCgroup:
     @classmethod
     def create(cls, task_id: str, namespace: str, spec_raw: Any, on_oom: Callable[[], None]) -> TaskCgroup | None:
         """Make the cgroup the spec names and apply its resources; None when the spec has no
-        `linux` section or the host has no cgroups. Raises a ShimError naming the path."""
+        `linux` section or the host has no cgroups. Raises a ShimError naming the path. Blocking
+        (the registry runs it on a thread): `watch_oom` then starts the OOM watch on the loop."""
         if not isinstance(spec_raw, dict) or "linux" not in spec_raw:
             return None
         path, resources = cgroups.spec_cgroup(spec_raw)
@@ -64,7 +65,6 @@ class TaskCgroup:
         try:
             cgroup.apply(resources)
             task_cgroup._oom_seen = cgroup.oom_kills()
-            task_cgroup._watch_oom()
         except BaseException:
             task_cgroup.destroy()
             raise
@@ -75,7 +75,8 @@ class TaskCgroup:
     def add(self, pid: int) -> None:
         self.cgroup.add(pid)
 
-    def _watch_oom(self) -> None:
+    def watch_oom(self) -> None:
+        """Watch for OOM kills from the running loop (which `_on_memory_event` then runs on)."""
         try:
             self._oom_fd = self.cgroup.open_oom_events()
         except errors.ShimError as exc:  # no memory controller: stats and limits still work

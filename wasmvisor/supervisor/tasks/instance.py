@@ -15,8 +15,9 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from wasmvisor import errors
 from wasmvisor.ipc import messages
@@ -59,6 +60,16 @@ class InstanceConfig:
     """The image's wasm layers, written to the bundle (wasmvisor.supervisor.containerd.wasm_layers)."""
 
 
+@dataclass(frozen=True)
+class ExecStdio:
+    """An exec process's own stdio (the FIFOs of its Exec request)."""
+
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+
+
 class Instance(abc.ABC):
     """One container's guest. `new` prepares it (Create); `start` runs it."""
 
@@ -94,6 +105,12 @@ class Instance(abc.ABC):
     async def wait(self) -> Exit:
         """Block until the guest has ended (whether started or not); return how."""
 
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+                   on_forked: Callable[[int], None] | None = None) -> Instance:
+        """Prepare the exec process `exec_id` (an OCI `process`) in this running container, as an
+        Instance of its own that `start` runs (Task API Exec); optional."""
+        raise errors.Unimplemented(f"exec {exec_id!r} in task {self.id}: {type(self).__name__} has no exec")
+
 
 InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
 """`(id, cfg, on_forked)` -> a new Instance: an Instance class's `new` (runwasi's `Instance::new`),
@@ -128,6 +145,10 @@ class WorkerInstance(Instance):
         """The worker said it execs a native program: its pipe closes while that program runs."""
         self._container_pidfd = -1
         """A pidfd of the container process when it is not the worker itself (pid namespace)."""
+        self.phases: messages.Phases = {}
+        """What the worker measured of its steps (Ready, Exited) and the fork before them: trace spans."""
+        self._launcher: WorkerLauncher | None = None
+        """Set by `new`: execs are forked by the same zygote."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -136,13 +157,15 @@ class WorkerInstance(Instance):
         """A worker forked by `launcher` (required: daemon.py binds it), configured and Ready."""
         if launcher is None:
             raise errors.Internal(f"task {id}: a WorkerInstance needs the zygote's launcher")
-        configure = messages.Configure(
-            namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
-            stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
-            log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
-        )
+        return await cls._launch(id, cfg, _configure(id, cfg), on_forked, launcher)
+
+    @classmethod
+    async def _launch(cls, id: str, cfg: InstanceConfig, configure: messages.Configure,
+                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher) -> WorkerInstance:
+        asked = time.time_ns()
         handle = await launcher.spawn(configure, on_forked)
         inst = cls(id, cfg, handle)
+        inst._launcher = launcher
         try:
             await inst._ready
         except BaseException:
@@ -150,7 +173,20 @@ class WorkerInstance(Instance):
             await inst._exited.wait()
             inst.handle.close()
             raise
+        if "configure" in inst.phases:  # the fork: from our request to the worker's first instruction
+            inst.phases["fork"] = [asked, inst.phases["configure"][0]]
         return inst
+
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+                   on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
+        """Another worker, in this container's namespaces and against its root (worker/exec_process.py)."""
+        if self._launcher is None or self._exit is not None:
+            raise errors.FailedPrecondition(f"exec {exec_id!r} in task {self.id}: the task is not running")
+        cfg = replace(self.cfg, stdin=stdio.stdin, stdout=stdio.stdout, stderr=stdio.stderr, terminal=stdio.terminal,
+                      wasm_layers=())
+        configure = replace(_configure(self.id, cfg), exec_id=exec_id, exec_target_pid=self.pid,
+                            exec_process=dict(process), exec_in_wasm=not self._execs)
+        return await self._launch(f"{self.id} exec {exec_id}", cfg, configure, on_forked, self._launcher)
 
     async def start(self) -> int:
         if self._exit is not None:
@@ -158,6 +194,11 @@ class WorkerInstance(Instance):
         self._started = asyncio.get_running_loop().create_future()
         await self.handle.send(messages.StartGuest())
         return await self._started
+
+    @property
+    def execs(self) -> bool:
+        """Whether the worker exec'd a native program (known once Start has answered)."""
+        return self._execs
 
     @property
     def relay_pid(self) -> int | None:
@@ -256,6 +297,7 @@ class WorkerInstance(Instance):
                 self.pid = msg.pid
                 if msg.pid != self.handle.pid and self._container_pidfd < 0:
                     self._open_container_pidfd(msg.pid)
+            self.phases.update(msg.phases)
             _resolve(self._ready, msg.pid)
         elif isinstance(msg, messages.Started):
             self._execs = msg.execs
@@ -265,6 +307,7 @@ class WorkerInstance(Instance):
             self._reported = msg
             if msg.note:
                 log.warning("worker %d of %s: %s", self.pid, self.id, msg.note)
+            self.phases.update(msg.phases)
         elif isinstance(msg, messages.Failed):
             error = _error_from(msg)
             target = self._ready if not self._ready.done() else self._started
@@ -293,6 +336,14 @@ class WorkerInstance(Instance):
                 errors.FailedPrecondition(f"task {self.id} exited with status {status} while starting")
             )
         self._exited.set()
+
+
+def _configure(id: str, cfg: InstanceConfig) -> messages.Configure:
+    return messages.Configure(
+        namespace=cfg.namespace, id=id, bundle=cfg.bundle, rootfs=cfg.rootfs, engine=cfg.engine,
+        stdin=cfg.stdin, stdout=cfg.stdout, stderr=cfg.stderr, terminal=cfg.terminal,
+        log_level=cfg.log_level, pod=cfg.pod, wasm_layers=cfg.wasm_layers,
+    )
 
 
 def _resolve(fut: asyncio.Future[int], value: int) -> None:

@@ -14,17 +14,27 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from wasmvisor import errors, logs
 from wasmvisor.cgroups import migration
 from wasmvisor.ipc.messages import LayerFile
+from wasmvisor.linux import pid_record
 from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
 from wasmvisor.supervisor.tasks import mounts
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
-from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, InstanceFactory, worker_pid_file
+from wasmvisor.supervisor.tasks.execs import ExecProcess, TaskExecs
+from wasmvisor.supervisor.tasks.instance import (
+    ExecStdio,
+    Exit,
+    Instance,
+    InstanceConfig,
+    InstanceFactory,
+    worker_pid_file,
+)
 from wasmvisor.supervisor.tasks.task import CreateOpts, Task
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,8 @@ class TaskRegistry:
         self.log_level = log_level
         self._tasks: dict[str, Task] = {}
         self._reserved: set[str] = set()
+        self._execs: dict[str, TaskExecs] = {}
+        """Each task's exec processes."""
         self._pending: set[asyncio.Task[Any]] = set()
 
     def get(self, task_id: str) -> Task:
@@ -89,6 +101,7 @@ class TaskRegistry:
         finally:
             self._reserved.discard(task_id)
         self._tasks[task_id] = task
+        self._execs[task_id] = TaskExecs(task_id, self.events)
         self.events.publish("/tasks/create", task_events.create(task))
         # Watched from now on only: a worker that died before its task was registered has its
         # TaskExit after the TaskCreate.
@@ -105,15 +118,19 @@ class TaskRegistry:
         try:
             # Before the worker exists, so that a cgroupsPath that cannot be made fails Create early;
             # the worker joins it as soon as it is forked, before it loads anything.
-            cgroup = TaskCgroup.create(task_id, self.namespace, opts.spec.raw if opts.spec else None,
-                                       on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
+            # Off the loop, as the mounts below: cgroupfs writes wait on the kernel's cgroup mutex and
+            # a mount on its filesystem, while Kill, Wait and State of other tasks must answer.
+            cgroup = await asyncio.to_thread(
+                TaskCgroup.create, task_id, self.namespace, opts.spec.raw if opts.spec else None,
+                on_oom=lambda: self.events.publish("/tasks/oom", task_events.oom(task_id)))
             if cgroup is not None:
+                cgroup.watch_oom()  # on the loop: its reader is the loop's
                 # Made, not joined yet: the kernel's wait for that join now overlaps the rootfs mount
                 # and the fork (migration.py). Not sooner: the no-op join holds the cgroup mutex that
                 # the mkdir above needs.
                 migration.prime()
             if opts.rootfs:
-                mounts.mount_all(opts.rootfs, rootfs)  # all or nothing
+                await asyncio.to_thread(mounts.mount_all, opts.rootfs, rootfs)  # all or nothing
                 mounted = True
             layers = await self.layers.for_container(task_id, opts.bundle, rootfs, opts.spec)
             cfg = InstanceConfig(
@@ -165,8 +182,20 @@ class TaskRegistry:
                 log.info("task %s exited with status %d", task.id, exit.status,
                          extra={logs.FIELDS_ATTR: {"instance": task.id}})
                 self.events.publish("/tasks/exit", task_events.exit(task, exit))
+            execs = self._execs.get(task.id)
+            if execs:  # as runc's shim kills what is left of a container whose init exited
+                self._background(execs.end_all(), f"ending the execs of {task.id}")
         finally:
             task.exited.set()
+
+    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio) -> ExecProcess:
+        """Exec: a new process in the running task's container, in its cgroup."""
+        task.state.check_running(f"exec {exec_id!r} in task {task.id}")
+        on_forked = task.cgroup.add if task.cgroup else None
+        return await self.execs_of(task).add(exec_id, task.instance, process, stdio, on_forked)
+
+    def execs_of(self, task: Task) -> TaskExecs:
+        return self._execs[task.id]
 
     async def wait(self, task: Task) -> Exit:
         """How the task ended, once its exit is recorded (after its TaskExit)."""
@@ -281,6 +310,7 @@ class TaskRegistry:
             task.state.delete_failed(ended=task.exit is not None)
             raise
         del self._tasks[task_id]
+        self._execs.pop(task_id, None)
         self.events.publish("/tasks/delete", task_events.delete(task, exit))
         return exit
 
@@ -289,8 +319,9 @@ class TaskRegistry:
         be done again when a previous Delete failed part-way."""
         await task.instance.delete()
         exit = await self.wait(task)
+        await self.execs_of(task).end_all()
         if task.opts.rootfs:
-            mounts.unmount_all(task.rootfs)
+            await asyncio.to_thread(mounts.unmount_all, task.rootfs)
         if task.cgroup is not None:
             await task.cgroup.close()
         try:
@@ -301,7 +332,8 @@ class TaskRegistry:
 
 
 def _write_pid_file(bundle: str, pid: int) -> None:
-    write_atomic(worker_pid_file(bundle), str(pid).encode(), 0o600)  # root's alone
+    # Pid and start time: `delete` finds the process by them, whatever program it has exec'd since.
+    write_atomic(worker_pid_file(bundle), pid_record.encode(pid), 0o600)  # root's alone
 
 
 async def _undo_create(task_id: str, instance: Instance | None, cgroup: TaskCgroup | None, mounted: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 from google.protobuf.empty_pb2 import Empty
 
@@ -20,6 +20,7 @@ from wasmvisor.spec import load_spec
 from wasmvisor.supervisor.rpc.service import Call
 from wasmvisor.supervisor.tasks import mounts, runtime_options
 from wasmvisor.supervisor.tasks.events import timestamp
+from wasmvisor.supervisor.tasks.exec_service import ExecHandlers
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.state import Status
 from wasmvisor.supervisor.tasks.task import CreateOpts, Task, TaskIO
@@ -35,13 +36,6 @@ _STATUS = {
     Status.STOPPED: types_pb.STOPPED,
     Status.DELETING: types_pb.STOPPED,
 }
-
-
-def _no_exec(method: str, req: object) -> None:
-    exec_id = getattr(req, "exec_id", "")
-    if exec_id:
-        raise errors.NotFound(f"{method}: exec {exec_id!r} of task {getattr(req, 'id', '')!r}: not found "
-                              "(wasmvisor does not support exec)")
 
 
 def _require_id(method: str, task_id: str) -> None:
@@ -64,12 +58,19 @@ class TaskService:
     def __init__(self, registry: TaskRegistry, lifetime: Lifetime) -> None:
         self.registry = registry
         self.lifetime = lifetime
+        self.execs = ExecHandlers(registry)
+        """The answers for requests that name an exec (exec_service.py)."""
 
     def _task(self, method: str, req: object) -> Task:
         task_id = getattr(req, "id", "")
         _require_id(method, task_id)
-        _no_exec(method, req)
+        if getattr(req, "exec_id", ""):
+            raise errors.InvalidArgument(f"{method} {task_id}: not for an exec process (exec_id {req.exec_id!r})")  # type: ignore[attr-defined]
         return self.registry.get(task_id)
+
+    def _is_exec(self, method: str, req: Any) -> bool:
+        _require_id(method, req.id)
+        return bool(req.exec_id)
 
     async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
         self.lifetime.arrived(req.id)  # its claim is settled: from here on the registry counts the task
@@ -102,19 +103,23 @@ class TaskService:
         return pb.CreateTaskResponse(pid=task.pid)
 
     async def Start(self, req: pb.StartRequest, call: Call) -> pb.StartResponse:
+        if self._is_exec("start", req):
+            return await self.execs.start(req)
         task = self._task("start", req)
         pid = await self.registry.start(task)
         log.info("started task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return pb.StartResponse(pid=pid)
 
     async def Delete(self, req: pb.DeleteRequest, call: Call) -> pb.DeleteResponse:
-        _require_id("delete", req.id)
-        _no_exec("delete", req)
+        if self._is_exec("delete", req):
+            return await self.execs.delete(req)
         exit = await self.registry.delete(req.id)
         log.info("deleted task %s", req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return pb.DeleteResponse(pid=exit.pid, exit_status=exit.status, exited_at=timestamp(exit.at_ns))
 
     async def State(self, req: pb.StateRequest, call: Call) -> pb.StateResponse:
+        if self._is_exec("state", req):
+            return await self.execs.state(req)
         task = self._task("state", req)
         io = task.opts.io
         exit = task.exit
@@ -126,11 +131,15 @@ class TaskService:
         )
 
     async def Wait(self, req: pb.WaitRequest, call: Call) -> pb.WaitResponse:
+        if self._is_exec("wait", req):
+            return await self.execs.wait(req)
         task = self._task("wait", req)
         exit = await self.registry.wait(task)
         return pb.WaitResponse(exit_status=exit.status, exited_at=timestamp(exit.at_ns))
 
     async def Kill(self, req: pb.KillRequest, call: Call) -> Empty:
+        if self._is_exec("kill", req):
+            return await self.execs.kill(req)
         task = self._task("kill", req)
         await self.registry.kill(task, req.signal, req.all)
         log.info("sent signal %d to task %s", req.signal, req.id, extra={logs.FIELDS_ATTR: {"instance": req.id}})
@@ -150,6 +159,8 @@ class TaskService:
         return pb.ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid, version=VERSION)
 
     async def CloseIO(self, req: pb.CloseIORequest, call: Call) -> Empty:
+        if self._is_exec("closeio", req):
+            return await self.execs.close_io(req)
         # The worker reads the stdin FIFO itself: it sees EOF when the client closes its end,
         # so there is nothing to close here.
         self._task("closeio", req)
@@ -167,8 +178,8 @@ class TaskService:
         return pb.StatsResponse(stats=task.cgroup.stats())
 
     async def Exec(self, req: pb.ExecProcessRequest, call: Call) -> Empty:
-        self._task("exec", pb.StateRequest(id=req.id))
-        raise errors.Unimplemented(f"exec {req.exec_id!r} in task {req.id}: wasmvisor does not support exec")
+        _require_id("exec", req.id)
+        return await self.execs.exec(req)
 
     async def Pause(self, req: pb.PauseRequest, call: Call) -> Empty:
         await self.registry.pause(self._task("pause", req))
@@ -185,6 +196,8 @@ class TaskService:
         raise errors.Unimplemented("checkpoint: wasmvisor cannot checkpoint a task")
 
     async def ResizePty(self, req: pb.ResizePtyRequest, call: Call) -> Empty:
+        if self._is_exec("resizepty", req):
+            return await self.execs.resize_pty(req)
         self._task("resizepty", req)
         raise errors.Unimplemented("resizepty: wasm guests have no tty")
 

@@ -69,6 +69,11 @@ class TaskState:
         if self.status in (Status.STOPPED, Status.DELETING):
             raise NotFound(f"process already finished (task is {self.status.name}): not found")
 
+    def check_running(self, what: str) -> None:
+        """Exec needs a running container (runc refuses a paused or stopped one too)."""
+        if self.status is not Status.RUNNING:
+            raise FailedPrecondition(f"{what}: the task is {self.status.name}, not RUNNING")
+
     @property
     def alive(self) -> bool:
         return self.status in (Status.CREATED, Status.STARTING, Status.RUNNING, Status.PAUSED)

@@ -7,7 +7,7 @@ import hashlib
 import orjson
 import pytest
 
-from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, WASMTIME, EngineInfo
+from wasmvisor.engines.catalog import COMPONENT_LAYER, MODULE_LAYER, SPIN_LAYER, WASMTIME, EngineInfo
 from wasmvisor.errors import InvalidArgument
 from wasmvisor.supervisor.containerd import oci_wasm
 from wasmvisor.supervisor.containerd.oci_wasm import Descriptor
@@ -81,7 +81,7 @@ def test_a_layer_type_the_engine_does_not_run_is_named_with_its_digest() -> None
         oci_wasm.wasm_layers(WASM_CONFIG, [layer], WASMTIME, "docker.io/x/app:1")
     assert str(info.value) == (
         f"image docker.io/x/app:1: layer {layer.digest} has media type 'application/vnd.example+wasm', which "
-        f"engine wasmtime does not run (it runs {MODULE_LAYER}, {COMPONENT_LAYER})"
+        f"engine wasmtime does not run (it runs {MODULE_LAYER}, {COMPONENT_LAYER}, {SPIN_LAYER})"
     )
 
 
@@ -91,6 +91,25 @@ def test_more_wasm_layers_than_the_engine_runs_is_an_error() -> None:
         oci_wasm.wasm_layers(WASM_CONFIG, layers, WASMTIME, "img")
     many = EngineInfo("composer", (MODULE_LAYER,), max_layers=2)
     assert oci_wasm.wasm_layers(WASM_CONFIG, layers, many, "img") == layers
+
+
+@pytest.mark.parametrize(("config_type", "layer_type"), [
+    ("application/vnd.wasm.config.v0+json", MODULE_LAYER),
+    ("application/vnd.fermyon.spin.application.v1+config", SPIN_LAYER),
+], ids=["cncf-wasm-artifact", "spin"])
+def test_wasm_artifacts_are_known_by_their_config_type(config_type: str, layer_type: str) -> None:
+    # Spin's image also lists its application's config as a layer: it holds no code and is passed over.
+    layers = [desc("application/vnd.fermyon.spin.application.v1+config", 1), desc(layer_type, 2)]
+    assert oci_wasm.wasm_layers({}, layers, WASMTIME, "img", config_type) == [layers[1]]
+
+
+def test_a_wasm_image_with_nothing_to_run_names_the_media_types_found() -> None:
+    layers = [desc("application/vnd.fermyon.spin.application.v1+config", 1)]
+    with pytest.raises(InvalidArgument) as info:
+        oci_wasm.wasm_layers({}, layers, WASMTIME, "docker.io/x/app:1", "application/vnd.wasm.config.v0+json")
+    assert str(info.value).startswith(
+        "image docker.io/x/app:1: no layer to run: found application/vnd.fermyon.spin.application.v1+config; "
+        "engine wasmtime runs tar (rootfs) layers and application/wasm, ")
 
 
 def test_check_digest_accepts_matching_content_only() -> None:

@@ -78,3 +78,33 @@ def test_version_probe_runs_the_publish_binary_once_and_caches(tmp_path: Path) -
 
 def test_an_unrunnable_publish_binary_means_unknown(tmp_path: Path) -> None:
     assert bootstrap.containerd_major(ENV_17, str(tmp_path / "missing"), str(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("requested", "version", "protocol", "warned"),
+    [
+        ("grpc", (2, 1, 9), "ttrpc-v3", True),
+        ("grpc", (2, 1, 0), "ttrpc-v3", True),
+        ("grpc", (2, 2, 0), "grpc", False),
+        ("grpc", (2, 3, 1), "grpc", False),
+        ("grpc", (2, 0, 5), "grpc", False),
+        ("grpc", None, "grpc", False),
+        ("ttrpc-v3", (2, 1, 9), "ttrpc-v3", False),
+    ],
+)
+def test_grpc_on_containerd_2_1_is_answered_with_ttrpc_v3_and_a_warning(
+    requested: str, version: tuple[int, int, int] | None, protocol: str, warned: bool
+) -> None:
+    chosen, warning = bootstrap.avoid_known_bugs(requested, version)
+    assert chosen == protocol
+    assert (warning is not None) == warned
+    if warning:
+        assert "WASMVISOR_PROTOCOL=grpc on containerd 2.1." in warning and "still idle gRPC connection" in warning
+
+
+def test_containerd_version_is_exact_from_the_publish_binary(tmp_path: Path) -> None:
+    binary = tmp_path / "containerd"
+    binary.write_text("#!/bin/sh\necho 'containerd x/v2 2.1.9+unknown'\n")
+    binary.chmod(0o755)
+    assert bootstrap.containerd_version(ENV_17, str(binary), str(tmp_path)) == (2, 1, 9)
+    assert bootstrap.containerd_version({}, str(binary), str(tmp_path)) == (1, 6, 0)

@@ -118,7 +118,7 @@ class ServedGroup:
         # release does nothing here, so that the refusal itself can be seen on the same path
         self.lifetime = Lifetime(lambda: 0, release=lambda: None, end=self.ended.set,
                                  call_later=lambda delay, callback: self.loop.call_later(delay, callback))
-        self.server = TtrpcServer([claim.service(self.lifetime.claim, "ns/group")])
+        self.server = TtrpcServer([claim.service(self.lifetime.claim, self.lifetime.released, "ns/group")])
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(path)
         listener.listen()
@@ -146,5 +146,17 @@ def test_the_group_service_grants_claims_until_the_supervisor_ends(path: str) ->
         group.call(group.lifetime.end)
         assert group.ended.is_set()
         assert claim.ask(path, "t2") == claim.REFUSED
+    finally:
+        group.close()
+
+
+def test_release_settles_the_claim_and_an_idle_supervisor_then_ends(path: str) -> None:
+    group = ServedGroup(path)
+    group.lifetime.linger = 0.0
+    try:
+        assert claim.ask(path, "t1") == claim.GRANTED
+        assert claim.ask(path, "t1", method=claim.RELEASE) == claim.GRANTED
+        assert group.call(lambda: group.lifetime.claims) == []
+        assert group.ended.wait(10)
     finally:
         group.close()

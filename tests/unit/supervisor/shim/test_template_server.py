@@ -1,4 +1,4 @@
-"""The supervisor template's request format and the naming of its socket (no processes)."""
+"""The supervisor template's request format (template_protocol.py) and the naming of its socket (no processes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wasmvisor.supervisor.shim import template_client
+from wasmvisor.supervisor.shim import template_client, template_protocol
 from wasmvisor.supervisor.shim import template_server as template
 
 
@@ -19,19 +19,19 @@ def payload(line: bytes) -> bytes:
 
 def test_a_request_round_trips() -> None:
     env = {"PATH": "/bin", "ODD": "a=b c\nd", "EMPTY": ""}
-    line = template_client.encode_request(["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
+    line = template_protocol.encode_request(["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
     request = template.parse_request(payload(line))
     assert (request.argv, request.env, request.cwd) == (["-namespace", "ns", "-id", "", "serve"], env, "/b ü")
 
 
 @pytest.mark.parametrize(("fields", "complaint"), [
     ([b"other/1", b"/", b"1", b"serve"], "does not start with"),
-    ([template_client.MAGIC.encode(), b"/", b"x", b"serve"], "argument count"),
-    ([template_client.MAGIC.encode(), b"/", b"0"], "argument count"),
-    ([template_client.MAGIC.encode(), b"/", b"5", b"serve"], "argument count"),
-    ([template_client.MAGIC.encode(), b"/", b"2", b"-id", b"start"], "not the serve action"),
-    ([template_client.MAGIC.encode(), b"/", b"1", b"serve", b"NOEQUALS"], "KEY=VALUE"),
-    ([template_client.MAGIC.encode(), b"relative", b"1", b"serve"], "absolute"),
+    ([template_protocol.MAGIC.encode(), b"/", b"x", b"serve"], "argument count"),
+    ([template_protocol.MAGIC.encode(), b"/", b"0"], "argument count"),
+    ([template_protocol.MAGIC.encode(), b"/", b"5", b"serve"], "argument count"),
+    ([template_protocol.MAGIC.encode(), b"/", b"2", b"-id", b"start"], "not the serve action"),
+    ([template_protocol.MAGIC.encode(), b"/", b"1", b"serve", b"NOEQUALS"], "KEY=VALUE"),
+    ([template_protocol.MAGIC.encode(), b"relative", b"1", b"serve"], "absolute"),
 ])
 def test_a_bad_request_is_refused_naming_the_field(fields: list[bytes], complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
@@ -71,3 +71,34 @@ def test_the_template_can_be_turned_off(value: str, on: bool) -> None:
 @pytest.mark.parametrize(("value", "seconds"), [("", 600.0), ("5", 5.0), ("-1", 600.0), ("x", 600.0)])
 def test_idle_time_comes_from_the_environment(value: str, seconds: float) -> None:
     assert template.idle_seconds({"WASMVISOR_TEMPLATE_IDLE_SECONDS": value}) == seconds
+
+
+def test_a_request_is_whole_only_once_its_length_line_and_payload_have_arrived() -> None:
+    line = template_protocol.encode_request(["serve"], {}, "/")
+    for cut in (0, 1, line.index(b"\n"), len(line) - 1):
+        assert template.request_payload(line[:cut]) is None
+    assert template.request_payload(line) == payload(line)
+    with pytest.raises(ValueError, match="ended early"):
+        template.request_payload(line[:-1], ended=True)
+    with pytest.raises(ValueError, match="before its length"):
+        template.request_payload(b"12", ended=True)
+    with pytest.raises(ValueError, match="does not start with its length"):
+        template.request_payload(b"x" * 24)
+
+
+def test_the_template_is_told_which_containerd_it_serves() -> None:
+    from wasmvisor.supervisor.shim.cliargs import parse_args
+
+    args = parse_args(["-address", "/c.sock", "-socket", "/s/t", "-socket-fd", "3", "-containerd-pid", "42",
+                       "template"])
+    assert args.containerd_pid == 42
+    assert parse_args(["-socket", "/s/t", "template"]).containerd_pid == 0
+
+
+def test_the_template_preloads_opentelemetry_only_when_traces_are_on() -> None:
+    engine = "wasmvisor.engines.wasmtime_engine:WasmtimeEngine"
+    traced = template.preload(engine, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    plain = template.preload(engine, environ={})
+
+    assert set(template.TRACING_PRELOAD) <= set(traced)
+    assert not any(m in plain for m in template.TRACING_PRELOAD) and set(plain) < set(traced)

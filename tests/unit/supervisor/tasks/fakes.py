@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from wasmvisor import errors
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, load_spec
-from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig
+from wasmvisor.supervisor.tasks.instance import ExecStdio, Exit, Instance, InstanceConfig
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.task import CreateOpts
 
@@ -44,6 +44,8 @@ class FakeInstance(Instance):
         self.delete_error: Exception | None = None
         self._release = asyncio.Event()
         self._exited = asyncio.Event()
+        self.execs: dict[str, FakeInstance] = {}
+        self.exec_processes: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None) -> FakeInstance:
@@ -89,6 +91,14 @@ class FakeInstance(Instance):
         await self._exited.wait()
         assert self.exit is not None
         return self.exit
+
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+                   on_forked: Callable[[int], None] | None = None) -> FakeInstance:
+        """Another FakeInstance, kept in `execs` for the test to drive."""
+        inst = await FakeInstance.new(f"{self.id} exec {exec_id}", self.cfg, on_forked)
+        self.execs[exec_id] = inst
+        self.exec_processes[exec_id] = dict(process)
+        return inst
 
 
 class FakeInstances:
@@ -154,6 +164,9 @@ class FakeCgroup:
 
     def add(self, pid: int) -> None:
         self.added.append(pid)
+
+    def watch_oom(self) -> None:
+        self.watching = True
 
     def oom_kill(self) -> None:
         self._ooms += 1

@@ -1,0 +1,61 @@
+"""A pod's resources through CRI: the stats the kubelet reads (ContainerStats, ListContainerStats,
+PodSandboxStats) and UpdateContainerResources reaching the container's cgroup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.cri.client import ContainerSpec, PodSpec, cgroup_dirs, pod_running
+from tests.cri.node import CriNode
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
+
+ImageRef = Callable[[str], str]
+MIB = 1 << 20
+
+
+def memory_limit(cgroup: str) -> int:
+    """memory.max (v2) or memory.limit_in_bytes (v1) of a cgroup path."""
+    for folder in cgroup_dirs(cgroup):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            if (folder / name).exists():
+                return int(Path(folder / name).read_text().strip())
+    raise AssertionError(f"no memory controller folder for cgroup {cgroup}: {cgroup_dirs(cgroup)}")
+
+
+def test_stats_of_a_wasm_container_its_sidecar_and_their_pod(cri: CriNode, cri_image: ImageRef) -> None:
+    with pod_running(cri.client, PodSpec("stats")) as pod:
+        wasm = cri.client.run_container(pod, ContainerSpec("app", cri_image("sleep")))
+        sidecar = cri.client.run_container(
+            pod, ContainerSpec("sidecar", cri_image("busybox"), command=["/bin/sleep", "600"])
+        )
+        for container_id in (wasm, sidecar):
+            cri.client.wait_container(container_id, cri_api.CONTAINER_RUNNING)
+        cri.client.wait_log(pod, "app", b"sleeping")
+
+        stats = cri.client.container_stats(wasm)
+        assert stats.attributes.id == wasm and stats.attributes.metadata.name == "app"
+        assert stats.memory.working_set_bytes.value > 0, stats
+        assert stats.cpu.usage_core_nano_seconds.value > 0, stats
+
+        listed = {s.attributes.id: s for s in cri.client.list_container_stats(pod)}
+        assert set(listed) == {wasm, sidecar}
+        assert all(s.memory.working_set_bytes.value > 0 for s in listed.values()), listed
+
+        pod_stats = cri.client.pod_stats(pod)
+        assert pod_stats.attributes.id == pod.id
+        assert {c.attributes.id for c in pod_stats.linux.containers} == {wasm, sidecar}
+        assert pod_stats.linux.memory.working_set_bytes.value > 0, pod_stats
+
+
+def test_update_container_resources_reaches_the_container_cgroup(cri: CriNode, cri_image: ImageRef) -> None:
+    with pod_running(cri.client, PodSpec("update")) as pod:
+        container_id = cri.client.run_container(pod, ContainerSpec("app", cri_image("sleep"), memory_limit=256 * MIB))
+        cri.client.wait_container(container_id, cri_api.CONTAINER_RUNNING)
+        cgroup = f"{pod.cgroup_parent}/{container_id}"
+        assert memory_limit(cgroup) == 256 * MIB
+        cri.client.update_resources(
+            container_id, cri_api.LinuxContainerResources(memory_limit_in_bytes=128 * MIB, cpu_shares=512)
+        )
+        assert memory_limit(cgroup) == 128 * MIB
+        assert cri.client.container_status(container_id).state == cri_api.CONTAINER_RUNNING
