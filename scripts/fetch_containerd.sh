@@ -15,23 +15,8 @@ declare -A SUITE_OF=([1.7.24]=trixie [2.1.9]=sid)
 say() { echo "fetch_containerd: $*" >&2; }
 die() { echo "fetch_containerd: error: $*" >&2; exit 1; }
 
-# The first deb822 stanza of the machine's sources whose Suites name the Debian release itself
-# (not -security/-updates): its URI and Signed-By keyring.
-archive_source() {
-    local file
-    for file in /etc/apt/sources.list.d/*.sources; do
-        [[ -r "$file" ]] || continue
-        awk '
-            function flush() { if (uri != "" && main) { print uri, key; found = 1; exit } uri = ""; key = ""; main = 0 }
-            /^[ \t]*$/ { flush(); next }
-            /^#/ { next }
-            tolower($1) == "uris:" { uri = $2 }
-            tolower($1) == "signed-by:" { key = $2 }
-            tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i !~ /-/) main = 1 }
-            END { if (!found) flush() }
-        ' "$file" | head -n 1
-    done | head -n 1
-}
+# shellcheck source=apt_archive.sh
+source "$REPO/scripts/apt_archive.sh"
 
 fetch_one() {
     local version="$1" suite="${SUITE_OF[$1]:-}"
@@ -42,7 +27,7 @@ fetch_one() {
         return
     fi
     local source uri key
-    source="$(archive_source)"
+    source="$(apt_archive)"
     [[ -n "$source" ]] || die "no Debian archive URI found in /etc/apt/sources.list.d/*.sources"
     read -r uri key <<<"$source"
     local apt="$DEST/apt/$suite"

@@ -1,32 +1,31 @@
 """A kubelet-like client of containerd's CRI (`runtime.v1` over containerd's gRPC socket).
 
-It builds pod and container configs the way the kubelet does, so that what the shim sees under these
-tests is what it sees on a node: the pod's `log_directory` (`<files>/pods/<ns>_<name>_<uid>`), its
-`cgroup_parent` (`/<cgroup_root>/pod<uid>`, cgroupfs form), the `io.kubernetes.*` labels, namespace
-options and hostname; per container ImageStatus first (the kubelet pulls only what is missing; these
-tests import images instead), `log_path` `<name>/<attempt>.log`, binds of the pod's `/etc/hosts` and of
-a fresh file at `/dev/termination-log`, and the kubelet's annotations (restart count, termination
-message path). Failed calls raise `CriError` with the call's name and CRI's message.
+It sends the configs tests/cri/kubelet.py builds as the kubelet does, calls ImageStatus before each
+CreateContainer (the kubelet pulls only what is missing; these tests import images instead), removes a
+pod's cgroup and files after RemovePodSandbox, and waits for states and log lines by polling, as the
+kubelet's pod lifecycle event generator does. Failed calls raise `CriError` with the call's name and
+CRI's message.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from tests.cri import logs
+from tests.cri.kubelet import ContainerSpec, Pod, PodSpec, container_config, pod_config
+from tests.e2e.host import cgroup_dirs
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri
 from wasmvisor.proto.cri.runtime.v1 import api_pb2_grpc as cri_grpc
 
+__all__ = ["ContainerSpec", "CriClient", "CriError", "Pod", "PodSpec", "pod_running", "poll"]
+
 T = TypeVar("T")
-TERMINATION_LOG = "/dev/termination-log"
 STATE_NAMES: dict[int, str] = {
     cri.CONTAINER_CREATED: "CREATED",
     cri.CONTAINER_RUNNING: "RUNNING",
@@ -43,61 +42,6 @@ class CriError(RuntimeError):
         self.call = call
         self.code = code
         self.details = details
-
-
-@dataclass(frozen=True)
-class PodSpec:
-    """What a pod manifest says that reaches CRI."""
-
-    name: str
-    handler: str = "wasmvisor"
-    namespace: str = "default"
-    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
-    host_network: bool = False
-    labels: Mapping[str, str] = field(default_factory=dict)
-    attempt: int = 0
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """What a container of a pod manifest says that reaches CRI."""
-
-    name: str
-    image: str
-    command: Sequence[str] = ()
-    args: Sequence[str] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    memory_limit: int = 0
-    """Bytes; 0 for none."""
-    cpu_quota: int = 0
-    cpu_period: int = 0
-    cpu_shares: int = 0
-    attempt: int = 0
-    termination_message_path: str = TERMINATION_LOG
-
-
-@dataclass
-class Pod:
-    """A pod sandbox this client ran: its id, spec, config and the kubelet-side files."""
-
-    id: str
-    spec: PodSpec
-    config: cri.PodSandboxConfig
-    log_dir: Path
-    files: Path
-    """The pod's folder of kubelet files (etc-hosts, termination logs)."""
-    containers: dict[str, str] = field(default_factory=dict)
-    """container id -> name."""
-
-    @property
-    def cgroup_parent(self) -> str:
-        return self.config.linux.cgroup_parent
-
-    def log_path(self, name: str, attempt: int = 0) -> Path:
-        return self.log_dir / name / f"{attempt}.log"
-
-    def termination_log(self, name: str, attempt: int = 0) -> Path:
-        return self.files / "containers" / name / f"termination-{attempt}"
 
 
 class CriClient:
@@ -138,31 +82,8 @@ class CriClient:
     # --- pods --------------------------------------------------------------------------------------
 
     def pod_config(self, spec: PodSpec) -> tuple[cri.PodSandboxConfig, Path, Path]:
-        files = self.files / "pods" / spec.uid
-        log_dir = self.files / "logs" / f"{spec.namespace}_{spec.name}_{spec.uid}"
-        labels = {
-            "io.kubernetes.pod.name": spec.name,
-            "io.kubernetes.pod.namespace": spec.namespace,
-            "io.kubernetes.pod.uid": spec.uid,
-            **spec.labels,
-        }
-        network = cri.NODE if spec.host_network else cri.POD
-        config = cri.PodSandboxConfig(
-            metadata=cri.PodSandboxMetadata(
-                name=spec.name, uid=spec.uid, namespace=spec.namespace, attempt=spec.attempt
-            ),
-            hostname="" if spec.host_network else spec.name,
-            log_directory=str(log_dir),
-            labels=labels,
-            annotations={"kubernetes.io/config.source": "api"},
-            linux=cri.LinuxPodSandboxConfig(
-                cgroup_parent=f"/{self.cgroup_root}/pod{spec.uid}",
-                security_context=cri.LinuxSandboxSecurityContext(
-                    namespace_options=cri.NamespaceOption(network=network, pid=cri.CONTAINER, ipc=cri.POD)
-                ),
-            ),
-        )
-        return config, log_dir, files
+        """The config this client sends for `spec`, its log directory and its folder of kubelet files."""
+        return pod_config(spec, files_root=self.files, cgroup_root=self.cgroup_root)
 
     def run_pod(self, spec: PodSpec) -> Pod:
         config, log_dir, files = self.pod_config(spec)
@@ -208,53 +129,11 @@ class CriClient:
 
     # --- containers --------------------------------------------------------------------------------
 
-    def container_config(self, pod: Pod, spec: ContainerSpec) -> cri.ContainerConfig:
-        termination = pod.termination_log(spec.name, spec.attempt)
-        termination.parent.mkdir(parents=True, exist_ok=True)
-        termination.touch()
-        labels = {
-            "io.kubernetes.container.name": spec.name,
-            "io.kubernetes.pod.name": pod.spec.name,
-            "io.kubernetes.pod.namespace": pod.spec.namespace,
-            "io.kubernetes.pod.uid": pod.spec.uid,
-        }
-        annotations = {
-            "io.kubernetes.container.restartCount": str(spec.attempt),
-            "io.kubernetes.container.terminationMessagePath": spec.termination_message_path,
-            "io.kubernetes.container.terminationMessagePolicy": "File",
-        }
-        network = cri.NODE if pod.spec.host_network else cri.POD
-        return cri.ContainerConfig(
-            metadata=cri.ContainerMetadata(name=spec.name, attempt=spec.attempt),
-            image=cri.ImageSpec(image=spec.image, user_specified_image=spec.image),
-            command=list(spec.command),
-            args=list(spec.args),
-            envs=[cri.KeyValue(key=k, value=v) for k, v in spec.env.items()],
-            mounts=[
-                cri.Mount(container_path="/etc/hosts", host_path=str(pod.files / "etc-hosts")),
-                cri.Mount(container_path=spec.termination_message_path, host_path=str(termination)),
-            ],
-            labels=labels,
-            annotations=annotations,
-            log_path=f"{spec.name}/{spec.attempt}.log",
-            linux=cri.LinuxContainerConfig(
-                resources=cri.LinuxContainerResources(
-                    memory_limit_in_bytes=spec.memory_limit,
-                    cpu_quota=spec.cpu_quota,
-                    cpu_period=spec.cpu_period,
-                    cpu_shares=spec.cpu_shares or 2,
-                ),
-                security_context=cri.LinuxContainerSecurityContext(
-                    namespace_options=cri.NamespaceOption(network=network, pid=cri.CONTAINER, ipc=cri.POD)
-                ),
-            ),
-        )
-
     def create_container(self, pod: Pod, spec: ContainerSpec) -> str:
         if self.image_status(spec.image) is None:
             raise CriError("ImageStatus", grpc.StatusCode.NOT_FOUND, f"image {spec.image} is not on the node")
         request = cri.CreateContainerRequest(
-            pod_sandbox_id=pod.id, config=self.container_config(pod, spec), sandbox_config=pod.config
+            pod_sandbox_id=pod.id, config=container_config(pod, spec), sandbox_config=pod.config
         )
         container_id = self._call("CreateContainer", self.runtime, request).container_id
         pod.containers[container_id] = spec.name
@@ -345,16 +224,6 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float, what:
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout}s for {what}; last: {value}")
         time.sleep(0.05)
-
-
-def cgroup_dirs(path: str) -> list[Path]:
-    """The folders of cgroup `path` that exist: one on cgroup v2, one per controller on v1."""
-    root = Path("/sys/fs/cgroup")
-    if (root / "cgroup.controllers").exists():
-        candidates = [root / path.strip("/")]
-    else:
-        candidates = [c / path.strip("/") for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
-    return [c for c in candidates if c.is_dir()]
 
 
 def _pod_id(pod: Pod | str) -> str:

@@ -2,8 +2,10 @@
 
 `cri_node(line)` starts one (tests/e2e/containerd.py does the process) with:
 - config version 2 on 1.x (`io.containerd.grpc.v1.cri`) or 3 on 2.x (`io.containerd.cri.v1.runtime` and
-  `.images`), the handlers `wasmvisor` and `runc`, and on 2.x the `sandboxer` asked for (the sandbox API
-  tests run with `shim`);
+  `.images`), the handlers `wasmvisor` and `runc`, and on 2.x the `sandboxer` asked for on `wasmvisor`
+  (`podsandbox` by default; `shim` for the sandbox API's tests: `cri_node(binaries, ..., sandboxer="shim")`
+  in a fixture of their own); `runc` keeps `podsandbox`; on 2.x also `wasmvisor-shim`, wasmvisor with
+  `sandboxer = "shim"` whatever the node's sandboxer;
 - `restrict_oom_score_adj = true`: this machine refuses to lower oom_score_adj, which the pause
   container asks for (-998);
 - a pause image from pause.c (gcc -static), imported into `k8s.io` as the sandbox image;
@@ -25,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cri.client import CriClient, poll
+from tests.cri.client import CriClient, CriError, poll
 from tests.e2e.containerd import ContainerdBinaries, PrivateContainerd
 from tests.e2e.ctr import Ctr
 from tests.e2e.host import kill_pids, process_titles, process_tree, processes_titled, remove_empty_cgroups
@@ -127,7 +129,10 @@ def cri_config(
     }
     for name, runtime_type in HANDLERS.items():
         values[(f"{runtime}.containerd.runtimes.{name}", "runtime_type")] = runtime_type
-        values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = sandboxer
+        # runc stays the baseline: its shim serves no sandbox API either.
+        values[(f"{runtime}.containerd.runtimes.{name}", "sandboxer")] = (
+            sandboxer if name == "wasmvisor" else "podsandbox"
+        )
     shim_handler = f"{runtime}.containerd.runtimes.{SHIM_SANDBOXER_HANDLER}"
     values[(shim_handler, "runtime_type")] = HANDLERS["wasmvisor"]
     values[(shim_handler, "sandboxer")] = "shim"
@@ -185,6 +190,20 @@ class CriNode:
         proc.wait(30)
         self.containerd.process = None
         self.containerd.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until CRI serves: containerd answers `ctr version` before CRI has recovered its pods
+        (until then every CRI call fails with `server is not initialized yet`)."""
+
+        def serving() -> str:
+            try:
+                self.client.list_pods()
+            except CriError as err:
+                return str(err)
+            return ""
+
+        poll(serving, lambda error: not error, timeout, "CRI to serve")
 
 
 @contextlib.contextmanager
@@ -216,6 +235,7 @@ def cri_node(
         ctr = Ctr(instance, CRI_NAMESPACE)  # not instance.ctr(): its teardown would match any CRI node's shims
         client = CriClient(instance.address, files=base / "kubelet", cgroup_root=cgroup_root)
         node = CriNode(instance, client, ctr, sandboxer)
+        node.wait_ready()
         node.import_image(build_pause_image(base / "pause.tar", cache or REPO / "_work" / "guests"), PAUSE_REF)
         yield node
     finally:

@@ -5,6 +5,9 @@ The session fixture `containerd` is parametrized over the containerd lines that 
 selects (1.6, 1.7, 2.1 or all; tests/e2e/versions.py), so every e2e test runs once per line (test ids end
 in [1.6], [1.7], [2.1]). Set WASMVISOR_CONTAINERD_BIN_DIR to test another containerd build instead and
 WASMVISOR_KEEP_CONTAINERD=1 to keep the private containerd's base dir (config, log) after the run.
+
+The CRI tests (test_cri_*.py) use `cri` instead: a second private containerd per line, with CRI on
+(tests/cri/node.py), shared by all of them, and `cri_image` to import the session's images into it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What end-to-end tests inspect on the host, and what teardown cleans: processes by title, process
-trees, mounts, shim sockets, cgroups left by runc."""
+trees, mounts, shim sockets, a cgroup's folders, cgroups left by runc."""
 
 from __future__ import annotations
 
@@ -109,3 +109,13 @@ def remove_empty_cgroups(namespace: str) -> None:
                 sub.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+
+
+def cgroup_dirs(path: str) -> list[Path]:
+    """The folders of cgroup `path` that exist: one on cgroup v2, one per controller on v1."""
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():
+        candidates = [root / path.strip("/")]
+    else:
+        candidates = [c / path.strip("/") for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
+    return [c for c in candidates if c.is_dir()]

@@ -1,6 +1,7 @@
-"""cgroups through containerd 1.6: a guest is held to `--memory-limit` (inside wasm and by the
-kernel), `ctr task metrics` shows its memory, pause/resume freeze and thaw it, and nothing of its
-cgroup is left after delete. This host is cgroup v1 (hybrid): v2 is covered by unit tests."""
+"""cgroups through containerd: a guest is held to `--memory-limit` (inside wasm and by the kernel),
+`ctr task metrics` shows its memory, pause/resume freeze and thaw it, and nothing of its cgroup is left
+after delete. The same tests run on a cgroup v1 (hybrid) host and, in the VM of scripts/vm/, on a
+cgroup v2 (unified) node under systemd: the few paths and names that differ are chosen by the host's mode."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from wasmvisor.image import build_busybox_image, build_oci_tar
 ImageRef = Callable[[str], str]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices")
+UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
+"""cgroup v2 only (a unified hierarchy mounted at /sys/fs/cgroup), as systemd nodes boot today."""
 MIB = 1 << 20
 
 
@@ -49,6 +52,9 @@ def _tidy_cgroups(ctr: Ctr) -> Iterator[None]:
 
 
 def cgroup_dirs(namespace: str, container_id: str) -> list[Path]:
+    """The task's cgroup folders: one per v1 controller, or the one of the unified hierarchy."""
+    if UNIFIED:
+        return [d for d in (CGROUP_ROOT / namespace / container_id,) if d.exists()]
     return [d for c in V1_CONTROLLERS if (d := CGROUP_ROOT / c / namespace / container_id).exists()]
 
 
@@ -82,10 +88,11 @@ def test_worker_runs_in_the_task_cgroup_with_its_limits_and_nothing_is_left_afte
                                 flags=["--detach", "--null-io", "--memory-limit", str(96 * MIB)])
     assert started.returncode == 0, started.output
     pid = ctr.wait_for_task_status(container_id, "RUNNING").pid
-    memory = CGROUP_ROOT / "memory" / ctr.namespace / container_id
+    memory = CGROUP_ROOT / ("" if UNIFIED else "memory") / ctr.namespace / container_id
     assert str(pid) in (memory / "cgroup.procs").read_text().split()
-    assert int((memory / "memory.limit_in_bytes").read_text()) == 96 * MIB
-    assert len(cgroup_dirs(ctr.namespace, container_id)) == len(V1_CONTROLLERS)
+    limit = memory / ("memory.max" if UNIFIED else "memory.limit_in_bytes")
+    assert int(limit.read_text()) == 96 * MIB
+    assert len(cgroup_dirs(ctr.namespace, container_id)) == (1 if UNIFIED else len(V1_CONTROLLERS))
     ctr.remove(container_id)
     assert cgroup_dirs(ctr.namespace, container_id) == []
 
@@ -123,10 +130,12 @@ def test_ctr_task_metrics_shows_memory_usage_of_a_sleeping_guest(
     ctr.wait_for_task_status(container_id, "RUNNING")
     try:
         table = ctr.run("task", "metrics", container_id, check=True).stdout
-        usage = [line.split() for line in table.splitlines() if line.startswith("memory.usage_in_bytes")]
+        name = "memory.usage " if UNIFIED else "memory.usage_in_bytes "  # ctr's names for v2 and v1 metrics
+        usage = [line.split() for line in table.splitlines() if line.startswith(name)]
         assert usage and int(usage[0][1]) > 0, table
         as_json = json.loads(ctr.run("task", "metrics", "--format", "json", container_id, check=True).stdout)
-        assert as_json["memory"]["usage"]["usage"] > 0, as_json
+        used = as_json["memory"]["usage"] if UNIFIED else as_json["memory"]["usage"]["usage"]
+        assert used > 0, as_json
     finally:
         ctr.remove(container_id)
 
@@ -223,7 +232,6 @@ def test_native_program_allocating_past_the_limit_is_oom_killed_and_task_oom_com
         topics = events.topics(container_id)
     assert "/tasks/oom" in topics, topics
     assert topics.index("/tasks/oom") < topics.index("/tasks/exit"), topics
-    assert os.path.exists(CGROUP_ROOT / "memory")
 
 
 def test_oom_kill_of_a_child_is_published_while_the_container_goes_on(
@@ -237,7 +245,7 @@ def test_oom_kill_of_a_child_is_published_while_the_container_goes_on(
         run = ctr.start_container(cgroup_images["busybox"], container_id, "/bin/sh", "-c", script,
                                   flags=["--memory-limit", str(64 * MIB)])
         try:
-            run.wait_for_stdout("survived\n", timeout=30)
+            run.wait_for_stdout("survived\n", timeout=90)  # 200 MB through `tr` is slow in an emulated VM
             oom = events.wait_for("/tasks/oom", container_id, timeout=5)
             assert ctr.tasks()[container_id].status == "RUNNING"
             ctr.kill(container_id, "SIGKILL")

@@ -1,7 +1,7 @@
 """ExecSync through CRI, as exec probes and `kubectl exec` without a terminal use it: into a native
 container (under wasmvisor and, as the baseline, runc) and into a wasm container (a wasm module of the
 container's root), its output and exit code, its timeout, and a refused non-wasm exec; streaming Exec (what
-`kubectl exec` uses) through containerd's streaming server, with stdin, and on a terminal (runc only)."""
+`kubectl exec` uses) through containerd's streaming server, with stdin, and on a terminal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from tests.cri.client import ContainerSpec, CriClient, CriError, Pod, PodSpec, pod_running, poll
 from tests.cri.node import CriNode
-from tests.cri.streaming import stream_exec
+from tests.cri.streaming import StreamError, stream_exec
 from tests.e2e.host import processes_titled
 from wasmvisor.image import build_oci_tar
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
@@ -104,8 +104,6 @@ def test_streaming_exec_of_a_wasm_module(cri: CriNode, wasm_container: str) -> N
     assert stream_exec(cri.client.exec_url(wasm_container, ["/hello.wasm"])).stdout == b"hello from wasmvisor\n"
 
 
-# Only runc for now: wasmvisor refuses terminals for execs until the shim gives them a pty.
-@pytest.mark.parametrize("native_container", ["runc"], indirect=True)
 def test_streaming_exec_on_a_terminal_into_a_native_container(cri: CriNode, native_container: str) -> None:
     url = cri.client.exec_url(native_container, SHELL_READS_A_LINE, tty=True, stdin=True)
     result = stream_exec(url, stdin=b"hi\n")
@@ -113,3 +111,11 @@ def test_streaming_exec_on_a_terminal_into_a_native_container(cri: CriNode, nati
     assert result.exit_code == 4
     assert b"got hi\r\n" in result.stdout and b"to stderr\r\n" in result.stdout, result
     assert result.stderr == b""
+
+
+def test_streaming_exec_of_a_wasm_module_on_a_terminal_is_refused_by_name(cri: CriNode, wasm_container: str) -> None:
+    result = stream_exec(cri.client.exec_url(wasm_container, ["/hello.wasm"], tty=True))
+    with pytest.raises(StreamError) as failure:
+        _ = result.exit_code
+    assert "/hello.wasm is a wasm module, and a wasm guest cannot have a tty" in str(failure.value)
+    assert cri.client.container_status(wasm_container).state == cri_api.CONTAINER_RUNNING

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.cri.client import ContainerSpec, Pod, PodSpec, cgroup_dirs, pod_running
+from tests.cri.client import ContainerSpec, Pod, PodSpec, pod_running, poll
 from tests.cri.node import CriNode
-from tests.e2e.host import is_alive, process_tree, processes_titled
+from tests.e2e.host import cgroup_dirs, is_alive, process_titles, process_tree, processes_titled
 from wasmvisor.linux import mountinfo
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
@@ -109,6 +109,7 @@ def test_nothing_of_a_pod_is_left_after_remove_pod_sandbox(cri: CriNode, cri_ima
     cri.client.wait_log(pod, "app", b"sleeping")
     [supervisor] = processes_titled(f"wasmvisor-shim k8s.io/{pod.id}")
     processes = process_tree(supervisor)
+    titles = {pid: title for pid, title in process_titles().items() if pid in processes}
     ids = (pod.id, wasm, sidecar)
     assert any(i in point for point in mountinfo.mount_points() for i in ids)
     assert _fifos_naming(cri.containerd.base, ids)
@@ -116,7 +117,8 @@ def test_nothing_of_a_pod_is_left_after_remove_pod_sandbox(cri: CriNode, cri_ima
     cri.client.remove_pod(pod)
     cri.wait_supervisor_gone(pod.id)
 
-    assert [pid for pid in processes if is_alive(pid)] == []
+    # The supervisor's children (zygote, workers) may end a moment after it.
+    poll(lambda: [p for p in processes if is_alive(p)], lambda pids: not pids, 10, f"the end of the pod's {titles}")
     assert [p for p in mountinfo.mount_points() if any(i in p for i in ids)] == []
     assert [d for c in (wasm, sidecar) for d in cgroup_dirs(f"{pod.cgroup_parent}/{c}")] == []
     assert cgroup_dirs(pod.cgroup_parent) == []

@@ -1,6 +1,7 @@
 """Pods through containerd's CRI plugin, driven as the kubelet drives them (tests/cri): a wasm container's
 output in its CRI log, exit codes and reasons, a native sidecar beside it under one supervisor, a bad
-module's error, pod networking (own namespace with eth0, or the node's)."""
+module's error, pod networking (own namespace with eth0, or the node's), `tty: true` (native containers
+only)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,21 @@ def test_a_host_network_pod_shares_the_node_network_namespace(cri: CriNode, cri_
         cri.client.wait_container(container_id, cri_api.CONTAINER_RUNNING)
         pid = container_pid(cri, container_id)
         assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+
+
+def test_a_native_container_with_tty_writes_its_terminal_to_the_log(cri: CriNode, cri_image: ImageRef) -> None:
+    script = "if [ -t 1 ]; then echo on a terminal; fi"
+    with pod_running(cri.client, PodSpec("tty-native")) as pod:
+        spec = ContainerSpec("sidecar", cri_image("busybox"), command=["/bin/sh", "-c", script], tty=True)
+        container_id = cri.client.run_container(pod, spec)
+        assert cri.client.wait_container(container_id).exit_code == 0
+        # `[ -t 1 ]` holds only on a terminal (CRI drops the CR of the terminal's CRLF line ends).
+        assert cri.client.wait_log(pod, "sidecar", b"on a terminal") == [b"on a terminal"]
+
+
+def test_a_wasm_container_with_tty_is_refused_by_name(cri: CriNode, cri_image: ImageRef) -> None:
+    with pod_running(cri.client, PodSpec("tty-wasm")) as pod:
+        container_id = cri.client.create_container(pod, ContainerSpec("app", cri_image("hello"), tty=True))
+        with pytest.raises(CriError) as failure:
+            cri.client.start_container(container_id)
+        assert "/hello.wasm is a wasm module, and a wasm guest cannot have a tty" in failure.value.details

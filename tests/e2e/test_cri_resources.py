@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cri.client import ContainerSpec, PodSpec, cgroup_dirs, pod_running
+from tests.cri.client import ContainerSpec, PodSpec, pod_running
 from tests.cri.node import CriNode
+from tests.e2e.host import cgroup_dirs
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
 
 ImageRef = Callable[[str], str]
@@ -21,6 +22,20 @@ def memory_limit(cgroup: str) -> int:
             if (folder / name).exists():
                 return int(Path(folder / name).read_text().strip())
     raise AssertionError(f"no memory controller folder for cgroup {cgroup}: {cgroup_dirs(cgroup)}")
+
+
+def cpu_weight(cgroup: str) -> tuple[str, int]:
+    """("cpu.shares", shares) on cgroup v1, ("cpu.weight", weight) on v2."""
+    for folder in cgroup_dirs(cgroup):
+        for name in ("cpu.shares", "cpu.weight"):
+            if (folder / name).exists():
+                return name, int(Path(folder / name).read_text().strip())
+    raise AssertionError(f"no cpu controller folder for cgroup {cgroup}: {cgroup_dirs(cgroup)}")
+
+
+def shares_as(name: str, shares: int) -> int:
+    """CPU shares as the file `name` holds them (v2's weight by the conversion runc and the kernel use)."""
+    return shares if name == "cpu.shares" else 1 + ((shares - 2) * 9999) // 262142
 
 
 def test_stats_of_a_wasm_container_its_sidecar_and_their_pod(cri: CriNode, cri_image: ImageRef) -> None:
@@ -58,4 +73,6 @@ def test_update_container_resources_reaches_the_container_cgroup(cri: CriNode, c
             container_id, cri_api.LinuxContainerResources(memory_limit_in_bytes=128 * MIB, cpu_shares=512)
         )
         assert memory_limit(cgroup) == 128 * MIB
+        name, weight = cpu_weight(cgroup)
+        assert weight == shares_as(name, 512), (name, weight)
         assert cri.client.container_status(container_id).state == cri_api.CONTAINER_RUNNING

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.ctr import Ctr
+from tests.e2e.terminal import TerminalSession
 from wasmvisor.image import build_busybox_image, build_oci_tar
 
-APPLETS = ("sh", "sleep", "cat", "echo", "kill", "ls", "tty", "stty", "true")
+APPLETS = ("sh", "sleep", "cat", "echo", "kill", "ls", "tty", "stty", "true", "id", "pwd")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,18 @@ def test_exec_into_native_container_prints_and_returns_its_exit_code(ctr: Ctr, r
     result = exec_in(ctr, cid, "e1", "sh", "-c", "echo hi from exec; echo oops >&2; exit 3")
 
     assert (result.returncode, result.stdout, result.stderr) == (3, "hi from exec\n", "oops\n")
+
+
+def test_exec_runs_as_the_user_and_in_the_folder_it_asks_for(ctr: Ctr, running: Callable[..., str]) -> None:
+    cid = running("busybox", ("sleep", "1000"))
+
+    result = ctr.run("task", "exec", "--exec-id", "e1", "--user", "1000", "--cwd", "/bin", cid,
+                     "sh", "-c", "id -u; pwd; cat /proc/self/status", timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["1000", "/bin"]
+    assert "CapEff:\t0000000000000000" in lines  # as after runc's exec: a non-root user keeps none
 
 
 def test_exec_killed_by_a_signal_exits_128_plus_n(ctr: Ctr, running: Callable[..., str]) -> None:
@@ -123,3 +136,58 @@ def test_exec_of_a_shell_into_a_wasm_container_is_refused_by_name(ctr: Ctr, runn
     assert result.returncode != 0
     assert f"exec /bin/sh in wasm container {cid}: not a wasm module" in result.stderr, result.stderr
     assert ctr.tasks()[cid].status == "RUNNING"
+
+
+WAIT_FOR_SIZE = 'while :; do case "$(stty size 2>/dev/null)" in [1-9]*) break;; esac; sleep 0.1; done'
+"""Until the terminal has a size (ctr sends it right after Start; busybox's `stty size` of a 0x0
+terminal complains but exits 0)."""
+
+
+def on_terminal(ctr: Ctr, *args: str, cols: int = 101, rows: int = 33) -> TerminalSession:
+    return TerminalSession([*ctr.prefix, *args], ctr.containerd.environment(), cols=cols, rows=rows)
+
+
+def test_ctr_run_tty_gives_a_native_container_a_terminal_of_ctrs_size(
+        ctr: Ctr, exec_images: dict[str, str], container_id: str) -> None:
+    # ctr sends its window size (ResizePty) only after Start: the shell waits for it.
+    script = f"{WAIT_FOR_SIZE}; stty size; [ -t 0 ] && echo stdin is a tty"
+    argv = ctr.run_args(exec_images["busybox"], container_id, "sh", "-c", script, flags=["--tty"])
+    session = on_terminal(ctr, *argv)
+
+    code = session.wait()
+
+    assert code == 0, session.text
+    assert "33 101\nstdin is a tty\n" in session.text
+
+
+def test_ctr_task_exec_tty_gets_a_terminal_and_follows_a_resize(ctr: Ctr, running: Callable[..., str]) -> None:
+    cid = running("busybox", ("sleep", "1000"))
+    session = on_terminal(ctr, "task", "exec", "--tty", "--exec-id", "t1", cid,
+                          "sh", "-c", f"{WAIT_FOR_SIZE}; tty; stty size; read line; "
+                          'while [ "$(stty size)" = "33 101" ]; do sleep 0.1; done; stty size; exit 4')
+    session.read_until("33 101\n")
+
+    session.type("go on\n")
+    session.resize(120, 40)
+    for _ in range(20):  # ctr listens for SIGWINCH only after its first ResizePty: say it again if need be
+        try:
+            session.read_until("40 120\n", timeout=1)
+            break
+        except AssertionError:
+            session.resize(120, 40)
+    code = session.wait()
+
+    assert code == 4, session.text
+    assert "/dev/pts/0\n" in session.text.split("33 101\n", 1)[0]  # in the container's own devpts
+    assert "40 120\n" in session.text.split("33 101\n", 1)[1]
+
+
+def test_ctr_run_tty_of_a_wasm_guest_is_refused_by_name(
+        ctr: Ctr, exec_images: dict[str, str], container_id: str) -> None:
+    argv = ctr.run_args(exec_images["wasm"], container_id, flags=["--tty"])
+    session = on_terminal(ctr, *argv)
+
+    code = session.wait()
+
+    assert code != 0
+    assert "terminal=true: /sleep.wasm is a wasm module, and a wasm guest cannot have a tty" in session.text

@@ -125,12 +125,13 @@ def test_bad_requests_get_clear_codes_and_the_supervisor_keeps_serving(harness: 
                  "exec 'e1' in task good: the task is CREATED, not RUNNING")
     expect_error(h, c, "Pause", pb.PauseRequest(id="good"), Code.UNIMPLEMENTED)
     expect_error(h, c, "Checkpoint", pb.CheckpointTaskRequest(id="good"), Code.UNIMPLEMENTED)
-    expect_error(h, c, "ResizePty", pb.ResizePtyRequest(id="good"), Code.UNIMPLEMENTED)
+    expect_error(h, c, "ResizePty", pb.ResizePtyRequest(id="good"), Code.INVALID_ARGUMENT,
+                 "resizepty good: the process has no terminal")
     expect_error(h, c, "Update", pb.UpdateTaskRequest(id="good"), Code.UNIMPLEMENTED)
 
     tty_bundle = h.bundle("tty", {"hello.wasm": HELLO}, ["/hello.wasm"], annotations=POD)
     expect_error(h, c, "Create", pb.CreateTaskRequest(id="tty", bundle=str(tty_bundle), terminal=True),
-                 Code.INVALID_ARGUMENT, "terminal")
+                 Code.INVALID_ARGUMENT, "terminal=true: /hello.wasm is a wasm module, and a wasm guest cannot")
     cases = {
         "missing": ({}, ["/app.wasm"], "/app.wasm"),
         # Plain text: a `#!` script or an ELF would run natively (the native executor).

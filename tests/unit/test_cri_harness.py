@@ -1,5 +1,6 @@
-"""The pure parts of the CRI test harness (tests/cri): CRI log lines, the node's containerd config
-values for 1.x and 2.x, and the exit code of a streamed exec's final status."""
+"""The pure parts of the CRI test harness (tests/cri): the kubelet's pod and container configs, CRI log
+lines, the node's containerd config values for 1.x and 2.x, and the exit code of a streamed exec's final
+status."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.cri.kubelet import ContainerSpec, Pod, PodSpec, container_config, pod_config
 from tests.cri.logs import CriLogError, LogLine, messages, parse_log
 from tests.cri.node import PAUSE_REF, SHIM_SANDBOXER_HANDLER, CriNodeError, cri_config
 from tests.cri.streaming import ExecResult, StreamError
+from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri
 
 LOG = (
     b"2026-12-06T04:11:10.1Z stdout F hello\n"
@@ -19,6 +22,34 @@ LOG = (
     b"2026-12-06T04:11:10.5Z stdout F \n"
     b"2026-12-06T04:11:10.6Z stdout F still being writ"
 )
+
+
+def test_pod_config_is_the_kubelets_log_directory_cgroup_parent_labels_and_namespaces(tmp_path: Path) -> None:
+    spec = PodSpec("web", uid="u1", namespace="shop")
+    config, log_dir, files = pod_config(spec, files_root=tmp_path, cgroup_root="/wvcri-x/")
+    assert config.log_directory == str(log_dir) == str(tmp_path / "logs" / "shop_web_u1")
+    assert files == tmp_path / "pods" / "u1"
+    assert config.linux.cgroup_parent == "/wvcri-x/podu1"
+    assert config.hostname == "web" and config.metadata.namespace == "shop"
+    assert config.labels["io.kubernetes.pod.uid"] == "u1"
+    assert config.linux.security_context.namespace_options.network == cri.POD
+    host, _, _ = pod_config(PodSpec("h", host_network=True), files_root=tmp_path, cgroup_root="x")
+    assert (host.hostname, host.linux.security_context.namespace_options.network) == ("", cri.NODE)
+
+
+def test_container_config_has_the_kubelets_log_path_binds_and_annotations(tmp_path: Path) -> None:
+    config, log_dir, files = pod_config(PodSpec("web", uid="u1"), files_root=tmp_path, cgroup_root="x")
+    pod = Pod("pod-id", PodSpec("web", uid="u1"), config, log_dir, files)
+    container = container_config(pod, ContainerSpec("app", "docker.io/me/app:latest", attempt=1, memory_limit=64))
+    assert container.log_path == "app/1.log"
+    assert {m.container_path: m.host_path for m in container.mounts} == {
+        "/etc/hosts": str(files / "etc-hosts"),
+        "/dev/termination-log": str(pod.termination_log("app", 1)),
+    }
+    assert pod.termination_log("app", 1).read_bytes() == b""  # made empty, before Create, as the kubelet does
+    assert container.annotations["io.kubernetes.container.restartCount"] == "1"
+    assert container.annotations["io.kubernetes.container.terminationMessagePath"] == "/dev/termination-log"
+    assert container.linux.resources.memory_limit_in_bytes == 64
 
 
 def test_log_lines_join_partial_pieces_per_stream_and_leave_out_an_unfinished_line() -> None:
@@ -48,13 +79,13 @@ def test_config_version_2_for_1x_names_the_cri_plugin_tables() -> None:
     assert values[(f"{cri}.containerd.runtimes.runc", "runtime_type")] == "io.containerd.runc.v2"
 
 
-def test_config_version_3_for_2x_sets_the_sandboxer_of_both_handlers() -> None:
+def test_config_version_3_for_2x_sets_the_sandboxer_of_wasmvisor_and_keeps_runc_on_podsandbox() -> None:
     values = cri_config(2, cni_bin=Path("/b"), cni_conf=Path("/c"), sandboxer="shim")
     runtime = 'plugins."io.containerd.cri.v1.runtime"'
     assert values[('plugins."io.containerd.cri.v1.images".pinned_images', "sandbox")] == PAUSE_REF
     assert values[(f"{runtime}.cni", "bin_dirs")] == ["/b"]
-    for handler in ("wasmvisor", "runc"):
-        assert values[(f"{runtime}.containerd.runtimes.{handler}", "sandboxer")] == "shim"
+    assert values[(f"{runtime}.containerd.runtimes.wasmvisor", "sandboxer")] == "shim"
+    assert values[(f"{runtime}.containerd.runtimes.runc", "sandboxer")] == "podsandbox"
 
 
 def test_2x_also_has_a_wasmvisor_handler_with_the_shim_sandboxer() -> None:

@@ -59,6 +59,9 @@ class Configure:
     exec_process: dict[str, Any] | None = None
     exec_in_wasm: bool = False
     """The container runs a wasm guest: its execs may only be wasm modules."""
+    console: str = ""
+    """With `terminal`: the path of the pty slave the supervisor made, the process's stdio and
+    controlling terminal (the supervisor copies the master to and from the stdio FIFOs)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):

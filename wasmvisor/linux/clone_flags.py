@@ -11,3 +11,6 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
+CLONE_FS = 0x00000200
+"""Not a namespace: unshared, the calling thread stops sharing its root and cwd with the others (setns
+into a mount namespace needs that)."""

@@ -24,10 +24,11 @@ from wasmvisor.errors import InvalidArgument, NotFound
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Failed, Ready
 from wasmvisor.linux import syscalls
+from wasmvisor.linux.clone_flags import CLONE_FS
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import confine, identity
 from wasmvisor.worker.container import warn_unapplied_security_labels
-from wasmvisor.worker.guest_run import failure_of, load_engine, serve_start
+from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
 from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.spec_linux import CLONE_NEWNS, CLONE_NEWPID, Namespace, parse_namespaces
@@ -35,7 +36,6 @@ from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 log = logging.getLogger(__name__)
 
-CLONE_FS = 0x00000200
 NAMESPACE_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
                    "user": "user", "cgroup": "cgroup", "time": "time"}
 """OCI namespace type -> its file under /proc/PID/ns."""
@@ -104,6 +104,8 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
         native = find_native(host_root, proc.args[0], proc.env, proc.cwd)
         if native is not None and config.exec_in_wasm:
             raise InvalidArgument(f"exec {proc.args[0]} in wasm container {config.id}: not a wasm module")
+        if config.terminal and native is None:
+            raise InvalidArgument(no_wasm_terminal(proc.args[0]))
         namespaces = container_namespaces(spec.raw, config.exec_target_pid)
         enter_namespaces([ns for ns in namespaces if ns.flag != CLONE_NEWNS])
         pid = os.getpid()

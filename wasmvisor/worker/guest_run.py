@@ -18,7 +18,7 @@ from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Exited, Started, StartGuest
 from wasmvisor.refs import load_class
-from wasmvisor.worker.last_words import LastWords, write_termination_message
+from wasmvisor.worker.last_words import LastWords
 from wasmvisor.worker.native import exec_native
 
 log = logging.getLogger("wasmvisor.worker")
@@ -49,14 +49,16 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
     signal.pthread_sigmask(signal.SIG_SETMASK, guest_mask)
     channel.send(Started(pid=pid, execs=native is not None))
     running = time.time_ns()
-    last_words: LastWords | None = None
+    last_words = LastWords()
     try:
         if native is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
             exec_native(native, args, env, cwd, seccomp)
         assert guest is not None
         if at_start is not None:
-            last_words = at_start()
+            last_words = at_start()  # the log FIFO closes: what is left to say goes in Exited
+        else:
+            logging.getLogger().addHandler(last_words)  # why it ended (a trap's message) goes in Exited too
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
@@ -64,15 +66,17 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
         log.error("guest %s failed: %s", args[0], exception_line(exc))
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
-    note = last_words.text() if last_words is not None else ""
-    if note:
-        write_termination_message(note)
     ended = time.time_ns()
     instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
     phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
-    channel.send(Exited(code=code, at_ns=ended, note=note, phases=phases))
+    channel.send(Exited(code=code, at_ns=ended, note=last_words.text(), phases=phases))
     log.debug("exited: code %d (%s)", code, reason)
     return code
+
+
+def no_wasm_terminal(args0: str) -> str:
+    """Why a wasm guest is refused a terminal (the engine gives it no tty)."""
+    return f"terminal=true: {args0} is a wasm module, and a wasm guest cannot have a tty (run it without -t/--tty)"
 
 
 def load_engine(ref: str) -> Engine:

@@ -1,13 +1,13 @@
 """What a wasm worker has to say once its log FIFO is closed (worker/confine.py closes it before the
-guest runs): its warnings, kept by `LastWords` for `Exited.note` (the supervisor logs them) and for
-the container's termination message; and the time limit's backstop, which reports on its own.
+guest runs): its warnings, kept by `LastWords` for `Exited.note` (the supervisor logs them and makes
+the container's termination message of them: supervisor/tasks/termination.py); and the time limit's
+backstop, which reports on its own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 
@@ -17,14 +17,13 @@ from wasmvisor.ipc.messages import Exited
 
 HARD_STOP_GRACE_S = 1.0
 """How long past its time limit a guest stuck in a host call may take before its worker ends it."""
-TERMINATION_LOG = "/dev/termination-log"
-"""Where the kubelet reads a container's termination message (its default terminationMessagePath)."""
 NOTE_LIMIT = 2000
 """Bytes of last words at most (the kubelet keeps 4096 of a termination message)."""
 
 
 class LastWords(logging.Handler):
-    """The worker's log once its FIFO is closed: warnings and errors kept, one line each."""
+    """The worker's log while the guest runs (its FIFO closed, for a confined guest): warnings and errors
+    kept, one line each."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -37,25 +36,6 @@ class LastWords(logging.Handler):
         return "; ".join(self.lines)[:NOTE_LIMIT]
 
 
-def write_termination_message(note: str, path: str = TERMINATION_LOG) -> bool:
-    """Write `note` to the container's termination log when it has one (a mount the kubelet makes)
-    that the guest left empty; whether it did. Never fails: the message is a courtesy."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size:
-            return False
-        os.write(fd, note.encode("utf-8", "replace") + b"\n")
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def hard_stop_after(channel: Channel, seconds: float, source: str) -> None:
     """The time limit's backstop: epoch interruption (the engine's) stops a guest running wasm, not one
     waiting in a host call (a read of an idle stdin); HARD_STOP_GRACE_S after its limit, such a guest's
@@ -64,7 +44,6 @@ def hard_stop_after(channel: Channel, seconds: float, source: str) -> None:
     def stop() -> None:
         note = (f"guest {source}: time limit of {seconds:g}s passed while it waited in a host call: "
                 f"ended with {TRAP_EXIT_CODE}")
-        write_termination_message(note)
         channel.send(Exited(code=TRAP_EXIT_CODE, at_ns=time.time_ns(), note=note))
         os._exit(TRAP_EXIT_CODE)
 

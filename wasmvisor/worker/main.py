@@ -39,7 +39,7 @@ from wasmvisor.worker import confine
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.exec_process import serve_exec
 from wasmvisor.worker.guest_filter import guest_filter
-from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, serve_start
+from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
 from wasmvisor.worker.stdio import install_stdio, open_stdio
@@ -211,6 +211,8 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
     from wasmvisor.engines.base import WasmLayer  # here, not at the top: serve() is edited apart
 
     check_sizes(spec)
+    if config.terminal:
+        raise InvalidArgument(no_wasm_terminal(spec.args[0]))
     path, func = parse_entrypoint(spec.args[0])
     root = config.rootfs or spec.root_path
     host_path = resolve_in_root(root, path, spec.cwd)

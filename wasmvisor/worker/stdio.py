@@ -11,13 +11,17 @@ import urllib.parse
 from wasmvisor.engines.base import Stdio
 from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
 from wasmvisor.ipc.messages import Configure
+from wasmvisor.linux import pty
 
 
 def open_stdio(config: Configure) -> Stdio:
     """Open the container's stdio as the runc shim does: "" is /dev/null, a FIFO is opened
     O_RDWR for output (never blocks, and no EPIPE while containerd restarts) and non-blocking
     for input (then made blocking), a regular file is appended to, `file:///path` is created
-    and appended to. With a terminal and no stderr, stderr goes where stdout goes."""
+    and appended to. With a terminal and no stderr, stderr goes where stdout goes; with the
+    supervisor's pty (`console`), all three are its slave (see open_console)."""
+    if config.console:
+        return open_console(config.console)
     fds: list[int] = []
     try:
         fds.append(_open_input(config.stdin))
@@ -34,6 +38,18 @@ def open_stdio(config: Configure) -> Stdio:
             os.close(fd)
         raise
     return Stdio(stdin=fds[0], stdout=fds[1], stderr=fds[2])
+
+
+def open_console(path: str) -> Stdio:
+    """The pty slave `path` on fds 0, 1 and 2, made the calling process's controlling terminal
+    (call it in the container process, after any fork)."""
+    fd = pty.open_slave(path)
+    try:
+        pty.take_controlling_terminal(fd)
+        return Stdio(stdin=fd, stdout=os.dup(fd), stderr=os.dup(fd))
+    except OSError as exc:
+        os.close(fd)
+        raise InvalidArgument(f"terminal {path}: cannot make it the controlling terminal: {exc.strerror}") from None
 
 
 def install_stdio(stdio: Stdio, log_fd: int) -> None:

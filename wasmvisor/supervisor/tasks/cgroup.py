@@ -37,6 +37,8 @@ class TaskCgroup:
         self.resources = resources
         self.on_oom = on_oom
         self._oom_seen = 0
+        self._oom_before = 0
+        """OOM kills the cgroup had counted when the task got it."""
         self._oom_fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -64,7 +66,7 @@ class TaskCgroup:
         task_cgroup = cls(task_id, cgroup, resources, on_oom)
         try:
             cgroup.apply(resources)
-            task_cgroup._oom_seen = cgroup.oom_kills()
+            task_cgroup._oom_seen = task_cgroup._oom_before = cgroup.oom_kills()
         except BaseException:
             task_cgroup.destroy()
             raise
@@ -113,6 +115,11 @@ class TaskCgroup:
                  extra={logs.FIELDS_ATTR: {"instance": self.task_id}})
         self.on_oom()
         return True
+
+    @property
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer has ended a process of the cgroup (as reported by check_oom)."""
+        return self._oom_seen > self._oom_before
 
     async def freeze(self) -> None:
         await asyncio.to_thread(self.cgroup.freeze)

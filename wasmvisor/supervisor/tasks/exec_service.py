@@ -16,7 +16,7 @@ from wasmvisor.proto.containerd.task.v2 import shim_pb2 as pb
 from wasmvisor.proto.containerd.types.task import task_pb2 as types_pb
 from wasmvisor.supervisor.tasks.events import timestamp
 from wasmvisor.supervisor.tasks.execs import ExecProcess, ExecStatus, TaskExecs
-from wasmvisor.supervisor.tasks.instance import ExecStdio
+from wasmvisor.supervisor.tasks.instance import TaskIO
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ class ExecHandlers:
                 raise errors.InvalidArgument(f"{what}: {name} {path!r}: only FIFO paths and file:// are supported")
         process = parse_exec_spec(req.spec.type_url, req.spec.value, what)
         terminal = req.terminal or bool(process.get("terminal"))
-        if terminal:
-            raise errors.InvalidArgument(f"{what}: terminal=true is not supported yet (run without -t/--tty)")
-        stdio = ExecStdio(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=terminal)
+        stdio = TaskIO(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=terminal)
         proc = await self.registry.exec(task, req.exec_id, process, stdio)
         log.info("%s: prepared, pid %d", proc.name, proc.pid, extra={logs.FIELDS_ATTR: {"instance": req.id}})
         return Empty()
@@ -111,4 +109,5 @@ class ExecHandlers:
 
     async def resize_pty(self, req: pb.ResizePtyRequest) -> Empty:
         _, proc = self._find(req.id, req.exec_id)
-        raise errors.InvalidArgument(f"resizepty {proc.name}: it has no terminal")
+        proc.instance.resize_pty(req.width, req.height)
+        return Empty()

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from wasmvisor import errors, logs
 from wasmvisor.proto.containerd.events import task_pb2 as ev
 from wasmvisor.supervisor.tasks.events import timestamp
-from wasmvisor.supervisor.tasks.instance import ExecStdio, Exit, Instance
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, TaskIO
+from wasmvisor.supervisor.tasks.state import StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,13 @@ class ExecStatus(enum.Enum):
     STOPPED = "stopped"
 
 
-class ExecState:
+class ExecState(StateMachine[ExecStatus]):
     """CREATED -> RUNNING -> STOPPED (an exec may also stop before it ever ran)."""
 
-    __slots__ = ("status",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.status = ExecStatus.CREATED
-
-    def _move(self, allowed: tuple[ExecStatus, ...], to: ExecStatus) -> None:
-        if self.status not in allowed:
-            raise errors.FailedPrecondition(f"invalid state transition: {self.status.name} => {to.name}")
-        self.status = to
+        super().__init__(ExecStatus.CREATED)
 
     def start(self) -> None:
         self._move((ExecStatus.CREATED,), ExecStatus.RUNNING)
@@ -67,7 +63,7 @@ class ExecState:
 class ExecProcess:
     task_id: str
     id: str
-    stdio: ExecStdio
+    stdio: TaskIO
     instance: Instance
     state: ExecState = field(default_factory=ExecState)
     exit: Exit | None = None
@@ -109,7 +105,7 @@ class TaskExecs:
     def __len__(self) -> int:
         return len(self._execs)
 
-    async def add(self, exec_id: str, init: Instance, process: Mapping[str, Any], stdio: ExecStdio,
+    async def add(self, exec_id: str, init: Instance, process: Mapping[str, Any], stdio: TaskIO,
                   on_forked: Callable[[int], None] | None) -> ExecProcess:
         """Exec: prepare the process (its worker answers Ready) and publish TaskExecAdded."""
         if exec_id in self._execs or exec_id in self._reserved:

@@ -22,6 +22,7 @@ from typing import Any
 from wasmvisor import errors
 from wasmvisor.ipc import messages
 from wasmvisor.refs import load_class
+from wasmvisor.supervisor.tasks.console import Console
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Exit:
     pid: int
     status: int
     at_ns: int
+    reason: str = ""
+    """Why, when the worker said (a trap's message: Exited.note); empty for a plain exit."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ class InstanceConfig:
 
 
 @dataclass(frozen=True)
-class ExecStdio:
-    """An exec process's own stdio (the FIFOs of its Exec request)."""
+class TaskIO:
+    """A process's stdio as containerd's Create or Exec gives it (FIFOs, files or `file://` URIs)."""
 
     stdin: str = ""
     stdout: str = ""
@@ -105,11 +108,15 @@ class Instance(abc.ABC):
     async def wait(self) -> Exit:
         """Block until the guest has ended (whether started or not); return how."""
 
-    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: Callable[[int], None] | None = None) -> Instance:
         """Prepare the exec process `exec_id` (an OCI `process`) in this running container, as an
         Instance of its own that `start` runs (Task API Exec); optional."""
         raise errors.Unimplemented(f"exec {exec_id!r} in task {self.id}: {type(self).__name__} has no exec")
+
+    def resize_pty(self, width: int, height: int) -> None:
+        """Set the window size of the process's terminal (ResizePty)."""
+        raise errors.InvalidArgument(f"resizepty {self.id}: the process has no terminal")
 
 
 InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
@@ -145,10 +152,12 @@ class WorkerInstance(Instance):
         """The worker said it execs a native program: its pipe closes while that program runs."""
         self._container_pidfd = -1
         """A pidfd of the container process when it is not the worker itself (pid namespace)."""
-        self.phases: messages.Phases = {}
-        """What the worker measured of its steps (Ready, Exited) and the fork before them: trace spans."""
         self._launcher: WorkerLauncher | None = None
         """Set by `new`: execs are forked by the same zygote."""
+        self._console: Console | None = None
+        """The process's terminal (`terminal: true`)."""
+        self.phases: messages.Phases = {}
+        """What the worker measured of its steps (Ready, Exited) and the fork before them: trace spans."""
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
@@ -161,13 +170,25 @@ class WorkerInstance(Instance):
 
     @classmethod
     async def _launch(cls, id: str, cfg: InstanceConfig, configure: messages.Configure,
-                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher) -> WorkerInstance:
+                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher,
+                      pts: str = "") -> WorkerInstance:
+        console = Console(pts) if cfg.terminal else None
         asked = time.time_ns()
-        handle = await launcher.spawn(configure, on_forked)
+        try:
+            if console is not None:
+                configure = replace(configure, console=console.path)
+            handle = await launcher.spawn(configure, on_forked)
+        except BaseException:
+            if console is not None:
+                console.close()
+            raise
         inst = cls(id, cfg, handle)
         inst._launcher = launcher
+        inst._console = console
         try:
             await inst._ready
+            if console is not None:
+                console.start(cfg.stdin, cfg.stdout, f"task {id}")
         except BaseException:
             inst.handle.kill(signal.SIGKILL)
             await inst._exited.wait()
@@ -177,7 +198,7 @@ class WorkerInstance(Instance):
             inst.phases["fork"] = [asked, inst.phases["configure"][0]]
         return inst
 
-    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
         """Another worker, in this container's namespaces and against its root (worker/exec_process.py)."""
         if self._launcher is None or self._exit is not None:
@@ -186,7 +207,10 @@ class WorkerInstance(Instance):
                       wasm_layers=())
         configure = replace(_configure(self.id, cfg), exec_id=exec_id, exec_target_pid=self.pid,
                             exec_process=dict(process), exec_in_wasm=not self._execs)
-        return await self._launch(f"{self.id} exec {exec_id}", cfg, configure, on_forked, self._launcher)
+        # The container's own devpts when it has one: its terminal is then /dev/pts/N in there.
+        pts = f"/proc/{self.pid}/root/dev/pts"
+        pts = pts if os.path.exists(f"{pts}/ptmx") else ""
+        return await self._launch(f"{self.id} exec {exec_id}", cfg, configure, on_forked, self._launcher, pts)
 
     async def start(self) -> int:
         if self._exit is not None:
@@ -245,6 +269,12 @@ class WorkerInstance(Instance):
             os.close(self._container_pidfd)
             self._container_pidfd = -1
 
+    def resize_pty(self, width: int, height: int) -> None:
+        if self._console is None or self._console.master < 0:
+            super().resize_pty(width, height)
+            return
+        self._console.resize(width, height)
+
     async def delete(self) -> None:
         if self._exit is None:
             self.handle.kill(signal.SIGKILL)
@@ -272,6 +302,10 @@ class WorkerInstance(Instance):
             log.exception("reading worker %d of %s failed; killing it", self.pid, self.id)
             self.handle.kill(signal.SIGKILL)
         returncode = await self._wait_exit()
+        if self._console is not None:
+            # Its output first (ctr waits for EOF on the stdout FIFO before it deletes the process).
+            await self._console.drained()
+            self._console.close()
         self._finish(returncode)
 
     async def _wait_exit(self) -> int:
@@ -319,13 +353,14 @@ class WorkerInstance(Instance):
             log.warning("worker %d of %s sent an unexpected %s message", self.pid, self.id, msg.kind)
 
     def _finish(self, returncode: int) -> None:
+        reason = ""
         if self._reported is not None:
-            status, at_ns = self._reported.code & 0xFF, self._reported.at_ns
+            status, at_ns, reason = self._reported.code & 0xFF, self._reported.at_ns, self._reported.note
         elif returncode < 0:
             status, at_ns = 128 - returncode, time.time_ns()
         else:
             status, at_ns = returncode & 0xFF, time.time_ns()
-        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns)
+        self._exit = Exit(pid=self.pid, status=status, at_ns=at_ns, reason=reason)
         self._close_container_pidfd()  # the relay ends only once the container process has
         log.debug("worker %d of %s ended: returncode %d, exit status %d", self.pid, self.id, returncode, status)
         gone = errors.FailedPrecondition(f"worker of {self.id} exited with status {status} before it was ready")

@@ -24,15 +24,15 @@ from wasmvisor.linux import pid_record
 from wasmvisor.linux.files import write_atomic
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks import events as task_events
-from wasmvisor.supervisor.tasks import mounts
+from wasmvisor.supervisor.tasks import mounts, termination
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
 from wasmvisor.supervisor.tasks.execs import ExecProcess, TaskExecs
 from wasmvisor.supervisor.tasks.instance import (
-    ExecStdio,
     Exit,
     Instance,
     InstanceConfig,
     InstanceFactory,
+    TaskIO,
     worker_pid_file,
 )
 from wasmvisor.supervisor.tasks.task import CreateOpts, Task
@@ -98,6 +98,9 @@ class TaskRegistry:
         self._reserved.add(task_id)
         try:
             task = await self._create(task_id, opts)
+        except errors.ShimError as exc:
+            termination.write_reason(opts.spec.raw if opts.spec else None, f"create failed: {exc.message}", task_id)
+            raise
         finally:
             self._reserved.discard(task_id)
         self._tasks[task_id] = task
@@ -181,6 +184,7 @@ class TaskRegistry:
                     task.cgroup.check_oom()  # TaskOOM goes before the TaskExit of the kill it caused
                 log.info("task %s exited with status %d", task.id, exit.status,
                          extra={logs.FIELDS_ATTR: {"instance": task.id}})
+                self._write_termination_message(task, exit)  # before TaskExit: readers may look at once
                 self.events.publish("/tasks/exit", task_events.exit(task, exit))
             execs = self._execs.get(task.id)
             if execs:  # as runc's shim kills what is left of a container whose init exited
@@ -188,14 +192,27 @@ class TaskRegistry:
         finally:
             task.exited.set()
 
-    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio) -> ExecProcess:
+    async def exec(self, task: Task, exec_id: str, process: Mapping[str, Any], stdio: TaskIO) -> ExecProcess:
         """Exec: a new process in the running task's container, in its cgroup."""
         task.state.check_running(f"exec {exec_id!r} in task {task.id}")
         on_forked = task.cgroup.add if task.cgroup else None
-        return await self.execs_of(task).add(exec_id, task.instance, process, stdio, on_forked)
+        execs = self.execs_of(task)
+        proc = await execs.add(exec_id, task.instance, process, stdio, on_forked)
+        if not task.state.alive:  # the task ended while its exec was being prepared
+            self._background(execs.end_all(), f"ending the execs of {task.id}")
+        return proc
 
     def execs_of(self, task: Task) -> TaskExecs:
         return self._execs[task.id]
+
+    def _write_termination_message(self, task: Task, exit: Exit) -> None:
+        spec = task.opts.spec
+        try:
+            oom = task.cgroup is not None and task.cgroup.oom_killed
+            reason = termination.exit_reason(exit.status, exit.reason, oom, spec.memory_limit if spec else None)
+            termination.write_reason(spec.raw if spec else None, reason, task.id)
+        except Exception as exc:  # never in the way of the exit itself
+            log.warning("task %s: no termination message: %s", task.id, exc)
 
     async def wait(self, task: Task) -> Exit:
         """How the task ended, once its exit is recorded (after its TaskExit)."""

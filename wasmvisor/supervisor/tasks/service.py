@@ -75,10 +75,6 @@ class TaskService:
     async def Create(self, req: pb.CreateTaskRequest, call: Call) -> pb.CreateTaskResponse:
         self.lifetime.arrived(req.id)  # its claim is settled: from here on the registry counts the task
         _require_id("create", req.id)
-        if req.terminal:
-            raise errors.InvalidArgument(
-                f"create {req.id}: terminal=true is not supported: a wasm guest has no tty (run without -t/--tty)"
-            )
         if req.checkpoint or req.parent_checkpoint:
             raise errors.InvalidArgument(f"create {req.id}: restoring from a checkpoint is not supported")
         if req.HasField("options") and req.options.type_url:
@@ -198,8 +194,8 @@ class TaskService:
     async def ResizePty(self, req: pb.ResizePtyRequest, call: Call) -> Empty:
         if self._is_exec("resizepty", req):
             return await self.execs.resize_pty(req)
-        self._task("resizepty", req)
-        raise errors.Unimplemented("resizepty: wasm guests have no tty")
+        self._task("resizepty", req).instance.resize_pty(req.width, req.height)
+        return Empty()
 
     async def Update(self, req: pb.UpdateTaskRequest, call: Call) -> Empty:
         self.registry.update(self._task("update", req), req.resources)

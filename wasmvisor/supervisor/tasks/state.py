@@ -7,6 +7,7 @@ not allowed raises FailedPrecondition("invalid state transition: RUNNING => CREA
 from __future__ import annotations
 
 import enum
+from typing import Generic, TypeVar
 
 from wasmvisor.errors import FailedPrecondition, NotFound
 
@@ -20,19 +21,31 @@ class Status(enum.Enum):
     DELETING = "deleting"
 
 
-class TaskState:
+S = TypeVar("S", bound=enum.Enum)
+
+
+class StateMachine(Generic[S]):
+    """A status and the one way to change it (a task's here, an exec's in execs.py)."""
+
     __slots__ = ("status",)
 
-    def __init__(self) -> None:
-        self.status = Status.CREATED
+    def __init__(self, initial: S) -> None:
+        self.status = initial
 
     def __repr__(self) -> str:
-        return f"TaskState({self.status.name})"
+        return f"{type(self).__name__}({self.status.name})"
 
-    def _move(self, allowed: tuple[Status, ...], to: Status) -> None:
+    def _move(self, allowed: tuple[S, ...], to: S) -> None:
         if self.status not in allowed:
             raise FailedPrecondition(f"invalid state transition: {self.status.name} => {to.name}")
         self.status = to
+
+
+class TaskState(StateMachine[Status]):
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(Status.CREATED)
 
     def start(self) -> None:
         """Start was called: CREATED => STARTING."""

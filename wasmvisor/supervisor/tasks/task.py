@@ -11,19 +11,11 @@ from dataclasses import dataclass, field
 
 from wasmvisor.spec import Spec
 from wasmvisor.supervisor.tasks.cgroup import TaskCgroup
-from wasmvisor.supervisor.tasks.instance import Exit, Instance
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, TaskIO
 from wasmvisor.supervisor.tasks.mounts import MountSpec
 from wasmvisor.supervisor.tasks.state import TaskState
 
 __all__ = ["CreateOpts", "Task", "TaskIO"]
-
-
-@dataclass(frozen=True)
-class TaskIO:
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-    terminal: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from wasmvisor import errors
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, load_spec
-from wasmvisor.supervisor.tasks.instance import ExecStdio, Exit, Instance, InstanceConfig
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, TaskIO
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.task import CreateOpts
 
@@ -92,7 +92,7 @@ class FakeInstance(Instance):
         assert self.exit is not None
         return self.exit
 
-    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: ExecStdio,
+    async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: Callable[[int], None] | None = None) -> FakeInstance:
         """Another FakeInstance, kept in `execs` for the test to drive."""
         inst = await FakeInstance.new(f"{self.id} exec {exec_id}", self.cfg, on_forked)
@@ -177,6 +177,10 @@ class FakeCgroup:
         self._reported = self._ooms
         self.on_oom()
         return True
+
+    @property
+    def oom_killed(self) -> bool:
+        return self._reported > 0
 
     async def freeze(self) -> None:
         self.frozen = True

@@ -114,14 +114,13 @@ def options(type_url: str) -> any_pb2.Any:
     ({"id": ""}, "create: task id is empty"),
     ({"bundle": "bundles/t"}, "create t: bundle path 'bundles/t' is not absolute"),
     ({"bundle": ""}, "create t: bundle path '' is not absolute"),
-    ({"terminal": True}, "create t: terminal=true is not supported"),
     ({"checkpoint": "/cp"}, "create t: restoring from a checkpoint is not supported"),
     ({"parent_checkpoint": "/cp"}, "create t: restoring from a checkpoint is not supported"),
     ({"options": options("types.example.com/other.v1.Options")},
      "create t: runtime options of type 'other.v1.Options' are not understood"),
     ({"stdout": "binary:///usr/bin/logger"}, "create t: stdout 'binary:///usr/bin/logger': only FIFO paths"),
     ({"bundle": "/nonexistent/bundle"}, "/nonexistent/bundle/config.json: missing"),
-], ids=["empty-id", "relative-bundle", "no-bundle", "terminal", "checkpoint", "parent-checkpoint",
+], ids=["empty-id", "relative-bundle", "no-bundle", "checkpoint", "parent-checkpoint",
         "unknown-options", "binary-stdout", "no-config"])
 def test_a_create_that_cannot_be_served_is_invalid_argument_and_makes_nothing(
     h: Harness, fields: dict[str, Any], message: str
@@ -244,7 +243,6 @@ def test_a_created_task_can_be_deleted_unstarted(h: Harness) -> None:
     ("Update", pb.UpdateTaskRequest, "update t: the task has no cgroup"),
     ("Stats", pb.StatsRequest, "stats t: the task has no cgroup"),
     ("Checkpoint", pb.CheckpointTaskRequest, "checkpoint: wasmvisor cannot checkpoint a task"),
-    ("ResizePty", pb.ResizePtyRequest, "resizepty: wasm guests have no tty"),
 ])
 def test_what_wasmvisor_cannot_do_is_unimplemented(h: Harness, method: str, request_type: Any,
                                                    message: str) -> None:

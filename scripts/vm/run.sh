@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Boot the trixie node of scripts/vm/image.sh (built on first use, then reused) under qemu's software
+# emulation (TCG: a KVM guest hangs here), with cgroup v2 only, systemd as init and no network device,
+# and run one command in it against this checkout: the checkout's wheel is installed into the image's
+# venv (offline) and its tracked files are copied to /root/src, the command's working directory.
+# The command's output streams on the serial console (this script's stdout) and its exit status is this
+# script's. The disk is opened with snapshot=on: every boot starts from the same image.
+# Usage: scripts/vm/run.sh [COMMAND...]   (default: a smoke check: versions, cgroup mode, init)
+# Environment: WASMVISOR_VM_TIMEOUT (seconds, default 3600), WASMVISOR_VM_MEMORY (MiB, default 4096).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VM_DIR="${WASMVISOR_VM_DIR:-$REPO/_work/vm}"
+TIMEOUT="${WASMVISOR_VM_TIMEOUT:-3600}"
+MEMORY="${WASMVISOR_VM_MEMORY:-4096}"
+
+say() { echo "vm: $*" >&2; }
+die() { echo "vm: error: $*" >&2; exit 1; }
+
+image="$(bash "$REPO/scripts/vm/image.sh")" || die "building the image failed"
+kernel="${image%.img}.vmlinuz"
+initrd="${image%.img}.initrd"
+
+share="$(mktemp -d "$VM_DIR/share.XXXXXX")"
+[[ -n "${WASMVISOR_VM_KEEP:-}" ]] || trap 'rm -rf "$share"' EXIT
+say "building the wheel of $REPO"
+"$REPO/.venv/bin/python" -m build --no-isolation --wheel --outdir "$share/dist" "$REPO" >"$share/build.log" 2>&1 \
+    || { tail -n 20 "$share/build.log" >&2; die "python -m build failed"; }
+rm -rf "$REPO/build"
+# Tracked and new files; never the host's caches or venv (a worktree may hold them as symlinks).
+git -C "$REPO" ls-files -z --cached --others --exclude-standard | grep -zvE '^(_work|\.venv)(/|$)' \
+    | tar -C "$REPO" --null -T - -cf "$share/src.tar"
+
+if (($#)); then
+    printf -v command '%q ' "$@"
+else
+    command='uname -r; python3 --version; containerd --version; runc --version | head -n 1; '
+    command+='stat -f -c "cgroup fs: %T" /sys/fs/cgroup; ps -p 1 -o comm=; '
+    command+='containerd-shim-wasmvisor-v1 -v'
+fi
+cat >"$share/job.sh" <<JOB
+set -e
+export PATH=/opt/wasmvisor/venv/bin:\$PATH
+/opt/wasmvisor/venv/bin/pip install -q --disable-pip-version-check --no-deps --no-index --force-reinstall /mnt/share/dist/*.whl
+mkdir -p /root/src && tar -C /root/src -xf /mnt/share/src.tar && cd /root/src
+ln -sfn /opt/wasmvisor/venv .venv
+export WASMVISOR_CONTAINERD_BIN_DIR=/usr/bin
+set +e
+$command
+JOB
+
+say "booting (TCG, ${MEMORY} MiB, timeout ${TIMEOUT}s)"
+set +e
+# -cpu max: the default qemu64 model lacks instructions (SSE4, POPCNT) that wasmtime's compiled code and
+# today's wheels use: guests died of SIGILL (exit 132) with it.
+timeout --foreground "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$MEMORY" -nographic -no-reboot \
+    -kernel "$kernel" -initrd "$initrd" \
+    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 systemd.mask=serial-getty@ttyS0.service wasmvisor.job=1" \
+    -drive "file=$image,format=raw,if=virtio,snapshot=on" \
+    -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share" \
+    -nic none </dev/null
+qemu_status=$?
+set -e
+[[ -s "$share/status" ]] || die "the VM ended (qemu status $qemu_status) without the job's exit status"
+exit "$(cat "$share/status")"
