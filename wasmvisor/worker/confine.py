@@ -49,6 +49,7 @@ HIDDEN = ("/proc", "/sys")
 DEVICES = "/dev"
 """The one tree whose mounts keep device nodes usable (the spec's /dev: null, zero, urandom...)."""
 MOUNT_ATTR_NODEV = 0x4
+PR_SET_NO_NEW_PRIVS = 38
 
 
 def hidden_mounts(root: str, points: list[str]) -> list[str]:
@@ -109,9 +110,15 @@ def before_seal(box: Container) -> None:
 
 
 def after_seal(box: Container) -> None:
-    """Step 2, second half: the init thread empties its effective, permitted and inheritable sets (the
-    main thread's are empty by its identity)."""
-    box.run_on_init_thread(capabilities.clear_sets)
+    """Step 2, second half: the init thread empties its effective, permitted and inheritable sets and
+    sets no_new_privs (the main thread's are so by its identity; the filter's TSYNC would set the flag
+    too, but a guest the wasmtime CLI runs gets no filter)."""
+    box.run_on_init_thread(_clear_init_thread)
+
+
+def _clear_init_thread() -> None:
+    capabilities.clear_sets()
+    syscalls.prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def close_worker_fds(log_fd: int) -> None:
