@@ -1,17 +1,21 @@
 """`ctr task exec` into running containers (issue 12, exec): a native busybox container (output, exit
 code, 128+N on a signal, its pid namespace), a wasm module exec'd into a running wasm container, a
-non-wasm exec refused with a message that names it, and the lifetimes: an exec's exit leaves its
+non-wasm exec refused with a message that names it, a wasm exec confined as its container's guest
+(no capability, no_new_privs, the filter on every thread, no /proc), and the lifetimes: an exec's exit leaves its
 container running, the container's kill ends a running exec."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.ctr import Ctr
+from tests.e2e.host import processes_titled
 from tests.e2e.terminal import TerminalSession
 from wasmvisor.image import build_busybox_image, build_oci_tar
 
@@ -191,3 +195,36 @@ def test_ctr_run_tty_of_a_wasm_guest_is_refused_by_name(
 
     assert code != 0
     assert "terminal=true: /sleep.wasm is a wasm module, and a wasm guest cannot have a tty" in session.text
+
+
+def test_a_wasm_exec_is_confined_as_its_containers_guest(ctr: Ctr, running: Callable[..., str]) -> None:
+    cid = running("wasm")
+    proc = ctr.popen("task", "exec", "--exec-id", "e1", cid, "/sleep.wasm")
+    try:
+        title = f"wasmvisor-exec {ctr.namespace}/{cid}/e1"
+        deadline = time.monotonic() + 20
+        while True:  # the guest's process (in the pid namespace; its relay is titled wasmvisor-init)
+            pids = [pid for pid in processes_titled(title) if _status(pid).get("Seccomp") == "2"]
+            if pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(pids) == 1, processes_titled(title)
+        pid = pids[0]
+        for tid in os.listdir(f"/proc/{pid}/task"):  # per thread, as the kernel keeps them
+            fields = _status(pid, int(tid))
+            caps = {key: fields[key] for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+            assert caps == dict.fromkeys(caps, "0000000000000000"), (fields["Name"], caps)
+            assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2"), fields["Name"]
+        assert not os.path.exists(f"/proc/{pid}/root/proc/self"), "the container's /proc is hidden from it"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _status(pid: int, tid: int | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return {}
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}

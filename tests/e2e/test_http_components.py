@@ -8,10 +8,12 @@ GET /count (its instance's request count: 1 when every request has an instance o
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,19 @@ def test_a_wasi_0_3_http_handler_is_served(ctr: Ctr, tmp_path_factory: pytest.Te
         answers = requests_in_netns(pid, 8080, [("GET", "/abc", ""), ("GET", "/xyz", "")])
 
     assert answers == [(200, "hello from WASI 0.3 HTTP: /abc\n"), (200, "hello from WASI 0.3 HTTP: /xyz\n")]
+
+
+def test_the_worker_and_its_wasmtime_cli_hold_no_capability_and_no_new_privs(ctr: Ctr, http_image: str,
+                                                                             container_id: str) -> None:
+    """A guest the CLI runs is confined without the filter (docs/internals.md, "Confinement")."""
+    with serving(ctr, http_image, container_id) as (_, pid):
+        children = [int(c) for tid in os.listdir(f"/proc/{pid}/task")
+                    for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        assert len(children) == 1, children  # the wasmtime CLI
+        for proc in (pid, children[0]):
+            for tid in os.listdir(f"/proc/{proc}/task"):
+                text = Path(f"/proc/{proc}/task/{tid}/status").read_text()
+                fields = {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+                caps = {key: fields[key] for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+                assert caps == dict.fromkeys(caps, "0000000000000000"), (proc, fields["Name"], caps)
+                assert fields["NoNewPrivs"] == "1", (proc, fields["Name"])

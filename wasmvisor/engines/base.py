@@ -11,6 +11,8 @@ import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from wasmvisor.engines.workload import WorkloadOptions
+
 WASM_MAGIC = b"\0asm"
 
 
@@ -63,6 +65,8 @@ class RuntimeContext:
     wasm_layers: Sequence[WasmLayer] = field(default_factory=tuple)
     platform: Platform = field(default_factory=Platform)
     memory_limit: int | None = None
+    options: WorkloadOptions = field(default_factory=WorkloadOptions)
+    """What the container's annotations chose: preopens, limits, engine settings (engines/workload.py)."""
     annotations: Mapping[str, str] = field(default_factory=dict)
     """The spec's annotations (an engine may read its settings there, e.g. an HTTP port)."""
 

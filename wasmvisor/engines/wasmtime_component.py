@@ -151,7 +151,7 @@ class ComponentGuest:
             func.post_return(store)
             return 1 if isinstance(result, wc.Variant) and result.tag == "err" else 0
 
-        return run_to_exit(self._ctx.entrypoint.source, run)
+        return run_to_exit(self._ctx, run)
 
     def _index(self) -> wc.ExportIndex | None:
         index: wc.ExportIndex | None = None

@@ -24,6 +24,7 @@ entry instead of copying it, so workers running the same module share its code p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -46,6 +47,7 @@ from wasmvisor.engines.base import (
     read_head,
 )
 from wasmvisor.engines.catalog import MODULE_LAYER, WASMTIME, wasmtime_fingerprint
+from wasmvisor.engines.compile_child import CompileError, compile_in_child
 from wasmvisor.engines.component_world import ComponentFormatError, Route, World, read_world
 from wasmvisor.engines.module_cache import ModuleCache
 from wasmvisor.engines.wasmtime_cli import prepare_cli
@@ -55,6 +57,7 @@ from wasmvisor.engines.wasmtime_component import (
     wasip2_linker,
 )
 from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
+from wasmvisor.engines.workload import WorkloadOptions, configure
 
 __all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
 
@@ -102,6 +105,8 @@ class WasmtimeEngine(Engine):
         cache: by default the one $WASMVISOR_CACHE_DIR names (see module_cache), None for none."""
         self._parallel = parallel_compilation
         self._engine: wasmtime.Engine | None = None
+        self._settings = ""
+        """The workload's engine settings this engine was made with (WorkloadOptions.engine_key)."""
         self._cache: ModuleCache[wasmtime.Module] | None = (
             ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
         )
@@ -136,6 +141,8 @@ class WasmtimeEngine(Engine):
             raise not_wasm(source, head)
 
     def prepare(self, ctx: RuntimeContext) -> PreparedGuest:
+        if ctx.options.engine_key() != self._settings:
+            return self.with_settings(ctx.options).prepare(ctx)
         self.can_handle(ctx)
         source, func = ctx.entrypoint.source, ctx.entrypoint.func
         if not os.path.isdir(ctx.root):
@@ -176,6 +183,23 @@ class WasmtimeEngine(Engine):
                 ) from None
             raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
         return WasmtimeGuest(self.engine, pre, ctx)
+
+    def with_settings(self, options: WorkloadOptions) -> WasmtimeEngine:
+        """An engine of its own for a workload's settings (fuel, epochs, wasmtime.Config settings), whose
+        compiled modules are cached under a key that names them."""
+        key = options.engine_key()
+        config = wasmtime.Config()
+        config.parallel_compilation = self._parallel
+        try:
+            configure(config, options)
+            engine = wasmtime.Engine(config)
+        except (wasmtime.WasmtimeError, ValueError, TypeError) as exc:
+            raise GuestError(f"wasmtime settings {key}: {one_line(str(exc))}") from None
+        cache = None if self._cache is None else dataclasses.replace(self._cache,
+                                                                      fingerprint=f"{self._cache.fingerprint};{key}")
+        other = WasmtimeEngine(self._parallel, cache=cache)
+        other._engine, other._settings = engine, key
+        return other
 
     def _missing_imports(self, linker: wasmtime.Linker, module: wasmtime.Module) -> list[str]:
         """`module::name` of each import of `module` that `linker` does not define."""
@@ -225,11 +249,12 @@ class WasmtimeEngine(Engine):
                 wasm = raw.decode()
             except UnicodeDecodeError:
                 raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
+        raw = wasm.encode() if isinstance(wasm, str) else wasm
         try:
             if self._cache is None:
-                return wasmtime.Module(self.engine, wasm)
+                return wasmtime.Module.deserialize(self.engine, self._compile_serialized(raw))
             return self._cache.get(raw, self._compile_serialized, self._deserialize_file, self._deserialize)
-        except wasmtime.WasmtimeError as exc:
+        except (wasmtime.WasmtimeError, CompileError) as exc:
             raise GuestError(f"module {source}: invalid {what}: {one_line(str(exc))}") from None
 
     def can_precompile(self) -> str | None:
@@ -241,6 +266,13 @@ class WasmtimeEngine(Engine):
         return [self._compile_serialized(x.data) if x.media_type == MODULE_LAYER else None for x in layers]
 
     def _compile_serialized(self, wasm: bytes) -> bytes:
+        """The compiled module, made in a child process when compiling would start threads here
+        (engines/compile_child.py)."""
+        if self._parallel:
+            return compile_in_child(self._compile_here, wasm)
+        return self._compile_here(wasm)
+
+    def _compile_here(self, wasm: bytes) -> bytes:
         text: bytes | str = wasm if wasm.startswith(WASM_MAGIC) else wasm.decode()
         return bytes(wasmtime.Module(self.engine, text).serialize())
 
@@ -272,7 +304,7 @@ class WasmtimeGuest:
             entry(store)
             return 0
 
-        return run_to_exit(self._ctx.entrypoint.source, run)
+        return run_to_exit(self._ctx, run)
 
 
 def engine_fingerprint() -> str:

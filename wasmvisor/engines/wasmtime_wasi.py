@@ -1,5 +1,6 @@
 """What the wasmtime engine's two guest kinds (core modules, components) share: the WASI context a
-guest gets (argv, env, the root preopened as `/`, stdio) and wasmtime's errors as one line.
+guest gets (argv, env, the preopens, stdio), the workload's limits on a Store (fuel, a time limit) and
+wasmtime's errors as one line.
 
 wasmtime-py gives both kinds the same `WasiConfig` (`Store.set_wasi`): a core module reads it through
 WASI preview 1, a component through the WASI 0.2 interfaces `Linker.add_wasip2` defines.
@@ -8,6 +9,8 @@ WASI preview 1, a component through the WASI 0.2 interfaces `Linker.add_wasip2` 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 
 import wasmtime
@@ -19,13 +22,16 @@ log = logging.getLogger(__name__)
 
 def wasi_config(ctx: RuntimeContext, stdio: Stdio) -> wasmtime.WasiConfig:
     """argv (argv[0] is the module path as the spec gave it, without `#func`), env, the
-    root preopened as `/`, and stdio: a stream already on its standard fd is inherited,
-    another fd is reopened through /proc/self/fd (fine for pipes, FIFOs and new files;
-    a regular file would be truncated, which is why the worker passes 0, 1, 2)."""
+    preopens (by default the root as `/`: WorkloadOptions.guest_preopens), and stdio: a stream
+    already on its standard fd is inherited, another fd is reopened through /proc/self/fd (fine
+    for pipes, FIFOs and new files; a regular file would be truncated, which is why the worker
+    passes 0, 1, 2)."""
     wasi = wasmtime.WasiConfig()
     wasi.argv = [ctx.entrypoint.source, *ctx.args[1:]]
     wasi.env = guest_env(ctx.envs, ctx.cwd)
-    wasi.preopen_dir(ctx.root, "/")
+    for preopen in ctx.options.guest_preopens():
+        host = os.path.join(ctx.root, preopen.container_path.lstrip("/"))
+        wasi.preopen_dir(host, preopen.guest_path, preopen.writable)
     if stdio.stdin == 0:
         wasi.inherit_stdin()
     elif stdio.stdin >= 0:
@@ -42,23 +48,47 @@ def wasi_config(ctx: RuntimeContext, stdio: Stdio) -> wasmtime.WasiConfig:
 
 
 def new_store(engine: wasmtime.Engine, ctx: RuntimeContext, stdio: Stdio) -> wasmtime.Store:
-    """A fresh Store for one run of the guest: the memory limit of the spec and the WASI context."""
+    """A fresh Store for one run of the guest: the memory limit of the spec, the WASI context, and
+    the workload's fuel and time limit (the engine was made for them: WasmtimeEngine.with_settings)."""
     store = wasmtime.Store(engine)
     if ctx.memory_limit:
         store.set_limits(memory_size=ctx.memory_limit)
     store.set_wasi(wasi_config(ctx, stdio))
+    limits = ctx.options
+    if limits.fuel is not None:
+        store.set_fuel(limits.fuel)
+    if limits.time_limit_s is not None:
+        # The guest traps at its next check (a loop's back edge, a call) once the timer bumps the epoch.
+        store.set_epoch_deadline(1)
+        timer = threading.Timer(limits.time_limit_s, engine.increment_epoch)
+        timer.daemon = True
+        timer.start()
     return store
 
 
-def run_to_exit(source: str, run: Callable[[], int]) -> ExitCode:
-    """`run()`'s code, or the guest's own exit code (proc_exit, wasi:cli/exit), or 137 for a trap."""
+def run_to_exit(ctx: RuntimeContext, run: Callable[[], int]) -> ExitCode:
+    """`run()`'s code, or the guest's own exit code (proc_exit, wasi:cli/exit), or 137 for a trap
+    (its reason: the time limit, fuel, or another trap)."""
     try:
         return ExitCode(run())
     except wasmtime.ExitTrap as exc:
         return ExitCode(exc.code & 0xFF)
     except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-        log.warning("guest %s trapped: %s", source, one_line(str(exc)))
-        return ExitCode(TRAP_EXIT_CODE, "trap")
+        return _trapped(ctx, exc)
+
+
+def _trapped(ctx: RuntimeContext, exc: Exception) -> ExitCode:
+    source, limits = ctx.entrypoint.source, ctx.options
+    code = getattr(exc, "trap_code", None)
+    if code == wasmtime.TrapCode.INTERRUPT and limits.time_limit_s is not None:
+        log.warning("guest %s: time limit of %gs passed (epoch interruption): ended with %d", source,
+                    limits.time_limit_s, TRAP_EXIT_CODE)
+        return ExitCode(TRAP_EXIT_CODE, "time limit")
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        log.warning("guest %s: out of fuel (%d units): ended with %d", source, limits.fuel, TRAP_EXIT_CODE)
+        return ExitCode(TRAP_EXIT_CODE, "fuel")
+    log.warning("guest %s trapped: %s", source, one_line(str(exc)))
+    return ExitCode(TRAP_EXIT_CODE, "trap")
 
 
 def one_line(message: str) -> str:

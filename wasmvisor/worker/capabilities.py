@@ -123,6 +123,21 @@ def set_after_exec(caps: Capabilities, euid: int) -> None:
                number, hint="an ambient capability must be in the permitted and inheritable sets")
 
 
+NO_CAPABILITIES = Capabilities(bounding=frozenset(), effective=frozenset(), permitted=frozenset(),
+                               inheritable=frozenset(), ambient=())
+
+
+def drop_bounding_and_ambient() -> None:
+    """Empty the calling thread's bounding and ambient sets (needs CAP_SETPCAP: before a uid change)."""
+    drop_bounding(NO_CAPABILITIES)
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, "capabilities: clear the ambient set")
+
+
+def clear_sets() -> None:
+    """Empty the calling thread's effective, permitted and inheritable sets (always allowed)."""
+    capset(frozenset(), frozenset(), frozenset())
+
+
 def caps_after_exec(caps: Capabilities, euid: int, held: frozenset[int]) -> tuple[
         frozenset[int], frozenset[int], frozenset[int]]:
     """The (effective, permitted, inheritable) sets a process with `caps` has once it execs a

@@ -82,6 +82,12 @@ class Container:
             # A change of credentials clears the parent-death signal: set it again.
             syscalls.set_parent_death_signal(signal.SIGKILL)
 
+    def run_on_init_thread(self, step: Callable[[], None]) -> None:
+        """Run `step` on the process's other Python thread, the init thread of a pid namespace, if
+        there is one (for what the kernel keeps per thread: capabilities)."""
+        if self.init_signals is not None:
+            self.init_signals.run_on_thread(step)
+
     def guest_signal_mask(self) -> set[int]:
         """The signals to keep blocked while the guest runs (those PID 1's thread takes)."""
         return set(RELAYED_SIGNALS) if self.init_signals is not None else set()

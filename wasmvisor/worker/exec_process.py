@@ -18,14 +18,15 @@ from typing import Any
 
 from setproctitle import setproctitle
 
-from wasmvisor.engines.base import Entrypoint, GuestError, PreparedGuest, RuntimeContext
+from wasmvisor.engines.base import Entrypoint, GuestError, PreparedGuest, ProgramGuest, RuntimeContext
+from wasmvisor.engines.workload import WorkloadOptions, parse_workload
 from wasmvisor.errors import InvalidArgument, NotFound
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Failed, Ready
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.clone_flags import CLONE_FS
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
-from wasmvisor.worker import identity
+from wasmvisor.worker import confine, identity
 from wasmvisor.worker.container import warn_unapplied_security_labels
 from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
@@ -114,10 +115,12 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
                                          close_in_relay=(sock_fd,))
         seccomp = (spec.raw.get("linux") or {}).get("seccomp")
         guest: PreparedGuest | None = None
+        options = WorkloadOptions()
         if native is not None:
             prepare_seccomp(seccomp)
         else:
-            guest = _prepare_wasm(config, proc, host_root, spec.memory_limit)
+            options = parse_workload(spec.annotations)
+            guest = _prepare_wasm(config, proc, host_root, spec.memory_limit, options)
         install_stdio(open_stdio(config), log_fd)
         mount = [ns for ns in namespaces if ns.flag == CLONE_NEWNS]
         if mount:
@@ -128,7 +131,9 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
         else:
             os.chroot(host_root)
         warn_unapplied_security_labels(proc.raw)
-        identity.apply_identity(proc.raw)
+        # A wasm exec is confined as its container's guest is (worker/confine.py): the container's
+        # mount namespace already hides /proc and /sys; no capability, no_new_privs; the filter at start.
+        identity.apply_identity(proc.raw if guest is None else confine.confined_process(proc.raw))
     except Exception as exc:
         status, message = failure_of(exc)
         log.error("exec failed: %s", message)
@@ -136,10 +141,13 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
         return 1
     channel.send(Ready(pid=pid))
     log.debug("exec ready: %s (%s)", proc.args[0], native or "wasm")
-    return serve_start(channel, pid, native, guest, (proc.args, proc.env, proc.cwd), seccomp, set())
+    at_start = None if guest is None else confine.at_start(
+        channel, log_fd, options.time_limit_s, proc.args[0], seccomp_filter=not isinstance(guest, ProgramGuest))
+    return serve_start(channel, pid, native, guest, (proc.args, proc.env, proc.cwd), seccomp, set(), at_start)
 
 
-def _prepare_wasm(config: Configure, proc: ExecProcess, host_root: str, memory_limit: int | None) -> PreparedGuest:
+def _prepare_wasm(config: Configure, proc: ExecProcess, host_root: str, memory_limit: int | None,
+                  options: WorkloadOptions) -> PreparedGuest:
     """Load and compile the exec's module (`path` or `path#func` in the container's root), before
     the mount namespace is joined: the module cache is the host's."""
     path, func = parse_entrypoint(proc.args[0])
@@ -152,7 +160,7 @@ def _prepare_wasm(config: Configure, proc: ExecProcess, host_root: str, memory_l
         args=proc.args, envs=proc.env, cwd=proc.cwd,
         entrypoint=Entrypoint(name=os.path.splitext(os.path.basename(path))[0], source=path,
                               host_path=host_path, func=func),
-        root=host_root, memory_limit=memory_limit,
+        root=host_root, memory_limit=memory_limit, options=options,
     )
     engine = load_engine(config.engine)
     try:

@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from wasmvisor.engines.base import TRAP_EXIT_CODE, Engine, GuestError, PreparedGuest, Stdio
@@ -18,6 +18,7 @@ from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Exited, Started, StartGuest
 from wasmvisor.refs import load_class
+from wasmvisor.worker.last_words import LastWords
 from wasmvisor.worker.native import exec_native
 
 log = logging.getLogger("wasmvisor.worker")
@@ -28,9 +29,11 @@ EX_NOEXEC = 127
 
 def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedGuest | None,
                 process: tuple[Sequence[str], Sequence[str], str], seccomp: Mapping[str, Any] | None,
-                guest_mask: set[int]) -> int:
+                guest_mask: set[int], at_start: Callable[[], LastWords] | None = None) -> int:
     """After `Ready`: wait for `StartGuest` (EOF instead: 0, quietly), then run `native` (exec'd,
-    never returns) or `guest`; returns the exit code. `process` is (args, env, cwd)."""
+    never returns) or `guest`; returns the exit code. `process` is (args, env, cwd). `at_start`
+    confines the worker right before the guest runs (worker/confine.py `at_start`): what it logs
+    from then on goes in `Exited.note`."""
     args, env, cwd = process
     start = channel.receive()
     if start is None:
@@ -52,7 +55,10 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
             exec_native(native, args, env, cwd, seccomp)
         assert guest is not None
-        logging.getLogger().addHandler(last_words)  # why it ended (a trap's message) goes in Exited too
+        if at_start is not None:
+            last_words = at_start()  # the log FIFO closes: what is left to say goes in Exited
+        else:
+            logging.getLogger().addHandler(last_words)  # why it ended (a trap's message) goes in Exited too
         result = guest(Stdio(stdin=0, stdout=1, stderr=2))
         reason = getattr(result, "reason", "exit")
         code = int(result) & 0xFF
@@ -66,23 +72,6 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
     channel.send(Exited(code=code, at_ns=ended, note=last_words.text(), phases=phases))
     log.debug("exited: code %d (%s)", code, reason)
     return code
-
-
-class LastWords(logging.Handler):
-    """The warnings and errors logged while the guest runs, one line each, for `Exited.note`: the
-    supervisor makes the reason a container ended from it (the termination message)."""
-
-    LIMIT = 2000
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage().replace("\n", " "))
-
-    def text(self) -> str:
-        return "; ".join(self.lines)[: self.LIMIT]
 
 
 def no_wasm_terminal(args0: str) -> str:

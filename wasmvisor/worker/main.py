@@ -27,15 +27,18 @@ from setproctitle import setproctitle
 
 from wasmvisor import logs
 from wasmvisor.engines.base import Entrypoint, PreparedGuest, ProgramGuest, RuntimeContext
-from wasmvisor.errors import Internal, InvalidArgument
+from wasmvisor.engines.workload import PREOPENS, WorkloadOptions, parse_workload
+from wasmvisor.errors import Internal, InvalidArgument, ShimError
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
 from wasmvisor.ipc.messages import Configure, Exited, Failed, Ready
 from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
+from wasmvisor.worker import confine
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.exec_process import serve_exec
+from wasmvisor.worker.guest_filter import guest_filter
 from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
@@ -99,6 +102,7 @@ def serve(sock_fd: int) -> int:
     phases = {"configure": [begun, configured]}
 
     guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
+    time_limit: float | None = None
     try:
         spec = load_spec(config.bundle)
         box = Container.enter(
@@ -120,10 +124,20 @@ def serve(sock_fd: int) -> int:
             guest = engine.prepare(dataclasses.replace(ctx, root="/"))  # the guest runs after pivot_root
             if isinstance(guest, ProgramGuest):
                 guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
+            else:
+                guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
+            time_limit = ctx.options.time_limit_s
             phases["module"] = [loading, time.time_ns()]
         sealing = time.time_ns()
         install_stdio(open_stdio(config), log_fd)
-        box.seal(spec.raw.get("process") or {}, pivot=not isinstance(guest, ProgramGuest))
+        process = spec.raw.get("process") or {}
+        if guest is not None:  # the wasm guest's confinement: its steps and their order in worker/confine.py
+            confine.hide_system_mounts(box.root)
+            process = confine.confined_process(process)
+            confine.before_seal(box)
+        box.seal(process, pivot=not isinstance(guest, ProgramGuest))
+        if guest is not None:
+            confine.after_seal(box)
         phases["seal"] = [sealing, time.time_ns()]
     except Exception as exc:
         status, message = failure_of(exc)
@@ -132,8 +146,10 @@ def serve(sock_fd: int) -> int:
         return 1
     channel.send(Ready(pid=box.pid, phases=phases))
     log.debug("ready: %s (%s)", spec.args[0], native or "wasm")
+    at_start = None if guest is None else confine.at_start(
+        channel, log_fd, time_limit, spec.args[0], seccomp_filter=not isinstance(guest, ProgramGuest))
     return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
-                       box.guest_signal_mask())
+                       box.guest_signal_mask(), at_start)
 
 
 def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:
@@ -142,6 +158,17 @@ def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> N
     if isinstance(guest, ProgramGuest):
         guest.stop(sig)
     channel.send(Exited(code=128 + sig, at_ns=time.time_ns()))
+
+
+
+
+def zygote_preload() -> None:
+    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks. Without
+    libseccomp it stays uncompiled: each wasm Create then fails naming the library."""
+    try:
+        guest_filter()
+    except ShimError as exc:
+        log.warning("wasm guests cannot be confined: %s", exc.message)
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:
@@ -200,6 +227,8 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
     if layers:
         log.debug("module %s from %d wasm layer(s): %s", path, len(layers),
                   ", ".join(f"{x.digest} ({x.media_type})" for x in config.wasm_layers))
+    options = parse_workload(spec.annotations)
+    check_preopens(root, options)
     return RuntimeContext(
         args=spec.args,
         envs=spec.env,
@@ -208,5 +237,13 @@ def runtime_context(config: Configure, spec: Spec) -> RuntimeContext:
         root=root,
         wasm_layers=tuple(layers),
         memory_limit=spec.memory_limit,
+        options=options,
         annotations=spec.annotations,
     )
+
+
+def check_preopens(root: str, options: WorkloadOptions) -> None:
+    """Each preopen an annotation names must be a folder of the container (`root`, a host path)."""
+    for preopen in options.preopens or ():
+        if not os.path.isdir(resolve_in_root(root, preopen.container_path)):
+            raise InvalidArgument(f"annotation {PREOPENS}: {preopen.container_path} is not a folder of the container")

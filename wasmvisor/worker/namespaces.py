@@ -31,7 +31,7 @@ from typing import NoReturn
 
 from setproctitle import setproctitle
 
-from wasmvisor.errors import InvalidArgument, NotFound
+from wasmvisor.errors import Internal, InvalidArgument, NotFound, ShimError
 from wasmvisor.linux import netdev, syscalls
 from wasmvisor.linux.fork import quiet_fork, run_child
 from wasmvisor.worker.spec_linux import CLONE_NEWNET, CLONE_NEWNS, Namespace
@@ -44,6 +44,8 @@ RELAYED_SIGNALS = (*TERMINATING_SIGNALS, signal.SIGALRM, signal.SIGCONT, signal.
 """What the relay forwards to the container process (SIGKILL and SIGSTOP cannot be caught)."""
 HARMLESS_SIGNALS = (signal.SIGCONT, signal.SIGWINCH)
 """Ignored by default: the container's PID 1 takes them and carries on."""
+DROP_WAIT_SECONDS = 2.0
+"""How long the worker waits for its init thread to drop its capabilities (it takes microseconds)."""
 
 
 def enter_namespaces(namespaces: Sequence[Namespace]) -> None:
@@ -184,6 +186,9 @@ class InitSignals:
     def __init__(self, on_signal: Callable[[int], object]) -> None:
         self.on_signal = on_signal
         self.thread = threading.Thread(target=self._wait, name="wasmvisor-init-signals", daemon=True)
+        self._step: Callable[[], None] | None = None
+        self._step_error: str | None = None
+        self._step_done = threading.Event()
 
     @staticmethod
     def needed() -> bool:
@@ -194,9 +199,27 @@ class InitSignals:
         signal.pthread_sigmask(signal.SIG_BLOCK, set(RELAYED_SIGNALS))
         self.thread.start()
 
+    def run_on_thread(self, step: Callable[[], None]) -> None:
+        """Have the thread run `step` (a capability change of its own: they are per thread) and wait
+        until it has; Internal naming the failure when it could not."""
+        self._step, self._step_error = step, None
+        self._step_done.clear()
+        signal.pthread_kill(self.thread.ident or 0, signal.SIGWINCH)
+        if not self._step_done.wait(DROP_WAIT_SECONDS):
+            raise Internal("the init thread did not change its capabilities")
+        if self._step_error:
+            raise Internal(f"the init thread: {self._step_error}")
+
     def _wait(self) -> None:
         while True:
             sig = signal.sigwait(set(RELAYED_SIGNALS))
+            step, self._step = self._step, None
+            if step is not None:
+                try:
+                    step()
+                except ShimError as exc:
+                    self._step_error = exc.message
+                self._step_done.set()
             if sig in HARMLESS_SIGNALS:
                 continue
             log.debug("PID 1 got signal %d: ending", sig)

@@ -339,6 +339,8 @@ class WorkerInstance(Instance):
                 _resolve(self._started, msg.pid)
         elif isinstance(msg, messages.Exited):
             self._reported = msg
+            if msg.note:
+                log.warning("worker %d of %s: %s", self.pid, self.id, msg.note)
             self.phases.update(msg.phases)
         elif isinstance(msg, messages.Failed):
             error = _error_from(msg)
