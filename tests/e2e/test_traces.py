@@ -14,7 +14,8 @@ from tests.e2e.containerd import PrivateContainerd, private_containerd
 from tests.e2e.ctr import Ctr
 from tests.e2e.test_wasm_layers import variant
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
-from wasmvisor.image import Layer, build_wasm_image
+from wasmvisor.image import Layer
+from wasmvisor.image_layouts import build_wasm_image
 
 TASK = "containerd.task.v2.Task"
 OURS = "wasmvisor-shim"
