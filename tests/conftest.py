@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-E2E_DIR = Path(__file__).resolve().parent / "e2e"
+TESTS = Path(__file__).resolve().parent
+E2E_DIR = TESTS / "e2e"
+ORDER = ("unit", "integration", "e2e")
+"""Suites in this order: the unit tests fork children from the pytest process itself (tests/unit/worker
+/child.py), which they want without the threads that the integration and e2e tests leave behind (gRPC's):
+a forked child that dropped a capability then died of glibc's abort in setuid once, after them."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -18,3 +23,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=_suite_rank)  # stable: each suite keeps its own order
+
+
+def _suite_rank(item: pytest.Item) -> int:
+    parts = Path(str(item.path)).relative_to(TESTS).parts if TESTS in Path(str(item.path)).parents else ()
+    return ORDER.index(parts[0]) if parts and parts[0] in ORDER else len(ORDER)
