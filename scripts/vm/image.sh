@@ -31,7 +31,13 @@ for tool in debootstrap mkfs.ext4 qemu-system-x86_64; do
     command -v "$tool" >/dev/null || die "$tool not found (apt-get install debootstrap e2fsprogs qemu-system-x86)"
 done
 
-key="$( { cat "${BASH_SOURCE[0]}"; sed -n '/^dependencies/,/^]/p;/^test = \[/,/^]/p' "$REPO/pyproject.toml"; } \
+# The project's dependencies, its test tools and the optional extras they pull in (a self-reference such
+# as "wasmvisor[otel]" is left out: its list is read too).
+dependency_lists() {
+    sed -n '/^dependencies/,/^]/p;/^otel = \[/,/^]/p;/^test = \[/,/^]/p' "$REPO/pyproject.toml" \
+        | grep -v '^ *#' | grep -o '"[^"]*"' | tr -d '"' | grep -v '^wasmvisor'
+}
+key="$( { cat "${BASH_SOURCE[0]}"; dependency_lists; } \
     | sha256sum | cut -c1-16)"
 image="$VM_DIR/$SUITE-$key.img"
 if [[ -s "$image" && -s "$VM_DIR/$SUITE-$key.vmlinuz" && -s "$VM_DIR/$SUITE-$key.initrd" ]]; then
@@ -100,7 +106,7 @@ cp "$host_ca" "$root/tmp/host-ca.crt"
 for fs in proc sys dev; do
     mount --rbind "/$fs" "$root/$fs" && mounted+=("$root/$fs")
 done
-deps="$(sed -n '/^dependencies/,/^]/p;/^test = \[/,/^]/p' "$REPO/pyproject.toml" | grep -o '"[^"]*"' | tr -d '"')"
+deps="$(dependency_lists)"
 say "creating /opt/wasmvisor/venv in the image (Python $(chroot "$root" python3 -c 'import platform; print(platform.python_version())'))"
 chroot "$root" python3 -m venv /opt/wasmvisor/venv
 # shellcheck disable=SC2086

@@ -40,6 +40,8 @@ else
 fi
 cat >"$share/job.sh" <<JOB
 set -e
+# A node has a resolv.conf even without a network (CRI copies it into every pod); the image has none.
+[ -e /etc/resolv.conf ] || : >/etc/resolv.conf
 export PATH=/opt/wasmvisor/venv/bin:\$PATH
 /opt/wasmvisor/venv/bin/pip install -q --disable-pip-version-check --no-deps --no-index --force-reinstall /mnt/share/dist/*.whl
 mkdir -p /root/src && tar -C /root/src -xf /mnt/share/src.tar && cd /root/src
