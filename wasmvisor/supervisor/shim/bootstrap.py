@@ -91,12 +91,6 @@ def is_containerd_1_6(env: Mapping[str, str]) -> bool:
     return not any(env.get(k) for k in ("GRPC_ADDRESS", "NAMESPACE", "MAX_SHIM_VERSION"))
 
 
-def containerd_major(env: Mapping[str, str], publish_binary: str, cache_dir: str) -> int | None:
-    """containerd's major version, or None when it cannot be told."""
-    version = containerd_version(env, publish_binary, cache_dir)
-    return version[0] if version else None
-
-
 def containerd_version(env: Mapping[str, str], publish_binary: str, cache_dir: str) -> tuple[int, int, int] | None:
     """containerd's version, or None when it cannot be told ((1, 6, 0) for any 1.6: told by its
     environment, without running anything)."""

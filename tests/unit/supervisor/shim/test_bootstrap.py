@@ -58,7 +58,7 @@ def test_versions_parse_from_containerd_version_lines() -> None:
 
 
 def test_containerd_1_6_is_known_by_its_environment_without_running_anything(tmp_path: Path) -> None:
-    assert bootstrap.containerd_major({}, "/nonexistent/containerd", str(tmp_path)) == 1
+    assert bootstrap.containerd_version({}, "/nonexistent/containerd", str(tmp_path)) == (1, 6, 0)
 
 
 def test_version_probe_runs_the_publish_binary_once_and_caches(tmp_path: Path) -> None:
@@ -69,15 +69,15 @@ def test_version_probe_runs_the_publish_binary_once_and_caches(tmp_path: Path) -
     cache = tmp_path / "cache"
     cache.mkdir()
 
-    first = bootstrap.containerd_major(ENV_17, str(binary), str(cache))
-    second = bootstrap.containerd_major(ENV_17, str(binary), str(cache))
+    first = bootstrap.containerd_version(ENV_17, str(binary), str(cache))
+    second = bootstrap.containerd_version(ENV_17, str(binary), str(cache))
 
-    assert (first, second) == (2, 2)
+    assert first == second == (2, 1, 9)
     assert counter.read_text().count("x") == 1
 
 
 def test_an_unrunnable_publish_binary_means_unknown(tmp_path: Path) -> None:
-    assert bootstrap.containerd_major(ENV_17, str(tmp_path / "missing"), str(tmp_path)) is None
+    assert bootstrap.containerd_version(ENV_17, str(tmp_path / "missing"), str(tmp_path)) is None
 
 
 @pytest.mark.parametrize(
