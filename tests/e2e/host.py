@@ -111,10 +111,15 @@ def remove_empty_cgroups(namespace: str) -> None:
             top.rmdir()
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
+"""cgroup v2 only (a unified hierarchy at /sys/fs/cgroup, as systemd nodes boot today), else v1 (hybrid)."""
+
+
 def cgroup_dirs(path: str) -> list[Path]:
-    """The folders of cgroup `path` that exist: one on cgroup v2, one per controller on v1."""
-    root = Path("/sys/fs/cgroup")
-    if (root / "cgroup.controllers").exists():
+    """The folders of cgroup `path` that exist: one on cgroup v2, one per mounted hierarchy on v1."""
+    root = CGROUP_ROOT
+    if UNIFIED:
         candidates = [root / path.strip("/")]
     else:
         candidates = [c / path.strip("/") for c in root.iterdir() if c.is_dir() and not c.is_symlink()]
