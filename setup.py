@@ -1,6 +1,7 @@
 """Build step of the package (the metadata is in pyproject.toml, the console scripts here): a wheel built
-from this tree carries the pid-namespace relay compiled from wasmvisor/worker/relay.c, as scripts/setup.sh
-builds it for a clone, and the shim binary's compiled front.
+from this tree carries the pid-namespace relay compiled from wasmvisor/worker/relay.c and the wasm runner
+from wasmvisor/worker/runner.c, as scripts/setup.sh builds them for a clone, and the shim binary's
+compiled front.
 
 The front (wasmvisor/supervisor/shim/front.c) is installed as the script `containerd-shim-wasmvisor-v1`,
 by wheels and editable installs alike; it answers `start` and `delete` in their common cases and execs
@@ -28,6 +29,8 @@ from setuptools.command.build_py import build_py
 
 RELAY_SOURCE = os.path.join("wasmvisor", "worker", "relay.c")
 RELAY_BINARY = os.path.join("wasmvisor", "worker", "_bin", "wasmvisor-relay")
+RUNNER_SOURCE = os.path.join("wasmvisor", "worker", "runner.c")
+RUNNER_BINARY = os.path.join("wasmvisor", "worker", "_bin", "wasmvisor-runner")
 COMPILERS = ("clang", "cc", "gcc")
 SHIM = "containerd-shim-wasmvisor-v1"
 SHIM_ENTRY = "wasmvisor.supervisor.shim.main:main"
@@ -70,11 +73,27 @@ def compile_relay(build_lib: str) -> bool:
     return False
 
 
+def compile_runner(build_lib: str) -> bool:
+    """Compile runner.c (dynamic: it dlopens wasmtime's C library) into `build_lib`'s
+    wasmvisor/worker/_bin; False (with a note) when no compiler can: the worker runs guests in Python."""
+    target = os.path.join(build_lib, RUNNER_BINARY)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    for compiler in compilers():
+        done = subprocess.run([compiler, "-O2", "-Wall", "-o", target, RUNNER_SOURCE, "-ldl"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return True
+        print(f"wasmvisor: {compiler} could not build the runner: {done.stderr.strip()}")
+    print("wasmvisor: no C compiler built runner.c: the worker will run wasm guests in Python")
+    return False
+
+
 class BuildPy(build_py):
     def run(self) -> None:
         super().run()
         if not getattr(self, "editable_mode", False):
             compile_relay(self.build_lib)
+            compile_runner(self.build_lib)
 
 
 class BuildScripts(build_scripts):
