@@ -42,7 +42,7 @@ from wasmvisor.worker.guest_filter import guest_filter
 from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
-from wasmvisor.worker.runner_exec import RunnerLaunch, runner_launch
+from wasmvisor.worker.runner_exec import RUNNER_BINARY, RunnerLaunch, loader_command, runner_launch, runner_present
 from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 __all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
@@ -166,12 +166,18 @@ def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> N
 
 
 def zygote_preload() -> None:
-    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks. Without
-    libseccomp it stays uncompiled: each wasm Create then fails naming the library."""
+    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks (without
+    libseccomp it stays uncompiled: each wasm Create then fails naming the library), and find the
+    compiled runner's loader and library folders."""
     try:
         guest_filter()
     except ShimError as exc:
         log.warning("wasm guests cannot be confined: %s", exc.message)
+    if runner_present():
+        try:
+            loader_command()  # the runner's loader and library folders, for every worker
+        except (OSError, ValueError) as exc:
+            log.warning("wasm runner %s unusable: %s", RUNNER_BINARY, exc)
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:

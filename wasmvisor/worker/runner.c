@@ -236,7 +236,7 @@ static size_t one_line(const char *message, char *out, size_t cap) {
 
 /* ---- the guest's end ---- */
 
-static char note_buf[NOTE_LIMIT + 1];
+static char note_buf[65536 + 4096 + 64];  /* a whole note, then cut to NOTE_LIMIT */
 static char text_buf[65536];
 
 /* Python's LastWords keeps NOTE_LIMIT characters: here bytes, cut at a UTF-8 boundary. */
@@ -303,8 +303,8 @@ static void on_signal(int sig) {  /* PID 1 of a pid namespace: as worker/main.py
 /* ---- the plan ---- */
 
 typedef struct {
-    const char *lib, *module, *func;
-    int module_fd, filter_fd, filter_flags, nsignals, nenv, nargs, npreopens;
+    const char *lib, *module, *func, *title;
+    int argv_prefix, module_fd, filter_fd, filter_flags, nsignals, nenv, nargs, npreopens;
     int64_t memory, started;
     int signals[64];
     const char *env_names[MAX_ITEMS], *env_values[MAX_ITEMS], *args[MAX_ITEMS];
@@ -353,6 +353,8 @@ static void read_plan(int fd) {
         else if (!strcmp(key, "memory")) plan.memory = atoll(v);
         else if (!strcmp(key, "started")) plan.started = atoll(v);
         else if (!strcmp(key, "func")) plan.func = v;
+        else if (!strcmp(key, "title")) plan.title = v;
+        else if (!strcmp(key, "argv-prefix")) plan.argv_prefix = atoi(v);
         else if (!strcmp(key, "source")) snprintf(source, sizeof source, "%s", v);
         else if (!strcmp(key, "signal") && plan.nsignals < 64) plan.signals[plan.nsignals++] = atoi(v);
         else if (!strcmp(key, "env") && plan.nenv < MAX_ITEMS) {
@@ -459,6 +461,18 @@ static void handle_signals(void) {
     sigprocmask(SIG_UNBLOCK, &set, NULL);  /* those queued while the worker exec'd arrive now */
 }
 
+/* The loader's argv[0] is the worker's title (`wasmvisor-worker NS/ID`, which `ps`, `wasmvisor ps` and the
+ * shim's `delete` look for); the loader's other arguments and this program's follow it in one block of
+ * memory, `argv-prefix` bytes of them before argv[0]. Blank all but the title, as setproctitle would. */
+static void keep_title(char **argv, int argc) {
+    if (!plan.title || plan.argv_prefix <= 0) return;
+    char *start = argv[0] - plan.argv_prefix;
+    size_t len = strlen(plan.title);
+    if (strncmp(start, plan.title, len) != 0 || start[len] != 0) return;
+    char *end = argv[argc - 1] + strlen(argv[argc - 1]);
+    memset(start + len, 0, (size_t)(end - start) - len);
+}
+
 static int run(void) {
     prctl(PR_SET_NAME, "wasmvisor-run", 0, 0, 0);
     handle_signals();
@@ -531,6 +545,7 @@ int main(int argc, char **argv) {
     }
     if (argc == 3 && strcmp(argv[1], "--plan") == 0) {
         read_plan(atoi(argv[2]));
+        keep_title(argv, argc);
         _exit(run());  /* no destructors of wasmtime's after the guest, as the Python worker's os._exit */
     }
     fprintf(stderr, "usage: %s --plan FD (the wasm worker execs it; see worker/runner_exec.py)\n", argv[0]);

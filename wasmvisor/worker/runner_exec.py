@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
+from setproctitle import getproctitle
+
 from wasmvisor.engines.base import PreparedGuest
 from wasmvisor.engines.wasmtime_runner import RunnerJob, plan_bytes, runner_refusal, wasmtime_library
 from wasmvisor.linux import syscalls
@@ -72,11 +74,13 @@ def library_dirs(maps: Iterable[str]) -> list[str]:
 @functools.cache
 def loader_command() -> tuple[str, list[str]]:
     """The loader's host path and its arguments up to the runner's own (the folders of every library this
-    process has loaded: those of wasmtime's library and of the C library). Once per zygote."""
+    process has loaded once wasmtime's library is: those of the C library and of wasmtime's own needs,
+    libgcc_s...). Once per zygote (worker/main.py zygote_preload)."""
+    wasmtime_library()
     with open("/proc/self/maps") as f:
         dirs = library_dirs(f)
     interp = elf_interpreter(str(RUNNER_BINARY))
-    return interp, [interp, "--inhibit-cache", "--library-path", ":".join(dirs), str(RUNNER_BINARY).lstrip("/")]
+    return interp, ["--inhibit-cache", "--library-path", ":".join(dirs), str(RUNNER_BINARY).lstrip("/")]
 
 
 def runner_launch(guest: PreparedGuest, channel_fd: int, signals: Iterable[int]) -> RunnerLaunch | None:
@@ -86,7 +90,7 @@ def runner_launch(guest: PreparedGuest, channel_fd: int, signals: Iterable[int])
     why = runner_refusal(job, runner_present(), os.environ)
     source = job.source if job is not None else "guest"
     if why is not None:
-        log.info("guest %s: route python (%s)", source, why)
+        log.debug("guest %s: route python (%s)", source, why)
         return None
     assert job is not None
     launch = RunnerLaunch(job, channel_fd, signals)
@@ -96,7 +100,7 @@ def runner_launch(guest: PreparedGuest, channel_fd: int, signals: Iterable[int])
         launch.close()
         log.warning("guest %s: route python (cannot prepare the runner: %s)", source, exc)
         return None
-    log.info("guest %s: route runner (%s)", source, RUNNER_BINARY.name)
+    log.debug("guest %s: route runner (%s)", source, RUNNER_BINARY.name)
     return launch
 
 
@@ -123,6 +127,7 @@ class RunnerLaunch:
         self._filter_flags = compiled.flags
         self._lib = wasmtime_library().lstrip("/")
         self._module_path = self.job.module_file.lstrip("/")
+        plan_bytes(self.job, [])  # ValueError now, for an arg or variable it cannot carry
 
     def _keep(self, fd: int, inherited: bool = False) -> int:
         self._fds.append(fd)
@@ -137,7 +142,11 @@ class RunnerLaunch:
     def run(self, started_ns: int) -> NoReturn:
         """Exec the runner (never returns); OSError when the exec fails, with this process unchanged but
         for its cwd (back at `/`)."""
-        fields = [("lib", self._lib), ("module", self._module_path), ("module-fd", str(self._module)),
+        title = getproctitle()  # the loader's argv[0]: the runner keeps it as the process's title
+        loader_args = [title, *self._argv]
+        prefix = sum(len(os.fsencode(a)) + 1 for a in loader_args[:-1])
+        fields = [("title", title), ("argv-prefix", str(prefix)), ("lib", self._lib),
+                  ("module", self._module_path), ("module-fd", str(self._module)),
                   ("channel", str(self.channel_fd)), ("filter-fd", str(self._filter)),
                   ("filter-flags", str(self._filter_flags)), ("started", str(started_ns)),
                   *(("signal", str(s)) for s in self.signals)]
@@ -147,7 +156,7 @@ class RunnerLaunch:
         os.set_inheritable(self.channel_fd, True)
         os.fchdir(self._root)
         try:
-            syscalls.execveat(self._loader, [*self._argv, "--plan", str(plan)], [])
+            syscalls.execveat(self._loader, [*loader_args, "--plan", str(plan)], [])
         except OSError:
             os.chdir("/")
             os.set_inheritable(self.channel_fd, False)
