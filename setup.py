@@ -59,33 +59,31 @@ def compile_front() -> bool:
     return False
 
 
-def compile_relay(build_lib: str) -> bool:
-    """Compile relay.c into `build_lib`'s wasmvisor/worker/_bin; False (with a note) when no compiler can."""
-    target = os.path.join(build_lib, RELAY_BINARY)
+def compile_worker_binary(build_lib: str, source: str, binary: str, flags: list[str], libs: list[str],
+                          what: str, without: str) -> bool:
+    """Compile `source` into `build_lib`'s `binary`; False (with a note saying `without`) when no compiler can."""
+    target = os.path.join(build_lib, binary)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     for compiler in compilers():
-        done = subprocess.run([compiler, "-O2", "-static", "-Wall", "-o", target, RELAY_SOURCE],
+        done = subprocess.run([compiler, "-O2", "-Wall", *flags, "-o", target, source, *libs],
                               capture_output=True, text=True, check=False)
         if done.returncode == 0:
             return True
-        print(f"wasmvisor: {compiler} could not build the relay: {done.stderr.strip()}")
-    print("wasmvisor: no C compiler built relay.c: the worker will use its Python relay")
+        print(f"wasmvisor: {compiler} could not build the {what}: {done.stderr.strip()}")
+    print(f"wasmvisor: no C compiler built {os.path.basename(source)}: {without}")
     return False
+
+
+def compile_relay(build_lib: str) -> bool:
+    """relay.c, static, into wasmvisor/worker/_bin."""
+    return compile_worker_binary(build_lib, RELAY_SOURCE, RELAY_BINARY, ["-static"], [], "relay",
+                                 "the worker will use its Python relay")
 
 
 def compile_runner(build_lib: str) -> bool:
-    """Compile runner.c (dynamic: it dlopens wasmtime's C library) into `build_lib`'s
-    wasmvisor/worker/_bin; False (with a note) when no compiler can: the worker runs guests in Python."""
-    target = os.path.join(build_lib, RUNNER_BINARY)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    for compiler in compilers():
-        done = subprocess.run([compiler, "-O2", "-Wall", "-o", target, RUNNER_SOURCE, "-ldl"],
-                              capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return True
-        print(f"wasmvisor: {compiler} could not build the runner: {done.stderr.strip()}")
-    print("wasmvisor: no C compiler built runner.c: the worker will run wasm guests in Python")
-    return False
+    """runner.c, dynamic (it dlopens wasmtime's C library), into wasmvisor/worker/_bin."""
+    return compile_worker_binary(build_lib, RUNNER_SOURCE, RUNNER_BINARY, [], ["-ldl"], "runner",
+                                 "the worker will run wasm guests in Python")
 
 
 class BuildPy(build_py):
