@@ -33,7 +33,8 @@ GROW = """
 
 
 def run_task(h: Harness, task_id: str, wasm: bytes, *, runner: bool = True, pid_namespace: bool = False,
-             memory: int | None = None, while_running=None) -> tuple[int, Path]:  # type: ignore[no-untyped-def]
+             memory: int | None = None, uid: int = 0, env: dict[str, str] | None = None,
+             while_running=None) -> tuple[int, Path]:  # type: ignore[no-untyped-def]
     """Create, start and wait for a task whose rootfs holds `wasm` as /g.wasm; its exit status and bundle.
     `while_running(pid)` is called once it runs."""
     bundle = h.bundle(task_id, {"g.wasm": wasm, "dev/termination-log": b""}, ["/g.wasm"])
@@ -42,11 +43,12 @@ def run_task(h: Harness, task_id: str, wasm: bytes, *, runner: bool = True, pid_
     if memory is not None:
         linux["resources"] = {"memory": {"limit": memory}}
     spec["linux"] = linux
+    spec["process"]["user"] = {"uid": uid, "gid": uid}
     spec["mounts"] = [{"destination": "/dev/termination-log", "type": "bind", "options": ["rbind"],
                        "source": str(bundle / "termination")}]
     (bundle / "termination").write_bytes(b"")
     (bundle / "config.json").write_text(json.dumps(spec))
-    c = h.client(h.start_shim(bundle, task_id, env_extra={"WASMVISOR_RUNNER": "1" if runner else "0"}))
+    c = h.client(h.start_shim(bundle, task_id, env_extra={"WASMVISOR_RUNNER": "1" if runner else "0", **(env or {})}))
     created = create(h, c, task_id, bundle)
     h.call(c, "Start", pb.StartRequest(id=task_id), pb.StartResponse)
     if while_running is not None:
@@ -134,3 +136,26 @@ def test_sigterm_ends_the_runner_as_pid_1_with_143(harness: Harness) -> None:
     assert seen[0][0] == "wasmvisor-run"
     assert status == 143
 
+
+
+def test_a_guest_of_another_uid_runs_in_the_runner_too(harness: Harness) -> None:
+    # The uid may not read the module cache (a 0700 folder of root's here): the runner then loads the
+    # module from the fd the worker opened before it changed its identity.
+    cache = harness.base / "private-cache"
+    cache.mkdir(mode=0o700)
+    private = {"WASMVISOR_CACHE_DIR": str(cache)}
+    seen: list[tuple[str, str]] = []
+
+    def look(pid: int) -> None:
+        seen.append(process_name(pid))
+        status = Path(f"/proc/{pid}/status").read_text()
+        seen.append(("uid", next(line for line in status.splitlines() if line.startswith("Uid:"))))
+        os.kill(pid, signal.SIGKILL)
+
+    status, _ = run_task(harness, "r-uid", SLEEPER, uid=1000, env=private, while_running=look)
+    assert seen[0][0] == "wasmvisor-run"
+    assert seen[1][1].split()[1:] == ["1000"] * 4
+    assert status == 137
+    status, bundle = run_task(harness, "r-uid-hello", HELLO, uid=1000, env=private)
+    assert (status, (bundle / "stdout").read_bytes()) == (0, b"hello\n")
+    assert list(cache.glob("*.cwasm")), "the modules went through the private cache"

@@ -71,6 +71,18 @@ def library_dirs(maps: Iterable[str]) -> list[str]:
     return list(dirs)
 
 
+def check_reachable(path: str, mode: int = 0o004) -> None:
+    """ValueError unless every user may reach `path` (x on each folder) and has `mode` on it: the guest's
+    uid execs the runner and loads the libraries, and a loader that cannot ends the task with 127 and no
+    word on the channel, where the Python route would have run the guest."""
+    parts = os.path.realpath(path).split("/")[1:]
+    for i in range(len(parts)):
+        at = "/" + "/".join(parts[: i + 1])
+        need = mode if i == len(parts) - 1 else 0o001
+        if os.stat(at).st_mode & need != need:
+            raise ValueError(f"{at} is not {'readable' if need != 0o001 else 'searchable'} by every user")
+
+
 @functools.cache
 def loader_command() -> tuple[str, list[str]]:
     """The loader's host path and its arguments up to the runner's own (the folders of every library this
@@ -80,6 +92,9 @@ def loader_command() -> tuple[str, list[str]]:
     with open("/proc/self/maps") as f:
         dirs = library_dirs(f)
     interp = elf_interpreter(str(RUNNER_BINARY))
+    check_reachable(str(RUNNER_BINARY), 0o005)
+    check_reachable(interp, 0o005)
+    check_reachable(wasmtime_library())
     return interp, ["--inhibit-cache", "--library-path", ":".join(dirs), str(RUNNER_BINARY).lstrip("/")]
 
 

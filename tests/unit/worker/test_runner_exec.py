@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
-from wasmvisor.worker.runner_exec import RUNNER_BINARY, elf_interpreter, library_dirs
+import pytest
+
+from wasmvisor.worker.namespaces import RELAY_BINARY
+from wasmvisor.worker.runner_exec import RUNNER_BINARY, check_reachable, elf_interpreter, library_dirs
 
 
 def test_library_dirs_are_the_folders_of_mapped_libraries_relative_to_root() -> None:
@@ -26,9 +33,25 @@ def test_the_loader_is_the_runner_s_pt_interp_as_for_python_itself() -> None:
 
 
 def test_a_static_binary_has_no_loader_to_name() -> None:
-    import pytest
-
-    from wasmvisor.worker.namespaces import RELAY_BINARY
-
     with pytest.raises(ValueError, match="no PT_INTERP"):
         elf_interpreter(str(RELAY_BINARY))
+
+
+def test_a_runner_only_root_can_reach_is_refused() -> None:
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path lies in a folder only root can search
+    try:
+        os.chmod(base, 0o755)
+        runner = base / "private" / "runner"
+        runner.parent.mkdir(mode=0o755)
+        runner.write_bytes(b"")
+        runner.chmod(0o755)
+        check_reachable(str(runner), 0o005)
+        runner.parent.chmod(0o700)
+        with pytest.raises(ValueError, match="private is not searchable by every user"):
+            check_reachable(str(runner), 0o005)
+        runner.parent.chmod(0o755)
+        runner.chmod(0o700)
+        with pytest.raises(ValueError, match="runner is not readable by every user"):
+            check_reachable(str(runner), 0o005)
+    finally:
+        shutil.rmtree(base)
