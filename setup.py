@@ -1,6 +1,7 @@
 """Build step of the package (the metadata is in pyproject.toml, the console scripts here): a wheel built
-from this tree carries the pid-namespace relay compiled from wasmvisor/worker/relay.c, as scripts/setup.sh
-builds it for a clone, and the shim binary's compiled front.
+from this tree carries the pid-namespace relay compiled from wasmvisor/worker/relay.c and the wasm runner
+from wasmvisor/worker/runner.c, as scripts/setup.sh builds them for a clone, and the shim binary's
+compiled front.
 
 The front (wasmvisor/supervisor/shim/front.c) is installed as the script `containerd-shim-wasmvisor-v1`,
 by wheels and editable installs alike; it answers `start` and `delete` in their common cases and execs
@@ -28,6 +29,8 @@ from setuptools.command.build_py import build_py
 
 RELAY_SOURCE = os.path.join("wasmvisor", "worker", "relay.c")
 RELAY_BINARY = os.path.join("wasmvisor", "worker", "_bin", "wasmvisor-relay")
+RUNNER_SOURCE = os.path.join("wasmvisor", "worker", "runner.c")
+RUNNER_BINARY = os.path.join("wasmvisor", "worker", "_bin", "wasmvisor-runner")
 COMPILERS = ("clang", "cc", "gcc")
 SHIM = "containerd-shim-wasmvisor-v1"
 SHIM_ENTRY = "wasmvisor.supervisor.shim.main:main"
@@ -56,18 +59,31 @@ def compile_front() -> bool:
     return False
 
 
-def compile_relay(build_lib: str) -> bool:
-    """Compile relay.c into `build_lib`'s wasmvisor/worker/_bin; False (with a note) when no compiler can."""
-    target = os.path.join(build_lib, RELAY_BINARY)
+def compile_worker_binary(build_lib: str, source: str, binary: str, flags: list[str], libs: list[str],
+                          what: str, without: str) -> bool:
+    """Compile `source` into `build_lib`'s `binary`; False (with a note saying `without`) when no compiler can."""
+    target = os.path.join(build_lib, binary)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     for compiler in compilers():
-        done = subprocess.run([compiler, "-O2", "-static", "-Wall", "-o", target, RELAY_SOURCE],
+        done = subprocess.run([compiler, "-O2", "-Wall", *flags, "-o", target, source, *libs],
                               capture_output=True, text=True, check=False)
         if done.returncode == 0:
             return True
-        print(f"wasmvisor: {compiler} could not build the relay: {done.stderr.strip()}")
-    print("wasmvisor: no C compiler built relay.c: the worker will use its Python relay")
+        print(f"wasmvisor: {compiler} could not build the {what}: {done.stderr.strip()}")
+    print(f"wasmvisor: no C compiler built {os.path.basename(source)}: {without}")
     return False
+
+
+def compile_relay(build_lib: str) -> bool:
+    """relay.c, static, into wasmvisor/worker/_bin."""
+    return compile_worker_binary(build_lib, RELAY_SOURCE, RELAY_BINARY, ["-static"], [], "relay",
+                                 "the worker will use its Python relay")
+
+
+def compile_runner(build_lib: str) -> bool:
+    """runner.c, dynamic (it dlopens wasmtime's C library), into wasmvisor/worker/_bin."""
+    return compile_worker_binary(build_lib, RUNNER_SOURCE, RUNNER_BINARY, [], ["-ldl"], "runner",
+                                 "the worker will run wasm guests in Python")
 
 
 class BuildPy(build_py):
@@ -75,6 +91,7 @@ class BuildPy(build_py):
         super().run()
         if not getattr(self, "editable_mode", False):
             compile_relay(self.build_lib)
+            compile_runner(self.build_lib)
 
 
 class BuildScripts(build_scripts):

@@ -115,6 +115,16 @@ if [[ ! -x "$RELAY_BIN" || "$RELAY_SRC" -nt "$RELAY_BIN" ]]; then
     mv -f "$RELAY_BIN.tmp" "$RELAY_BIN"
 fi
 
+# The compiled runner of plain WASI modules (dynamic: it dlopens wasmtime-py's C library); without it,
+# the worker runs every guest in Python. Rebuilt when runner.c is newer.
+RUNNER_SRC="$REPO/wasmvisor/worker/runner.c"
+RUNNER_BIN="$REPO/wasmvisor/worker/_bin/wasmvisor-runner"
+if [[ ! -x "$RUNNER_BIN" || "$RUNNER_SRC" -nt "$RUNNER_BIN" ]]; then
+    mkdir -p "$(dirname "$RUNNER_BIN")"
+    quiet clang -O2 -Wall -o "$RUNNER_BIN.tmp" "$RUNNER_SRC" -ldl || die "cannot build $RUNNER_BIN"
+    mv -f "$RUNNER_BIN.tmp" "$RUNNER_BIN"
+fi
+
 # Component tooling for the tests (jco from npm; the wasmtime CLI's execute bit).
 quiet bash "$REPO/scripts/component_tools.sh" || die "scripts/component_tools.sh failed"
 

@@ -9,9 +9,11 @@ exit status is not in `ctr task ls` (only RUNNING/STOPPED), it is in the /tasks/
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +144,27 @@ def test_sigterm_ends_sleeping_guest_with_143(ctr: Ctr, image: ImageRef, contain
 
 def test_sigkill_ends_sleeping_guest_with_137(ctr: Ctr, image: ImageRef, container_id: str) -> None:
     assert _kill_sleeping_guest(ctr, image, container_id, "SIGKILL") == 137
+
+
+def test_a_plain_wasi_guest_runs_in_the_compiled_runner_not_in_python(
+    ctr: Ctr, image: ImageRef, container_id: str
+) -> None:
+    # The worker execs wasmvisor/worker/runner.c at Start (docs/internals.md, "The compiled runner"): the
+    # task's process keeps the worker's title but is no Python process any more.
+    run = ctr.start_container(image("sleep"), container_id)
+    try:
+        run.wait_for_stdout("sleeping\n", timeout=20)
+        [worker] = processes_titled(f"wasmvisor-worker {ctr.namespace}/{container_id}")
+        comm = Path(f"/proc/{worker}/comm").read_text().strip()
+        maps = Path(f"/proc/{worker}/maps").read_text()
+        exe = os.readlink(f"/proc/{worker}/exe")  # the node's dynamic loader, which loaded the runner
+        assert comm == "wasmvisor-run"
+        assert "_libwasmtime.so" in maps and "wasmvisor-runner" in maps
+        assert "python" not in os.path.basename(exe)
+        assert ctr.kill(container_id, "SIGTERM").returncode == 0
+        assert run.wait(timeout=20).returncode == 143
+    finally:
+        run.kill()
 
 
 def test_task_ls_shows_running_then_stopped_and_events_come_in_order(

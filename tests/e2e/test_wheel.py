@@ -68,17 +68,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
 def test_the_sdist_carries_the_proto_files_and_the_relay_source(installed: Installed) -> None:
     with tarfile.open(installed.sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"setup.py", "pyproject.toml", "wasmvisor/worker/relay.c", "wasmvisor/supervisor/shim/front.c",
+    assert {"setup.py", "pyproject.toml", "wasmvisor/worker/relay.c", "wasmvisor/worker/runner.c",
+            "wasmvisor/supervisor/shim/front.c",
             "wasmvisor/proto/containerd/task/v2/shim.proto",
             "wasmvisor/proto/containerd/types/introspection.proto"} <= names
     assert not any("/_bin/" in name or name.startswith("tests/") for name in names)
 
 
-def test_the_wheel_built_from_the_sdist_carries_the_compiled_relay(installed: Installed) -> None:
+def test_the_wheel_built_from_the_sdist_carries_the_compiled_relay_and_runner(installed: Installed) -> None:
     assert installed.wheel.name.startswith("wasmvisor-0.1.0-py3-none-linux_")
     with zipfile.ZipFile(installed.wheel) as whl:
         names = set(whl.namelist())
-    assert {"wasmvisor/worker/_bin/wasmvisor-relay", "wasmvisor/worker/relay.c"} <= names
+    assert {"wasmvisor/worker/_bin/wasmvisor-relay", "wasmvisor/worker/relay.c",
+            "wasmvisor/worker/_bin/wasmvisor-runner", "wasmvisor/worker/runner.c"} <= names
 
 
 def test_the_wheel_installs_the_compiled_front_as_the_shim_binary(installed: Installed) -> None:

@@ -56,6 +56,7 @@ from wasmvisor.engines.wasmtime_component import (
     prepare_component,
     wasip2_linker,
 )
+from wasmvisor.engines.wasmtime_runner import RunnerJob, job_of
 from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 from wasmvisor.engines.workload import WorkloadOptions, configure
 
@@ -106,6 +107,8 @@ class WasmtimeEngine(Engine):
         self._parallel = parallel_compilation
         self._engine: wasmtime.Engine | None = None
         self._settings = ""
+        self._loaded_file: str | None = None
+        """The module-cache entry the last module `_compile` returned was mapped from, if it was."""
         """The workload's engine settings this engine was made with (WorkloadOptions.engine_key)."""
         self._cache: ModuleCache[wasmtime.Module] | None = (
             ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
@@ -182,7 +185,7 @@ class WasmtimeEngine(Engine):
                     "this engine provides WASI preview 1 (wasi_snapshot_preview1) only"
                 ) from None
             raise GuestError(f"module {source}: cannot link: {one_line(str(exc))}") from None
-        return WasmtimeGuest(self.engine, pre, ctx)
+        return WasmtimeGuest(self.engine, pre, ctx, self._loaded_file)
 
     def with_settings(self, options: WorkloadOptions) -> WasmtimeEngine:
         """An engine of its own for a workload's settings (fuel, epochs, wasmtime.Config settings), whose
@@ -250,6 +253,7 @@ class WasmtimeEngine(Engine):
             except UnicodeDecodeError:
                 raise GuestError(f"module {source}: invalid wat: not UTF-8 text") from None
         raw = wasm.encode() if isinstance(wasm, str) else wasm
+        self._loaded_file = None
         try:
             if self._cache is None:
                 return wasmtime.Module.deserialize(self.engine, self._compile_serialized(raw))
@@ -277,7 +281,9 @@ class WasmtimeEngine(Engine):
         return bytes(wasmtime.Module(self.engine, text).serialize())
 
     def _deserialize_file(self, path: str) -> wasmtime.Module:
-        return wasmtime.Module.deserialize_file(self.engine, path)
+        module = wasmtime.Module.deserialize_file(self.engine, path)
+        self._loaded_file = path
+        return module
 
     def _deserialize(self, serialized: bytes) -> wasmtime.Module:
         return wasmtime.Module.deserialize(self.engine, serialized)
@@ -286,10 +292,13 @@ class WasmtimeEngine(Engine):
 class WasmtimeGuest:
     """A linked module ready to run: each call makes a new Store and runs the export once."""
 
-    def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, ctx: RuntimeContext) -> None:
+    def __init__(self, engine: wasmtime.Engine, pre: wasmtime.InstancePre, ctx: RuntimeContext,
+                 module_file: str | None = None) -> None:
         self._engine = engine
         self._pre = pre
         self._ctx = ctx
+        self.runner_job: RunnerJob = job_of(ctx, module_file)
+        """The same run for the compiled runner (engines/wasmtime_runner.py), which the worker may exec instead."""
         self.instantiated_ns = 0
         """When the last call had instantiated the module (the worker's `instantiate` trace phase)."""
 

@@ -10,9 +10,9 @@ import os
 
 SYSCALL_NUMBERS = {
     # arch/x86/entry/syscalls/syscall_64.tbl
-    "x86_64": {"pivot_root": 155, "seccomp": 317, "close_range": 436, "mount_setattr": 442},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "close_range": 436, "mount_setattr": 442, "execveat": 322},
     # include/uapi/asm-generic/unistd.h: arm64 has the generic numbers (pivot_root 155 is getpgid there)
-    "aarch64": {"pivot_root": 41, "seccomp": 277, "close_range": 436, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "close_range": 436, "mount_setattr": 442, "execveat": 281},
 }
 """Machine (`uname -m`) -> system call name -> number."""
 SUPPORTED = tuple(SYSCALL_NUMBERS)

@@ -1,6 +1,6 @@
 """The Linux system calls Python 3.11's `os` lacks, through one ctypes handle on libc: namespaces
 (unshare, setns), mounts (mount, umount2, pivot_root, mount_setattr), prctl, capabilities, seccomp,
-close_range, execve, statfs, inotify and a bare fork(2).
+close_range, execve, execveat, statfs, inotify and a bare fork(2).
 
 glibc's wrapper is called where it has one; pivot_root, mount_setattr, close_range and seccomp go
 through syscall(2) with the numbers of `wasmvisor.linux.arch`, and importing this module on a machine
@@ -23,6 +23,8 @@ SYS_MOUNT_SETATTR = _NUMBERS["mount_setattr"]
 SYS_CLOSE_RANGE = _NUMBERS["close_range"]
 """Linux 5.9+."""
 SYS_SECCOMP = _NUMBERS["seccomp"]
+SYS_EXECVEAT = _NUMBERS["execveat"]
+AT_EMPTY_PATH = 0x1000
 
 MNT_DETACH = 2
 AT_FDCWD = -100
@@ -189,6 +191,14 @@ def execve(path: bytes, argv: ctypes.Array[ctypes.c_char_p], envp: ctypes.Array[
     (nothing is raised, so that nothing more needs to run once a seccomp filter is in place)."""
     _libc.execve(path, argv, envp)
     return ctypes.get_errno()
+
+
+def execveat(fd: int, argv: Sequence[str], env: Sequence[str]) -> None:
+    """execveat(2) of the file `fd` refers to (AT_EMPTY_PATH); returns only by raising OSError."""
+    args, envp = c_string_array([os.fsencode(a) for a in argv]), c_string_array([os.fsencode(e) for e in env])
+    result = _libc.syscall(ctypes.c_long(SYS_EXECVEAT), ctypes.c_int(fd), ctypes.c_char_p(b""), args, envp,
+                           ctypes.c_int(AT_EMPTY_PATH))
+    _check(int(result), f"execveat({fd}, {argv[0]!r})")
 
 
 def statfs_type(path: str) -> int:

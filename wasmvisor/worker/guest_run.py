@@ -29,11 +29,14 @@ EX_NOEXEC = 127
 
 def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedGuest | None,
                 process: tuple[Sequence[str], Sequence[str], str], seccomp: Mapping[str, Any] | None,
-                guest_mask: set[int], at_start: Callable[[], LastWords] | None = None) -> int:
+                guest_mask: set[int], at_start: Callable[[], LastWords] | None = None,
+                runner: Callable[[int], object] | None = None) -> int:
     """After `Ready`: wait for `StartGuest` (EOF instead: 0, quietly), then run `native` (exec'd,
     never returns) or `guest`; returns the exit code. `process` is (args, env, cwd). `at_start`
     confines the worker right before the guest runs (worker/confine.py `at_start`): what it logs
-    from then on goes in `Exited.note`."""
+    from then on goes in `Exited.note`. `runner(started_ns)` execs the compiled runner for `guest`
+    (worker/runner_exec.py), which confines itself and answers `Exited`; when it cannot, this process
+    runs the guest."""
     args, env, cwd = process
     start = channel.receive()
     if start is None:
@@ -55,6 +58,11 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
             signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a native PID 1 handles its own
             exec_native(native, args, env, cwd, seccomp)
         assert guest is not None
+        if runner is not None:
+            try:
+                runner(running)
+            except OSError as exc:
+                log.warning("guest %s: cannot exec the runner (%s): route python", args[0], exc)
         if at_start is not None:
             last_words = at_start()  # the log FIFO closes: what is left to say goes in Exited
         else:

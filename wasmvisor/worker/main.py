@@ -42,6 +42,7 @@ from wasmvisor.worker.guest_filter import guest_filter
 from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
+from wasmvisor.worker.runner_exec import RUNNER_BINARY, RunnerLaunch, loader_command, runner_launch, runner_present
 from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 __all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
@@ -102,6 +103,7 @@ def serve(sock_fd: int) -> int:
     phases = {"configure": [begun, configured]}
 
     guest: PreparedGuest | None = None  # read by the PID-1 signal thread (_end_on_signal)
+    runner: RunnerLaunch | None = None  # the compiled runner execs in place of the guest's Python run
     time_limit: float | None = None
     try:
         spec = load_spec(config.bundle)
@@ -126,6 +128,7 @@ def serve(sock_fd: int) -> int:
                 guest = guest.at_root(box.root)  # a program of the node runs it: no pivot_root
             else:
                 guest_filter()  # compiled by the zygote already; a host without libseccomp fails here
+                runner = runner_launch(guest, sock_fd, box.guest_signal_mask())
             time_limit = ctx.options.time_limit_s
             phases["module"] = [loading, time.time_ns()]
         sealing = time.time_ns()
@@ -149,7 +152,7 @@ def serve(sock_fd: int) -> int:
     at_start = None if guest is None else confine.at_start(
         channel, log_fd, time_limit, spec.args[0], seccomp_filter=not isinstance(guest, ProgramGuest))
     return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
-                       box.guest_signal_mask(), at_start)
+                       box.guest_signal_mask(), at_start, runner=None if runner is None else runner.run)
 
 
 def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:
@@ -163,12 +166,18 @@ def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> N
 
 
 def zygote_preload() -> None:
-    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks. Without
-    libseccomp it stays uncompiled: each wasm Create then fails naming the library."""
+    """Compile the guest's seccomp filter once, in the zygote, for every worker it forks (without
+    libseccomp it stays uncompiled: each wasm Create then fails naming the library), and find the
+    compiled runner's loader and library folders."""
     try:
         guest_filter()
     except ShimError as exc:
         log.warning("wasm guests cannot be confined: %s", exc.message)
+    if runner_present():
+        try:
+            loader_command()  # the runner's loader and library folders, for every worker
+        except (OSError, ValueError) as exc:
+            log.warning("wasm runner %s unusable: %s", RUNNER_BINARY, exc)
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:

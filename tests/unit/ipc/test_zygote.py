@@ -510,6 +510,10 @@ def test_the_zygote_dies_with_the_supervisor_and_the_worker_does_not(tmp_path: P
         else:
             pytest.fail("the zygote outlived its supervisor")
         os.kill(worker, 0)
+        for _ in range(100):  # a worker exec'ing the runner (worker/runner_exec.py) has no command line for a moment
+            if Path(f"/proc/{worker}/cmdline").read_bytes():
+                break
+            time.sleep(0.01)
         assert Path(f"/proc/{worker}/cmdline").read_bytes().startswith(b"wasmvisor-worker ns/orphan")
     finally:
         os.kill(worker, signal.SIGKILL)

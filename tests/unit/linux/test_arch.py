@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 KERNEL_TABLES = {
     # arch/x86/entry/syscalls/syscall_64.tbl
-    "x86_64": {"pivot_root": 155, "seccomp": 317, "close_range": 436, "mount_setattr": 442},
+    "x86_64": {"pivot_root": 155, "seccomp": 317, "close_range": 436, "mount_setattr": 442, "execveat": 322},
     # include/uapi/asm-generic/unistd.h, which arm64 uses
-    "aarch64": {"pivot_root": 41, "seccomp": 277, "close_range": 436, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "seccomp": 277, "close_range": 436, "mount_setattr": 442, "execveat": 281},
 }
 
 ON_RISCV = """
