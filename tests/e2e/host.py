@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,17 +19,35 @@ SHIM_SOCKET_DIR = Path("/run/containerd/s")
 
 
 def process_titles() -> dict[int, str]:
-    """pid -> command line as `ps` shows it (setproctitle titles included) for every process."""
+    """pid -> command line as `ps` shows it (setproctitle titles included) for every process. A live
+    process whose command line reads empty is in the middle of an exec (a worker exec'ing the compiled
+    runner keeps its title, worker/runner_exec.py): it is read again, for up to a second."""
     titles: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            raw = Path(entry.path, "cmdline").read_bytes()
-        except OSError:
-            continue
-        titles[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        raw: bytes | None = None
+        for _ in range(100):
+            try:
+                raw = Path(entry.path, "cmdline").read_bytes()
+            except OSError:
+                raw = None
+                break
+            if raw or not is_alive(int(entry.name)) or _is_kernel_thread(entry.path):
+                break
+            time.sleep(0.01)
+        if raw is not None:
+            titles[int(entry.name)] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
     return titles
+
+
+def _is_kernel_thread(proc_dir: str) -> bool:
+    """Kernel threads have no command line at all (PF_KTHREAD, bit 21 of /proc/PID/stat's flags)."""
+    try:
+        flags = int(Path(proc_dir, "stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
+        return True
+    return bool(flags & 0x00200000)
 
 
 def processes_titled(title: str) -> list[int]:

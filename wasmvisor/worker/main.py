@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from setproctitle import setproctitle
@@ -152,7 +153,25 @@ def serve(sock_fd: int) -> int:
     at_start = None if guest is None else confine.at_start(
         channel, log_fd, time_limit, spec.args[0], seccomp_filter=not isinstance(guest, ProgramGuest))
     return serve_start(channel, box.pid, native, guest, (spec.args, spec.env, spec.cwd), seccomp,
-                       box.guest_signal_mask(), at_start, runner=None if runner is None else runner.run)
+                       box.guest_signal_mask(), at_start, runner=None if runner is None else _runner_start(runner, box))
+
+
+def _runner_start(runner: RunnerLaunch, box: Container) -> Callable[[int], None]:
+    """The runner's exec, with PID 1's signal thread parked first: a signal that comes meanwhile stays
+    queued through the exec and reaches the runner's handlers; one the thread took already ends the
+    process here, without the exec. An exec that fails (OSError) hands the signals back."""
+    def start(started_ns: int) -> None:
+        signals = box.init_signals
+        if signals is not None and not signals.park():
+            while True:  # the signal thread is ending this process (Exited, then _exit)
+                signal.pause()
+        try:
+            runner.run(started_ns)
+        except OSError:
+            if signals is not None:
+                signals.unpark()
+            raise
+    return start
 
 
 def _end_on_signal(channel: Channel, guest: PreparedGuest | None, sig: int) -> None:

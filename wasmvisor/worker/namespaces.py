@@ -189,6 +189,11 @@ class InitSignals:
         self._step: Callable[[], None] | None = None
         self._step_error: str | None = None
         self._step_done = threading.Event()
+        self._lock = threading.Lock()
+        self._park_asked = False
+        self._ending = False  # the thread took a signal that ends the process
+        self._answered = threading.Event()  # to `park`: parked, or ending
+        self._resume = threading.Event()
 
     @staticmethod
     def needed() -> bool:
@@ -210,6 +215,27 @@ class InitSignals:
         if self._step_error:
             raise Internal(f"the init thread: {self._step_error}")
 
+    def park(self) -> bool:
+        """Stop taking signals until `unpark`: the guest signals stay queued in the kernel, and a
+        queued signal outlives an exec (the compiled runner takes it). True once the thread waits;
+        False when it took an ending signal already (it is ending the process: do not exec)."""
+        with self._lock:
+            if self._ending:
+                return False
+            self._park_asked = True
+            self._answered.clear()
+        signal.pthread_kill(self.thread.ident or 0, signal.SIGWINCH)
+        if not self._answered.wait(DROP_WAIT_SECONDS):
+            raise Internal("the init thread did not stop taking signals")
+        with self._lock:
+            return not self._ending
+
+    def unpark(self) -> None:
+        """Take signals again (the exec `park` was for did not happen)."""
+        with self._lock:
+            self._park_asked = False
+        self._resume.set()
+
     def _wait(self) -> None:
         while True:
             sig = signal.sigwait(set(RELAYED_SIGNALS))
@@ -220,6 +246,15 @@ class InitSignals:
                 except ShimError as exc:
                     self._step_error = exc.message
                 self._step_done.set()
+            with self._lock:
+                self._ending = sig not in HARMLESS_SIGNALS
+                park = self._park_asked
+                if park or self._ending:
+                    self._answered.set()
+            if park and not self._ending:
+                self._resume.wait()
+                self._resume.clear()
+                continue
             if sig in HARMLESS_SIGNALS:
                 continue
             log.debug("PID 1 got signal %d: ending", sig)

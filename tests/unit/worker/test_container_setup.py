@@ -86,6 +86,43 @@ def test_pid_1_of_a_new_pid_namespace_ends_on_sigterm_sent_to_its_relay_with_143
     assert proc.stdout.read() == f"signal {int(signal.SIGTERM)}\n"
 
 
+PARK_SCRIPT = """
+import os, signal, sys, time
+from wasmvisor.worker.namespaces import InitSignals
+def ending(sig):
+    print(f"signal {sig}", flush=True)
+    time.sleep(1.5 if sys.argv[1] == "queued-first" else 0)  # still ending when the park is asked
+signals = InitSignals(ending)
+signals.start()
+if sys.argv[1] == "queued-first":
+    os.kill(os.getpid(), signal.SIGTERM)  # taken before the park: the thread ends the process
+    time.sleep(0.5)
+    print("parked" if signals.park() else "ending", flush=True)
+    time.sleep(60)
+print("parked" if signals.park() else "ending", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)
+print("pending" if signal.SIGTERM in signal.sigpending() else "taken", flush=True)
+signals.unpark()
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("case", ["queued-first", "after-park"])
+def test_a_parked_init_thread_leaves_signals_queued_and_one_it_took_first_refuses_the_park(case: str) -> None:
+    # The compiled runner's exec (worker/main.py _runner_start) parks PID 1's signal thread first:
+    # a SIGTERM sent meanwhile must stay queued (it outlives the exec); one the thread took already
+    # must end the process instead of the exec.
+    proc = subprocess.run([sys.executable, "-c", PARK_SCRIPT, case], capture_output=True, text=True,
+                          timeout=30)
+    term = int(signal.SIGTERM)
+    if case == "queued-first":
+        assert proc.stdout == f"signal {term}\nending\n"
+    else:
+        assert proc.stdout == f"parked\npending\nsignal {term}\n"
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
 ROOTFS_SCRIPT = """
 import json, os, sys
 from wasmvisor.errors import ShimError
