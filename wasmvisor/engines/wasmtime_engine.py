@@ -49,7 +49,6 @@ from wasmvisor.engines.catalog import MODULE_LAYER, WASMTIME, wasmtime_fingerpri
 from wasmvisor.engines.compile_child import CompileError, compile_in_child
 from wasmvisor.engines.component_world import ComponentFormatError, Route, World, is_component, read_world
 from wasmvisor.engines.module_cache import ModuleCache
-from wasmvisor.engines.wasmtime_cli import prepare_cli
 from wasmvisor.engines.wasmtime_runner import RunnerJob, job_of
 from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 from wasmvisor.engines.workload import WorkloadOptions, configure
@@ -85,9 +84,10 @@ def zygote_preload() -> None:
     thread, so the process stays safe to fork: only a compile would not be (module docstring); a
     worker forked from here compiles with this Engine fine, its compile threads start in the worker.
 
-    Components (wasmtime.component and the WASI 0.2 linker) are not preloaded: their import is ~1.6 MB
-    of the template's memory, shared by every group's supervisor and zygote, for a route most guests
-    never take; a worker that runs a component imports them itself (~30 ms on a loaded machine)."""
+    Components (wasmtime.component and the WASI 0.2 linker; the wasmtime CLI's route and the shutil,
+    tempfile, bz2 and lzma it imports) are not preloaded: their import is ~2 MB of the template's memory,
+    shared by every group's supervisor and zygote, for routes most guests never take; a worker that runs
+    a component imports them itself (~30 ms on a loaded machine)."""
     if True not in _SHARED:
         engine = _new_engine(True)
         _SHARED[True] = (engine, _wasi_linker(engine))
@@ -238,6 +238,8 @@ class WasmtimeEngine(Engine):
             log.debug("component %s: %s", ctx.entrypoint.source, exc)
             world = World((), ())
         if world.route is not Route.COMMAND:
+            from wasmvisor.engines.wasmtime_cli import prepare_cli  # shutil, tempfile: see zygote_preload
+
             return prepare_cli(wasm, world, ctx, self._cache.root if self._cache is not None else None)
         log.info("engine %s: %s is a WASI 0.2 component: running it with wasmtime-py's component API",
                  self.name, ctx.entrypoint.source)
