@@ -20,6 +20,15 @@ IMPORT_SECTION = 10
 EXPORT_SECTION = 11
 
 
+COMPONENT_VERSION = b"\x0d\x00\x01\x00"
+"""Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
+
+
+def is_component(head: bytes) -> bool:
+    """Whether the first 8 bytes of a wasm binary are those of a component."""
+    return head[4:8] == COMPONENT_VERSION
+
+
 class ComponentFormatError(ValueError):
     """The bytes are not a component this parser can read; the message says where."""
 

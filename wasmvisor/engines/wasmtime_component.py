@@ -27,9 +27,6 @@ from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 
 log = logging.getLogger(__name__)
 
-COMPONENT_VERSION = b"\x0d\x00\x01\x00"
-"""Bytes 4..8 of a component binary (a core module has 01 00 00 00)."""
-
 RUN_INTERFACE = "wasi:cli/run@0.2"
 """The export a WASI 0.2 command component runs through (any 0.2.x version)."""
 
@@ -39,17 +36,13 @@ DEFAULT_FUNC = "_start"
 _MISSING = re.compile(r"component imports (?:instance|function|resource|type|module|component) `([^`]+)`")
 
 _SHARED: dict[int, wc.Linker] = {}
-"""WASI 0.2 linkers by id of their Engine, made once in the zygote (`shared_linker`)."""
-
-
-def is_component(head: bytes) -> bool:
-    """Whether the first 8 bytes of a wasm binary are those of a component."""
-    return head[4:8] == COMPONENT_VERSION
+"""WASI 0.2 linkers by id of their Engine, made once per process (`wasip2_linker`): in the worker that runs
+a component (the zygote does not import this module: wasmtime_engine.zygote_preload says why)."""
 
 
 def wasip2_linker(engine: wasmtime.Engine) -> wc.Linker:
-    """A component linker with WASI 0.2 for `engine`: the one made before fork when there is one
-    (making it compiles nothing and starts no thread, so the zygote may make it)."""
+    """A component linker with WASI 0.2 for `engine`, made on first use and kept for the process (making it
+    compiles nothing and starts no thread)."""
     linker = _SHARED.get(id(engine))
     if linker is None:
         linker = _SHARED[id(engine)] = wc.Linker(engine)

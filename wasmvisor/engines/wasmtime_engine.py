@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import wasmtime
-import wasmtime.component as wc
 
 from wasmvisor.engines.base import (
     WASM_MAGIC,
@@ -48,17 +47,15 @@ from wasmvisor.engines.base import (
 )
 from wasmvisor.engines.catalog import MODULE_LAYER, WASMTIME, wasmtime_fingerprint
 from wasmvisor.engines.compile_child import CompileError, compile_in_child
-from wasmvisor.engines.component_world import ComponentFormatError, Route, World, read_world
+from wasmvisor.engines.component_world import ComponentFormatError, Route, World, is_component, read_world
 from wasmvisor.engines.module_cache import ModuleCache
-from wasmvisor.engines.wasmtime_cli import prepare_cli
-from wasmvisor.engines.wasmtime_component import (
-    is_component,
-    prepare_component,
-    wasip2_linker,
-)
 from wasmvisor.engines.wasmtime_runner import RunnerJob, job_of
 from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 from wasmvisor.engines.workload import WorkloadOptions, configure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import wasmtime.component as wc
 
 __all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
 
@@ -85,11 +82,15 @@ def zygote_preload() -> None:
     its imports, so that every worker forked afterwards uses them instead of making its own (measured:
     ~0.4 MB of private memory and ~0.7 ms a worker). Making an Engine compiles nothing and starts no
     thread, so the process stays safe to fork: only a compile would not be (module docstring); a
-    worker forked from here compiles with this Engine fine, its compile threads start in the worker."""
+    worker forked from here compiles with this Engine fine, its compile threads start in the worker.
+
+    Components (wasmtime.component and the WASI 0.2 linker; the wasmtime CLI's route and the shutil,
+    tempfile, bz2 and lzma it imports) are not preloaded: their import is ~2 MB of the template's memory,
+    shared by every group's supervisor and zygote, for routes most guests never take; a worker that runs
+    a component imports them itself (~30 ms on a loaded machine)."""
     if True not in _SHARED:
         engine = _new_engine(True)
         _SHARED[True] = (engine, _wasi_linker(engine))
-        wasip2_linker(engine)
 
 
 class WasmtimeEngine(Engine):
@@ -117,8 +118,7 @@ class WasmtimeEngine(Engine):
         # not a serialized module, and the fingerprint is part of an entry's key and record.
         self._component_cache: ModuleCache[wc.Component] | None = (
             None if self._cache is None
-            else ModuleCache[wc.Component](self._cache.root, f"{self._cache.fingerprint} component",
-                                           self._cache.max_bytes)
+            else ModuleCache(self._cache.root, f"{self._cache.fingerprint} component", self._cache.max_bytes)
         )
 
     @property
@@ -238,9 +238,13 @@ class WasmtimeEngine(Engine):
             log.debug("component %s: %s", ctx.entrypoint.source, exc)
             world = World((), ())
         if world.route is not Route.COMMAND:
+            from wasmvisor.engines.wasmtime_cli import prepare_cli  # shutil, tempfile: see zygote_preload
+
             return prepare_cli(wasm, world, ctx, self._cache.root if self._cache is not None else None)
         log.info("engine %s: %s is a WASI 0.2 component: running it with wasmtime-py's component API",
                  self.name, ctx.entrypoint.source)
+        from wasmvisor.engines.wasmtime_component import prepare_component  # wasmtime.component: see zygote_preload
+
         return prepare_component(self.engine, wasm, ctx, self._component_cache)
 
     def _compile(self, raw: bytes, source: str) -> wasmtime.Module:

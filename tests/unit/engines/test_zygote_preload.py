@@ -37,6 +37,23 @@ def test_workers_share_the_zygotes_engine_and_compile_with_it() -> None:
     assert done.stdout.strip() == "ok"
 
 
+PRELOAD_LEAVES_COMPONENTS_OUT = textwrap.dedent("""
+    import importlib, sys
+    from wasmvisor.ipc.zygote import run_preload_hooks
+    from wasmvisor.supervisor.shim.template_server import preload
+    run_preload_hooks([importlib.import_module(n)
+                       for n in preload("wasmvisor.engines.wasmtime_engine:WasmtimeEngine", environ={})])
+    print(*(name in sys.modules for name in ("wasmtime", "wasmtime.component", "wasmvisor.engines.wasmtime_cli")))
+""")
+
+
+def test_the_node_preloads_wasmtime_but_leaves_the_component_api_to_the_workers_that_run_components() -> None:
+    done = subprocess.run([sys.executable, "-c", PRELOAD_LEAVES_COMPONENTS_OUT], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False"]
+
+
 def test_without_the_preload_each_engine_makes_its_own() -> None:
     from wasmvisor.engines import wasmtime_engine as w
 

@@ -71,6 +71,11 @@ PRELOAD = (
     "wasmvisor.supervisor.rpc.ttrpc", "wasmvisor.spec", "wasmvisor.worker.spec_linux",
     "wasmvisor.cgroups", "wasmvisor.cgroups.migration", "wasmvisor.ipc.messages", "wasmvisor.ipc.channel",
     "wasmvisor.ipc.worker_handle", "wasmvisor.linux.reaper", "orjson",
+    # Imported lazily on the way to a group's first Create (the WorkerLauncher's thread pool, the cgroup
+    # hierarchies). An import after the fork runs the import machinery's code for the first time in that
+    # process: making the WorkerLauncher wrote 1.37 MB of the supervisor's shared pages, 0.30 with these
+    # preloaded (and the zygote, forked right after, shares those pages until the supervisor rewrites them).
+    "concurrent.futures.thread", "wasmvisor.cgroups.v1", "wasmvisor.cgroups.v2",
     # The zygote: its loop (the fork protocol's other half) and identity, then its own preload: the
     # worker and the engine (wasmtime).
     "wasmvisor.ipc.zygote", "wasmvisor.worker.zygote",
