@@ -67,7 +67,7 @@ def test_update_container_resources_reaches_the_container_cgroup(cri: CriNode, c
     with pod_running(cri.client, PodSpec("update")) as pod:
         container_id = cri.client.run_container(pod, ContainerSpec("app", cri_image("sleep"), memory_limit=256 * MIB))
         cri.client.wait_container(container_id, cri_api.CONTAINER_RUNNING)
-        cgroup = f"{pod.cgroup_parent}/{container_id}"
+        cgroup = pod.container_cgroup(container_id)
         assert memory_limit(cgroup) == 256 * MIB
         cri.client.update_resources(
             container_id, cri_api.LinuxContainerResources(memory_limit_in_bytes=128 * MIB, cpu_shares=512)
