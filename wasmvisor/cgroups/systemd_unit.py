@@ -20,7 +20,7 @@ from wasmvisor.cgroups.base import read_keyed
 from wasmvisor.cgroups.resources import Resources, shares_to_weight, v2_swap
 from wasmvisor.cgroups.systemd_bus import UNIT_INFINITY, Property, SystemdManager
 from wasmvisor.cgroups.v2 import V2Cgroup
-from wasmvisor.errors import Internal
+from wasmvisor.errors import FailedPrecondition, Internal
 
 ACCOUNTING = ("MemoryAccounting", "CPUAccounting", "IOAccounting", "TasksAccounting")
 
@@ -95,16 +95,14 @@ class SystemdUnitCgroup(V2Cgroup):
         return self._started or not self.is_scope
 
     def create(self) -> None:
-        """A slice starts now; a scope only checks systemd answers and clears a failed unit of its name
-        (the scope itself starts with its first process, in `add`)."""
+        """A slice starts now (unless it runs already); a scope starts with its first process, in `add`."""
+        if self.is_scope:
+            return
         with SystemdManager.connect(self.unit) as manager:
-            state = manager.active_state(self.unit)
-            if state == "failed":
+            if manager.active_state(self.unit) != "active":
                 manager.reset_failed(self.unit)
-            if not self.is_scope:
-                if state != "active":
-                    manager.start_transient(self.unit, slice_start_properties(f"wasmvisor pod {self.unit}"))
-                self._started = True
+                manager.start_transient(self.unit, slice_start_properties(f"wasmvisor pod {self.unit}"))
+        self._started = True
 
     def add(self, pid: int) -> None:
         if self._started:
@@ -113,7 +111,13 @@ class SystemdUnitCgroup(V2Cgroup):
         pending, self._pending = self._pending, Resources()
         props = scope_start_properties(self.slice_name, pid, f"wasmvisor container {self.unit}")
         with SystemdManager.connect(self.unit) as manager:
-            manager.start_transient(self.unit, props + unit_properties(pending))
+            try:
+                manager.start_transient(self.unit, props + unit_properties(pending))
+            except FailedPrecondition:
+                # UnitExists: a failed or stopping scope of the same name (a container id reused after
+                # a crash); runc resets it and tries once more too.
+                manager.reset_failed(self.unit)
+                manager.start_transient(self.unit, props + unit_properties(pending))
         self._started = True
         if not self.exists():
             raise Internal(f"systemd unit {self.unit}: started, but its cgroup {self.dir} is not there")

@@ -19,7 +19,7 @@ from wasmvisor.cgroups.resources import Resources
 from wasmvisor.cgroups.systemd_unit import SystemdUnitCgroup, quota_per_second, unit_properties
 from wasmvisor.cgroups.v1 import V1Cgroup
 from wasmvisor.cgroups.v2 import V2Cgroup
-from wasmvisor.errors import Internal, InvalidArgument
+from wasmvisor.errors import FailedPrecondition, Internal, InvalidArgument
 
 SCOPE_PATH = "kubepods-besteffort-pod1.slice:cri-containerd:abc"
 SCOPE_DIR = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-abc.scope"
@@ -31,11 +31,16 @@ class FakeManager:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.calls: list[tuple[str, str, Any]] = []
-        self.refuse = ""
+        self.refuse: Exception | None = None
+        self.exists = 0
 
     def start_transient(self, unit: str, properties: list[systemd_bus.Property]) -> None:
         if self.refuse:
-            raise Internal(f"systemd unit {unit}: start: {self.refuse}")
+            raise self.refuse
+        if self.exists:
+            self.exists -= 1
+            raise FailedPrecondition(f"systemd unit {unit}: start: Unit {unit} was already loaded or has a fragment "
+                                     "file. (org.freedesktop.systemd1.UnitExists)")
         self.calls.append(("start", unit, dict(properties)))
         folder = self.root / (SCOPE_DIR if unit.endswith(".scope") else SCOPE_DIR.rsplit("/", 1)[0])
         fake_level(folder)
@@ -144,18 +149,31 @@ def test_a_pod_slice_the_kubelet_did_not_make_starts_at_create(manager: FakeMana
                              systemd=True)
     assert cg is not None and not cg.exists()
     cg.create()
-    kind, unit, props = manager.calls[0]
-    assert (kind, unit) == ("start", "kubepods-besteffort-pod1.slice") and "PIDs" not in props
+    assert [c[:2] for c in manager.calls] == [("reset-failed", "kubepods-besteffort-pod1.slice"),
+                                              ("start", "kubepods-besteffort-pod1.slice")]
+    assert "PIDs" not in manager.calls[1][2]
     assert cg.exists()
 
 
 def test_systemd_refusing_a_scope_is_an_error_naming_the_unit(manager: FakeManager, tmp_path: Path):
-    manager.refuse = "Unit cri-containerd-abc.scope already exists."
+    manager.refuse = InvalidArgument("systemd unit cri-containerd-abc.scope: start: Cannot set property TasksMax, "
+                                     "or unknown property. (org.freedesktop.DBus.Error.InvalidArgs)")
     cg = cgroups.open_cgroup(SCOPE_PATH, "ns", "abc", root=str(tmp_path), version=2, systemd=True)
     assert cg is not None
     cg.create()
-    with pytest.raises(Internal, match=r"systemd unit cri-containerd-abc.scope: start: Unit .* already exists"):
+    with pytest.raises(InvalidArgument, match=r"systemd unit cri-containerd-abc.scope: start: Cannot set property"):
         cg.add(4242)
+    assert not cg.ready
+
+
+def test_a_leftover_unit_of_the_same_name_is_reset_and_started_again(manager: FakeManager, tmp_path: Path):
+    manager.exists = 1
+    cg = cgroups.open_cgroup(SCOPE_PATH, "ns", "abc", root=str(tmp_path), version=2, systemd=True)
+    assert cg is not None
+    cg.create()
+    cg.add(4242)
+    assert [c[:2] for c in manager.calls] == [("reset-failed", "cri-containerd-abc.scope"),
+                                              ("start", "cri-containerd-abc.scope")]
 
 
 def test_systemd_error_replies_name_the_unit_and_systemd_message():
