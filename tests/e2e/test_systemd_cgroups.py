@@ -75,8 +75,11 @@ def test_wasm_container_is_a_systemd_scope_whose_limit_survives_its_slice_and_le
 
         scope, cgroup = container_scope(app), pod.container_cgroup(app)
         assert unit_properties(scope) == {"ActiveState": "active", "ControlGroup": cgroup, "LoadState": "loaded"}
+        # The worker and, the pod asking for a pid namespace, its relay outside it: both in the scope.
         workers = host.processes_titled(f"wasmvisor-worker k8s.io/{app}")
-        assert workers and set(workers) <= {int(p) for p in cgroup_file(cgroup, "cgroup.procs").split()}
+        relays = host.processes_titled(f"wasmvisor-init k8s.io/{app}")
+        assert workers and relays, host.process_titles()
+        assert set(workers + relays) <= {int(p) for p in cgroup_file(cgroup, "cgroup.procs").split()}
         assert cgroup_file(cgroup, "memory.max") == str(64 * MIB)
 
         # systemd re-realizes the pod slice: a cgroup it did not know would lose its controllers here.
