@@ -2,14 +2,16 @@
 
 It sends the configs tests/cri/kubelet.py builds as the kubelet does, calls ImageStatus before each
 CreateContainer (the kubelet pulls only what is missing; these tests import images instead), removes a
-pod's cgroup and files after RemovePodSandbox, and waits for states and log lines by polling, as the
-kubelet's pod lifecycle event generator does. Failed calls raise `CriError` with the call's name and
+pod's cgroup (under the systemd driver: stops its slice, as the kubelet does) and files after
+RemovePodSandbox, and waits for states and log lines by polling, as the kubelet's pod lifecycle event
+generator does. Failed calls raise `CriError` with the call's name and
 CRI's message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -47,10 +49,12 @@ class CriError(RuntimeError):
 class CriClient:
     """The kubelet's side of CRI against one containerd, keeping its files under `files`."""
 
-    def __init__(self, address: str, *, files: Path, cgroup_root: str, timeout: float = 60.0) -> None:
+    def __init__(self, address: str, *, files: Path, cgroup_root: str, cgroup_driver: str = "cgroupfs",
+                 timeout: float = 60.0) -> None:
         self.address = address
         self.files = files
         self.cgroup_root = cgroup_root.strip("/")
+        self.cgroup_driver = cgroup_driver
         self.timeout = timeout
         self.channel = grpc.insecure_channel(f"unix://{address}")
         self.runtime = cri_grpc.RuntimeServiceStub(self.channel)
@@ -83,7 +87,7 @@ class CriClient:
 
     def pod_config(self, spec: PodSpec) -> tuple[cri.PodSandboxConfig, Path, Path]:
         """The config this client sends for `spec`, its log directory and its folder of kubelet files."""
-        return pod_config(spec, files_root=self.files, cgroup_root=self.cgroup_root)
+        return pod_config(spec, files_root=self.files, cgroup_root=self.cgroup_root, cgroup_driver=self.cgroup_driver)
 
     def run_pod(self, spec: PodSpec) -> Pod:
         config, log_dir, files = self.pod_config(spec)
@@ -115,7 +119,9 @@ class CriClient:
         self._call("RemovePodSandbox", self.runtime, cri.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
         known = self.pods.pop(pod_id, None)
         if known is not None:  # the kubelet removes the pod's cgroup once its containers are gone
-            for folder in cgroup_dirs(known.cgroup_parent):
+            if known.systemd_driver:
+                subprocess.run(["systemctl", "stop", known.cgroup_parent], check=True, capture_output=True)
+            for folder in cgroup_dirs(known.cgroup_path):
                 with contextlib.suppress(OSError):
                     folder.rmdir()
 

@@ -1,6 +1,8 @@
 """What the kubelet makes of a pod manifest for CRI, so that what the shim sees under the tests is what it
 sees on a node: the pod's `log_directory` (`<files>/logs/<ns>_<name>_<uid>`), its `cgroup_parent`
-(`/<cgroup_root>/pod<uid>`, cgroupfs form), the `io.kubernetes.*` labels, namespace options and
+(cgroupfs driver: `/<cgroup_root>/pod<uid>`; systemd driver: `kubepods-<qos>-pod<uid with _>.slice`, the
+slice systemd nests as /kubepods.slice/kubepods-<qos>.slice/..., creating missing parents), the
+`io.kubernetes.*` labels, namespace options and
 hostname; per container `log_path` `<name>/<attempt>.log`, binds of the pod's `/etc/hosts` and of a fresh
 file at `/dev/termination-log`, and the kubelet's annotations (restart count, termination message path).
 """
@@ -12,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wasmvisor.cgroups.paths import expand_slice
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -30,6 +33,8 @@ class PodSpec:
     host_network: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     attempt: int = 0
+    qos: str = "besteffort"
+    """The pod's QoS class (besteffort, burstable, guaranteed): the systemd driver's slice names it."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,22 @@ class Pod:
     def cgroup_parent(self) -> str:
         return self.config.linux.cgroup_parent
 
+    @property
+    def systemd_driver(self) -> bool:
+        return self.cgroup_parent.endswith(".slice")
+
+    @property
+    def cgroup_path(self) -> str:
+        """The pod's cgroup below the hierarchy's root (a systemd slice's nested folders)."""
+        return expand_slice(self.cgroup_parent) if self.systemd_driver else self.cgroup_parent
+
+    def container_cgroup(self, container_id: str) -> str:
+        """The cgroup CRI gives a container of the pod: `<parent>/<id>`, or with a slice parent
+        `<slice>:cri-containerd:<id>`, the scope `cri-containerd-<id>.scope` in it."""
+        if self.systemd_driver:
+            return f"{self.cgroup_path}/{container_scope(container_id)}"
+        return f"{self.cgroup_parent}/{container_id}"
+
     def log_path(self, name: str, attempt: int = 0) -> Path:
         return self.log_dir / name / f"{attempt}.log"
 
@@ -80,7 +101,21 @@ class Pod:
             return f.read(TERMINATION_MESSAGE_MAX).decode(errors="replace")
 
 
-def pod_config(spec: PodSpec, *, files_root: Path, cgroup_root: str) -> tuple[cri.PodSandboxConfig, Path, Path]:
+def container_scope(container_id: str) -> str:
+    """The systemd unit of a container's cgroup under the systemd driver (CRI's prefix `cri-containerd`)."""
+    return f"cri-containerd-{container_id}.scope"
+
+
+def cgroup_parent(spec: PodSpec, *, cgroup_root: str, driver: str) -> str:
+    """The pod's cgroup parent as the kubelet's cgroup driver names it."""
+    if driver == "systemd":
+        qos = "" if spec.qos == "guaranteed" else f"-{spec.qos}"
+        return f"kubepods{qos}-pod{spec.uid.replace('-', '_')}.slice"
+    return f"/{cgroup_root.strip('/')}/pod{spec.uid}"
+
+
+def pod_config(spec: PodSpec, *, files_root: Path, cgroup_root: str,
+               cgroup_driver: str = "cgroupfs") -> tuple[cri.PodSandboxConfig, Path, Path]:
     """The PodSandboxConfig the kubelet sends for `spec`, the pod's log directory and its folder of
     kubelet files (both under `files_root`)."""
     files = files_root / "pods" / spec.uid
@@ -99,7 +134,7 @@ def pod_config(spec: PodSpec, *, files_root: Path, cgroup_root: str) -> tuple[cr
         labels=labels,
         annotations={"kubernetes.io/config.source": "api"},
         linux=cri.LinuxPodSandboxConfig(
-            cgroup_parent=f"/{cgroup_root.strip('/')}/pod{spec.uid}",
+            cgroup_parent=cgroup_parent(spec, cgroup_root=cgroup_root, driver=cgroup_driver),
             security_context=cri.LinuxSandboxSecurityContext(
                 namespace_options=cri.NamespaceOption(network=network, pid=cri.CONTAINER, ipc=cri.POD)
             ),

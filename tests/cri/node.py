@@ -11,7 +11,9 @@
 - a pause image from pause.c (gcc -static), imported into `k8s.io` as the sandbox image;
 - CNI: Debian's `loopback` plugin, then cni_eth0.sh, which gives the pod an `eth0` on 127.0.0.0/8
   (CRI wants an eth0 in the result; the tests may use no other address);
-- pod cgroups under `/<cgroup_root>/` (cgroupfs driver), removed with the node.
+- pod cgroups under `/<cgroup_root>/` (cgroupfs driver), removed with the node; or, with the systemd driver
+  (`cgroup_driver="systemd"`, by default where systemd is PID 1 on cgroup v2: tests/e2e/host.py), the
+  kubelet's `kubepods-<qos>-pod<uid>.slice` parents and `SystemdCgroup = true` in both handlers' options.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cri.client import CriClient, CriError, poll
+from tests.e2e import host
 from tests.e2e.containerd import ContainerdBinaries, PrivateContainerd
 from tests.e2e.ctr import Ctr
 from tests.e2e.host import kill_pids, process_titles, process_tree, processes_titled, remove_empty_cgroups
@@ -99,7 +102,7 @@ def install_cni(base: Path) -> tuple[Path, Path]:
 
 
 def cri_config(
-    major: int, *, cni_bin: Path, cni_conf: Path, sandboxer: str = "podsandbox"
+    major: int, *, cni_bin: Path, cni_conf: Path, sandboxer: str = "podsandbox", systemd_cgroup: bool = False
 ) -> dict[tuple[str, str], object]:
     """config.toml values that turn a default config into the test node's (version 2 or 3 by `major`)."""
     if sandboxer not in SANDBOXERS:
@@ -118,6 +121,8 @@ def cri_config(
         runtimes = f"{cri}.containerd.runtimes"
         for name, runtime_type in HANDLERS.items():
             values[(f"{runtimes}.{name}", "runtime_type")] = runtime_type
+            if systemd_cgroup:
+                values[(f"{runtimes}.{name}.options", "SystemdCgroup")] = True
         return values
     runtime = 'plugins."io.containerd.cri.v1.runtime"'
     values = {
@@ -136,6 +141,9 @@ def cri_config(
     shim_handler = f"{runtime}.containerd.runtimes.{SHIM_SANDBOXER_HANDLER}"
     values[(shim_handler, "runtime_type")] = HANDLERS["wasmvisor"]
     values[(shim_handler, "sandboxer")] = "shim"
+    if systemd_cgroup:
+        for name in (*HANDLERS, SHIM_SANDBOXER_HANDLER):
+            values[(f"{runtime}.containerd.runtimes.{name}.options", "SystemdCgroup")] = True
     return values
 
 
@@ -216,8 +224,11 @@ def cri_node(
     cache: Path | None = None,
     log_level: str = "debug",
     keep: bool = False,
+    cgroup_driver: str = "",
 ) -> Iterator[CriNode]:
-    """A started CRI node under a fresh /tmp/wvcri-* dir; pods, shims, cgroups and files gone at exit."""
+    """A started CRI node under a fresh /tmp/wvcri-* dir; pods, shims, cgroups and files gone at exit.
+    `cgroup_driver` (cgroupfs or systemd) is the host's (tests/e2e/host.py) unless given."""
+    cgroup_driver = cgroup_driver or host.cgroup_driver()
     base = Path(tempfile.mkdtemp(prefix="wvcri-", dir="/tmp"))
     cgroup_root = f"wvcri-{base.name.removeprefix('wvcri-')}"
     cni_bin, cni_conf = install_cni(base)
@@ -227,13 +238,15 @@ def cri_node(
         shim_dirs=shim_dirs,
         line=line,
         log_level=log_level,
-        cri_config=cri_config(binaries.major(), cni_bin=cni_bin, cni_conf=cni_conf, sandboxer=sandboxer),
+        cri_config=cri_config(binaries.major(), cni_bin=cni_bin, cni_conf=cni_conf, sandboxer=sandboxer,
+                              systemd_cgroup=cgroup_driver == "systemd"),
     )
     node: CriNode | None = None
     try:
         instance.start()
         ctr = Ctr(instance, CRI_NAMESPACE)  # not instance.ctr(): its teardown would match any CRI node's shims
-        client = CriClient(instance.address, files=base / "kubelet", cgroup_root=cgroup_root)
+        client = CriClient(instance.address, files=base / "kubelet", cgroup_root=cgroup_root,
+                           cgroup_driver=cgroup_driver)
         node = CriNode(instance, client, ctr, sandboxer)
         node.wait_ready()
         node.import_image(build_pause_image(base / "pause.tar", cache or REPO / "_work" / "guests"), PAUSE_REF)

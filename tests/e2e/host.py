@@ -135,6 +135,30 @@ UNIFIED = (CGROUP_ROOT / "cgroup.controllers").exists()
 """cgroup v2 only (a unified hierarchy at /sys/fs/cgroup, as systemd nodes boot today), else v1 (hybrid)."""
 
 
+CGROUP_DRIVERS = ("cgroupfs", "systemd")
+CGROUP_DRIVER_ENV = "WASMVISOR_TEST_CGROUP_DRIVER"
+
+
+def systemd_is_init() -> bool:
+    """systemd is PID 1 (and says so in /run/systemd/system, as sd_booted(3) checks)."""
+    try:
+        init = Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        return False
+    return init == "systemd" and Path("/run/systemd/system").is_dir()
+
+
+def cgroup_driver() -> str:
+    """The kubelet's and containerd's cgroup driver for this host, as a node is set up: `systemd` where
+    systemd is PID 1 on cgroup v2, else `cgroupfs`; WASMVISOR_TEST_CGROUP_DRIVER chooses instead."""
+    chosen = os.environ.get(CGROUP_DRIVER_ENV, "")
+    if chosen:
+        if chosen not in CGROUP_DRIVERS:
+            raise ValueError(f"{CGROUP_DRIVER_ENV}={chosen!r}: expected one of {', '.join(CGROUP_DRIVERS)}")
+        return chosen
+    return "systemd" if UNIFIED and systemd_is_init() else "cgroupfs"
+
+
 def cgroup_dirs(path: str) -> list[Path]:
     """The folders of cgroup `path` that exist: one on cgroup v2, one per mounted hierarchy on v1."""
     root = CGROUP_ROOT

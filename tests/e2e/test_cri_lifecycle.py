@@ -120,8 +120,8 @@ def test_nothing_of_a_pod_is_left_after_remove_pod_sandbox(cri: CriNode, cri_ima
     # The supervisor's children (zygote, workers) may end a moment after it.
     poll(lambda: [p for p in processes if is_alive(p)], lambda pids: not pids, 10, f"the end of the pod's {titles}")
     assert [p for p in mountinfo.mount_points() if any(i in p for i in ids)] == []
-    assert [d for c in (wasm, sidecar) for d in cgroup_dirs(f"{pod.cgroup_parent}/{c}")] == []
-    assert cgroup_dirs(pod.cgroup_parent) == []
+    assert [d for c in (wasm, sidecar) for d in cgroup_dirs(pod.container_cgroup(c))] == []
+    assert cgroup_dirs(pod.cgroup_path) == []
     assert _fifos_naming(cri.containerd.base, ids) == []
     assert not cri.containerd.shim_socket("k8s.io", pod.id).exists()
 

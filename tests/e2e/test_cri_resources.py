@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.cri.client import ContainerSpec, PodSpec, pod_running
+import pytest
+
+from tests.cri.client import ContainerSpec, CriError, Pod, PodSpec, pod_running
 from tests.cri.node import CriNode
 from tests.e2e.host import cgroup_dirs
 from wasmvisor.proto.cri.runtime.v1 import api_pb2 as cri_api
@@ -57,17 +59,31 @@ def test_stats_of_a_wasm_container_its_sidecar_and_their_pod(cri: CriNode, cri_i
         assert set(listed) == {wasm, sidecar}
         assert all(s.memory.working_set_bytes.value > 0 for s in listed.values()), listed
 
+        if pod.systemd_driver and cri.sandboxer == "podsandbox":
+            # containerd's own CRI reads a pause-container pod's cgroup, and takes a slice parent for a
+            # cgroupfs path: its PodSandboxStats fails the same for a runc pod (the kubelet reads pod
+            # stats from cAdvisor unless PodAndContainerStatsFromCRI is on).
+            assert_containerd_cannot_load_a_slice_parent(cri, pod)
+            return
         pod_stats = cri.client.pod_stats(pod)
         assert pod_stats.attributes.id == pod.id
         assert {c.attributes.id for c in pod_stats.linux.containers} == {wasm, sidecar}
         assert pod_stats.linux.memory.working_set_bytes.value > 0, pod_stats
 
 
+def assert_containerd_cannot_load_a_slice_parent(cri: CriNode, pod: Pod) -> None:
+    with pod_running(cri.client, PodSpec("stats-runc", handler="runc")) as runc_pod:
+        for each in (pod, runc_pod):
+            refused = f"failed to load sandbox cgroup.*{each.cgroup_parent}.*invalid group path"
+            with pytest.raises(CriError, match=refused):
+                cri.client.pod_stats(each)
+
+
 def test_update_container_resources_reaches_the_container_cgroup(cri: CriNode, cri_image: ImageRef) -> None:
     with pod_running(cri.client, PodSpec("update")) as pod:
         container_id = cri.client.run_container(pod, ContainerSpec("app", cri_image("sleep"), memory_limit=256 * MIB))
         cri.client.wait_container(container_id, cri_api.CONTAINER_RUNNING)
-        cgroup = f"{pod.cgroup_parent}/{container_id}"
+        cgroup = pod.container_cgroup(container_id)
         assert memory_limit(cgroup) == 256 * MIB
         cri.client.update_resources(
             container_id, cri_api.LinuxContainerResources(memory_limit_in_bytes=128 * MIB, cpu_shares=512)

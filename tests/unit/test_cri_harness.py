@@ -37,6 +37,33 @@ def test_pod_config_is_the_kubelets_log_directory_cgroup_parent_labels_and_names
     assert (host.hostname, host.linux.security_context.namespace_options.network) == ("", cri.NODE)
 
 
+def test_under_the_systemd_driver_the_pod_parent_is_its_qos_slice_and_containers_are_scopes(tmp_path: Path) -> None:
+    uid = "0b1e-77"
+    parents = {}
+    for qos in ("besteffort", "burstable", "guaranteed"):
+        config, log_dir, files = pod_config(PodSpec("web", uid=uid, qos=qos), files_root=tmp_path, cgroup_root="x",
+                                            cgroup_driver="systemd")
+        parents[qos] = config.linux.cgroup_parent
+    assert parents == {"besteffort": "kubepods-besteffort-pod0b1e_77.slice",
+                       "burstable": "kubepods-burstable-pod0b1e_77.slice", "guaranteed": "kubepods-pod0b1e_77.slice"}
+    config, log_dir, files = pod_config(PodSpec("web", uid=uid), files_root=tmp_path, cgroup_root="x",
+                                        cgroup_driver="systemd")
+    pod = Pod("pod-id", PodSpec("web", uid=uid), config, log_dir, files)
+    assert pod.cgroup_path == "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0b1e_77.slice"
+    assert pod.container_cgroup("c1") == f"{pod.cgroup_path}/cri-containerd-c1.scope"
+
+
+def test_the_systemd_driver_sets_systemd_cgroup_on_every_handler() -> None:
+    v2 = cri_config(1, cni_bin=Path("/b"), cni_conf=Path("/c"), systemd_cgroup=True)
+    assert v2[('plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmvisor.options', "SystemdCgroup")] is True
+    assert v2[('plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options', "SystemdCgroup")] is True
+    v3 = cri_config(2, cni_bin=Path("/b"), cni_conf=Path("/c"), systemd_cgroup=True)
+    runtimes = 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes'
+    for handler in ("wasmvisor", "runc", SHIM_SANDBOXER_HANDLER):
+        assert v3[(f"{runtimes}.{handler}.options", "SystemdCgroup")] is True
+    assert not [key for key in cri_config(2, cni_bin=Path("/b"), cni_conf=Path("/c")) if key[1] == "SystemdCgroup"]
+
+
 def test_container_config_has_the_kubelets_log_path_binds_and_annotations(tmp_path: Path) -> None:
     config, log_dir, files = pod_config(PodSpec("web", uid="u1"), files_root=tmp_path, cgroup_root="x")
     pod = Pod("pod-id", PodSpec("web", uid="u1"), config, log_dir, files)

@@ -2,11 +2,14 @@
 (one hierarchy per controller, as on this project's hosts) and v2 (the unified hierarchy).
 
 `open_cgroup` picks the hierarchy as containerd does: v2 when /sys/fs/cgroup itself is a cgroup2
-filesystem, else v1. The supervisor creates the cgroup and applies the resources at Create, puts
-the worker in it as soon as it is forked, and removes it at Delete; `remove_for_bundle` does the
-same cleanup for the `delete` action, from the bundle's config.json alone.
+filesystem, else v1. A systemd-form path on a v2 host that systemd runs is a systemd unit
+(systemd_unit.py: a transient scope, as runc's systemd driver makes); on v1 (hybrid) and without
+systemd the same path is a folder made directly, as before. The supervisor creates the cgroup and
+applies the resources at Create, puts the worker in it as soon as it is forked, and removes it at
+Delete; `remove_for_bundle` does the same cleanup for the `delete` action, from the bundle's config.json alone.
 
-May import: `errors`, `linux` and the generated cgroups metrics protos only (the bottom layer).
+May import: `errors`, `linux`, the generated cgroups metrics protos and jeepney (systemd_bus.py only,
+imported when a systemd unit is used) only (the bottom layer).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 from typing import Any
 
 from wasmvisor.cgroups.base import Cgroup
-from wasmvisor.cgroups.paths import parse_proc_cgroup, resolve
+from wasmvisor.cgroups.paths import is_slice_name, is_systemd_form, parse_proc_cgroup, resolve, unit_names
 from wasmvisor.cgroups.resources import Resources
 from wasmvisor.linux import syscalls
 
@@ -54,17 +57,28 @@ def _own_cgroups() -> dict[str, str]:
 
 
 def open_cgroup(cgroups_path: str, namespace: str, task_id: str, *, root: str = ROOT,
-                version: int | None = None) -> Cgroup | None:
+                version: int | None = None, systemd: bool | None = None) -> Cgroup | None:
     """The cgroup `linux.cgroupsPath` names (not created yet); None when the host has no cgroups.
 
-    `version` forces the hierarchy (tests use fake trees); by default it is detected.
+    `version` forces the hierarchy (tests use fake trees); by default it is detected. `systemd` says
+    whether systemd runs the host (by default: /run/systemd/system exists and `root` is the real one).
     """
-    from wasmvisor.cgroups import v1, v2
+    from wasmvisor.cgroups import systemd_bus, v1, v2
 
     if version is None:
         version = detect_version(root)
-    relative = bool(cgroups_path) and not cgroups_path.startswith("/") and ":" not in cgroups_path
+    if systemd is None:
+        systemd = root == ROOT and systemd_bus.systemd_runs_host()
+    unit_form = is_systemd_form(cgroups_path) or is_slice_name(cgroups_path)
+    relative = bool(cgroups_path) and not cgroups_path.startswith("/") and ":" not in cgroups_path \
+        and not unit_form
     own = _own_cgroups() if relative else {}
+    if version == 2 and systemd and unit_form:
+        from wasmvisor.cgroups.systemd_unit import SystemdUnitCgroup
+
+        path = resolve(cgroups_path, namespace, task_id, own, "")
+        unit, slice_name = unit_names(cgroups_path)
+        return SystemdUnitCgroup(path, root, unit=unit, slice_name=slice_name, given=cgroups_path)
     if version == 2:
         return v2.V2Cgroup(resolve(cgroups_path, namespace, task_id, own, ""), root, given=cgroups_path)
     if version == 1:

@@ -127,6 +127,12 @@ class Cgroup(abc.ABC):
     metrics_type: str
     """The Any type_url of `metrics()`."""
 
+    @property
+    def ready(self) -> bool:
+        """Whether the cgroup is there for processes to join and files to watch (a systemd scope is
+        made with its first process, in `add`)."""
+        return True
+
     @abc.abstractmethod
     def create(self) -> None:
         """Make the cgroup (and missing parents); existing ones are reused."""

@@ -3,8 +3,9 @@
 Three forms, as runc and containerd understand them:
 - absolute (`/default/hello`): taken from the hierarchy's root;
 - relative (`pods/hello`): taken from the supervisor's own cgroup, as runc does;
-- systemd (`slice:prefix:name`): `/a.slice/a-b.slice/prefix-name.scope`, made directly in the
-  cgroup filesystem (wasmvisor does not talk to systemd);
+- systemd (`slice:prefix:name`): `/a.slice/a-b.slice/prefix-name.scope`, and a slice name alone
+  (`a-b.slice`, the kubelet's systemd driver's pod cgroup parent): `/a.slice/a-b.slice` (the systemd
+  unit is systemd_unit.py's when systemd runs a cgroup v2 host; elsewhere the folder is made directly);
 and empty, which becomes `/<namespace>/<id>` as containerd's default spec has it.
 """
 
@@ -21,6 +22,22 @@ DEFAULT_SLICE = "system.slice"
 def is_systemd_form(cgroups_path: str) -> bool:
     """Whether `cgroups_path` is runc's systemd `slice:prefix:name` form."""
     return not cgroups_path.startswith("/") and cgroups_path.count(":") == 2
+
+
+def is_slice_name(cgroups_path: str) -> bool:
+    """Whether `cgroups_path` is a systemd slice name alone (`kubepods-besteffort-pod1.slice`)."""
+    return cgroups_path.endswith(".slice") and "/" not in cgroups_path and ":" not in cgroups_path
+
+
+def unit_names(cgroups_path: str) -> tuple[str, str]:
+    """(unit, slice) of the systemd form or of a slice name: `s.slice:cri:id` -> (`cri-id.scope`,
+    `s.slice`); `a-b.slice` -> (`a-b.slice`, `a.slice`). Expects a path `resolve` accepted."""
+    if is_slice_name(cgroups_path):
+        stem = cgroups_path[: -len(".slice")]
+        return cgroups_path, (stem.rsplit("-", 1)[0] + ".slice" if "-" in stem else "-.slice")
+    slice_name, prefix, name = cgroups_path.split(":")
+    unit = name if name.endswith(".slice") else (f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+    return unit, slice_name or DEFAULT_SLICE
 
 
 def expand_slice(slice_name: str) -> str:
@@ -41,11 +58,11 @@ def expand_slice(slice_name: str) -> str:
 
 def systemd_path(cgroups_path: str) -> str:
     """The cgroupfs path of the systemd form `slice:prefix:name`."""
-    slice_name, prefix, name = cgroups_path.split(":")
+    slice_name, _, name = cgroups_path.split(":")
     base = expand_slice(slice_name or DEFAULT_SLICE)
     if not name:
         raise InvalidArgument("the unit name (after the second ':') is empty")
-    unit = name if name.endswith(".slice") else (f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+    unit, _ = unit_names(cgroups_path)
     if "/" in unit:
         raise InvalidArgument(f"unit {unit!r} contains '/'")
     return posixpath.join(base, unit)
@@ -63,6 +80,8 @@ def resolve(cgroups_path: str, namespace: str, task_id: str, own: Mapping[str, s
             path = f"/{namespace}/{task_id}"
         elif is_systemd_form(cgroups_path):
             path = systemd_path(cgroups_path)
+        elif is_slice_name(cgroups_path):
+            path = expand_slice(cgroups_path)
         elif cgroups_path.startswith("/"):
             path = cgroups_path
         else:

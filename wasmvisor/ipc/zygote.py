@@ -43,7 +43,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
 
 from wasmvisor.errors import Unavailable
@@ -190,10 +190,10 @@ class WorkerLauncher:
         return pid
 
     async def spawn(self, config: messages.Configure,
-                    on_forked: Callable[[int], None] | None = None) -> WorkerHandle:
+                    on_forked: Callable[[int], Awaitable[None]] | None = None) -> WorkerHandle:
         """Fork a worker and send it `config` as its first line.
 
-        `on_forked(pid)` runs before that line is sent, while the worker still waits for it (the
+        `on_forked(pid)` is awaited before that line is sent, while the worker still waits for it (the
         supervisor puts it in its cgroup there, so all it loads is accounted); if it raises, the
         worker is killed and the error propagates."""
         import asyncio
@@ -222,7 +222,7 @@ class WorkerLauncher:
         forked = time.monotonic()
         if on_forked is not None:
             try:
-                on_forked(pid)
+                await on_forked(pid)
             except BaseException:
                 handle.kill(signal.SIGKILL)
                 handle.close()

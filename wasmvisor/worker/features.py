@@ -24,7 +24,8 @@ OCI_VERSION_MAX = "1.2.1"
 
 def features() -> dict[str, Any]:
     """The features document. No hooks are run (the spec's `hooks` are ignored); cgroups are written
-    directly (v1 or v2), never through systemd; idmapped mounts, AppArmor, SELinux and Intel RDT are not
+    directly (v1 or v2), except that a systemd-form cgroupsPath on a cgroup v2 host run by systemd becomes
+    a transient scope (wasmvisor/cgroups/systemd_unit.py); idmapped mounts, AppArmor, SELinux and Intel RDT are not
     set up, so containerd 2.x refuses a spec with idmapped mounts instead of having them ignored."""
     try:
         seccomp_on = bool(seccomp.library())
@@ -38,7 +39,7 @@ def features() -> dict[str, Any]:
         "linux": {
             "namespaces": [ns for ns in NAMESPACE_FLAGS if ns not in UNSUPPORTED_NAMESPACES],
             "capabilities": list(CAPABILITIES),
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": False},
             "seccomp": {
                 "enabled": seccomp_on,
                 "actions": sorted(seccomp.ACTIONS) if seccomp_on else [],

@@ -41,6 +41,8 @@ class TaskCgroup:
         """OOM kills the cgroup had counted when the task got it."""
         self._oom_fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watch_wanted = False
+        """watch_oom came before the cgroup was there (a systemd scope starts with its first process)."""
 
     @classmethod
     def create(cls, task_id: str, namespace: str, spec_raw: Any, on_oom: Callable[[], None]) -> TaskCgroup | None:
@@ -74,11 +76,26 @@ class TaskCgroup:
                   extra={logs.FIELDS_ATTR: {"instance": task_id}})
         return task_cgroup
 
-    def add(self, pid: int) -> None:
-        self.cgroup.add(pid)
+    async def add(self, pid: int) -> None:
+        """Put process `pid` in the cgroup. The first one starts a systemd scope: a D-Bus round trip
+        and a job, off the loop; the OOM watch then begins."""
+        if self.cgroup.ready:
+            self.cgroup.add(pid)
+            return
+        await asyncio.to_thread(self.cgroup.add, pid)
+        self._oom_seen = self._oom_before = self.cgroup.oom_kills()
+        log.debug("task %s: systemd unit for cgroup %s started with pid %d", self.task_id, self.cgroup.path, pid,
+                  extra={logs.FIELDS_ATTR: {"instance": self.task_id}})
+        if self._watch_wanted:
+            self.watch_oom()
 
     def watch_oom(self) -> None:
-        """Watch for OOM kills from the running loop (which `_on_memory_event` then runs on)."""
+        """Watch for OOM kills from the running loop (which `_on_memory_event` then runs on); for a
+        cgroup not there yet, from its first process on."""
+        if not self.cgroup.ready:
+            self._watch_wanted = True
+            return
+        self._watch_wanted = False
         try:
             self._oom_fd = self.cgroup.open_oom_events()
         except errors.ShimError as exc:  # no memory controller: stats and limits still work

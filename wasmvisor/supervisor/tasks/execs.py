@@ -13,14 +13,14 @@ import asyncio
 import enum
 import logging
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmvisor import errors, logs
 from wasmvisor.proto.containerd.events import task_pb2 as ev
 from wasmvisor.supervisor.tasks.events import timestamp
-from wasmvisor.supervisor.tasks.instance import Exit, Instance, TaskIO
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, OnForked, TaskIO
 from wasmvisor.supervisor.tasks.state import StateMachine
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class TaskExecs:
         return len(self._execs)
 
     async def add(self, exec_id: str, init: Instance, process: Mapping[str, Any], stdio: TaskIO,
-                  on_forked: Callable[[int], None] | None) -> ExecProcess:
+                  on_forked: OnForked | None) -> ExecProcess:
         """Exec: prepare the process (its worker answers Ready) and publish TaskExecAdded."""
         if exec_id in self._execs or exec_id in self._reserved:
             raise errors.AlreadyExists(f"exec {exec_id!r} of task {self.task_id}: already exists")

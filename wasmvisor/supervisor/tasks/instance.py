@@ -24,6 +24,9 @@ from wasmvisor.ipc import messages
 from wasmvisor.refs import load_class
 from wasmvisor.supervisor.tasks.console import Console
 
+OnForked = Callable[[int], Awaitable[None]]
+"""Awaited with the pid of a container's new process before it is configured (it joins its cgroup there)."""
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from wasmvisor.ipc.worker_handle import WorkerHandle
@@ -87,7 +90,7 @@ class Instance(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None) -> Instance:
+    async def new(cls, id: str, cfg: InstanceConfig, on_forked: OnForked | None = None) -> Instance:
         """Prepare the container; raise a ShimError naming the problem when it cannot run.
         `on_forked(pid)` runs as soon as the guest's process exists, before it is configured."""
 
@@ -109,7 +112,7 @@ class Instance(abc.ABC):
         """Block until the guest has ended (whether started or not); return how."""
 
     async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
-                   on_forked: Callable[[int], None] | None = None) -> Instance:
+                   on_forked: OnForked | None = None) -> Instance:
         """Prepare the exec process `exec_id` (an OCI `process`) in this running container, as an
         Instance of its own that `start` runs (Task API Exec); optional."""
         raise errors.Unimplemented(f"exec {exec_id!r} in task {self.id}: {type(self).__name__} has no exec")
@@ -119,7 +122,7 @@ class Instance(abc.ABC):
         raise errors.InvalidArgument(f"resizepty {self.id}: the process has no terminal")
 
 
-InstanceFactory = Callable[[str, InstanceConfig, Callable[[int], None] | None], Awaitable[Instance]]
+InstanceFactory = Callable[[str, InstanceConfig, OnForked | None], Awaitable[Instance]]
 """`(id, cfg, on_forked)` -> a new Instance: an Instance class's `new` (runwasi's `Instance::new`),
 bound to what it needs, e.g. `functools.partial(WorkerInstance.new, launcher=launcher)`."""
 
@@ -161,7 +164,7 @@ class WorkerInstance(Instance):
         self._monitor = loop.create_task(self._watch(), name=f"worker-{id}")
 
     @classmethod
-    async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None, *,
+    async def new(cls, id: str, cfg: InstanceConfig, on_forked: OnForked | None = None, *,
                   launcher: WorkerLauncher | None = None) -> WorkerInstance:
         """A worker forked by `launcher` (required: daemon.py binds it), configured and Ready."""
         if launcher is None:
@@ -170,7 +173,7 @@ class WorkerInstance(Instance):
 
     @classmethod
     async def _launch(cls, id: str, cfg: InstanceConfig, configure: messages.Configure,
-                      on_forked: Callable[[int], None] | None, launcher: WorkerLauncher,
+                      on_forked: OnForked | None, launcher: WorkerLauncher,
                       pts: str = "") -> WorkerInstance:
         console = Console(pts) if cfg.terminal else None
         asked = time.time_ns()
@@ -199,7 +202,7 @@ class WorkerInstance(Instance):
         return inst
 
     async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
-                   on_forked: Callable[[int], None] | None = None) -> WorkerInstance:
+                   on_forked: OnForked | None = None) -> WorkerInstance:
         """Another worker, in this container's namespaces and against its root (worker/exec_process.py)."""
         if self._launcher is None or self._exit is not None:
             raise errors.FailedPrecondition(f"exec {exec_id!r} in task {self.id}: the task is not running")

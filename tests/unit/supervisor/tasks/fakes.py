@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from wasmvisor import errors
 from wasmvisor.ipc.messages import LayerFile
 from wasmvisor.spec import Spec, load_spec
-from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, TaskIO
+from wasmvisor.supervisor.tasks.instance import Exit, Instance, InstanceConfig, OnForked, TaskIO
 from wasmvisor.supervisor.tasks.registry import TaskRegistry
 from wasmvisor.supervisor.tasks.task import CreateOpts
 
@@ -48,10 +48,10 @@ class FakeInstance(Instance):
         self.exec_processes: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    async def new(cls, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None = None) -> FakeInstance:
+    async def new(cls, id: str, cfg: InstanceConfig, on_forked: OnForked | None = None) -> FakeInstance:
         inst = cls(id, cfg)
         if on_forked is not None:
-            on_forked(inst.pid)
+            await on_forked(inst.pid)
         return inst
 
     def end(self, status: int) -> None:
@@ -93,7 +93,7 @@ class FakeInstance(Instance):
         return self.exit
 
     async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
-                   on_forked: Callable[[int], None] | None = None) -> FakeInstance:
+                   on_forked: OnForked | None = None) -> FakeInstance:
         """Another FakeInstance, kept in `execs` for the test to drive."""
         inst = await FakeInstance.new(f"{self.id} exec {exec_id}", self.cfg, on_forked)
         self.execs[exec_id] = inst
@@ -110,7 +110,7 @@ class FakeInstances:
         """When set, the next instance has exited with this status by the time `new` returns."""
         self.error: errors.ShimError | None = None
 
-    async def __call__(self, id: str, cfg: InstanceConfig, on_forked: Callable[[int], None] | None) -> FakeInstance:
+    async def __call__(self, id: str, cfg: InstanceConfig, on_forked: OnForked | None) -> FakeInstance:
         if self.error is not None:
             raise self.error
         inst = await FakeInstance.new(id, cfg, on_forked)
@@ -162,7 +162,7 @@ class FakeCgroup:
         self._ooms = 0
         self._reported = 0
 
-    def add(self, pid: int) -> None:
+    async def add(self, pid: int) -> None:
         self.added.append(pid)
 
     def watch_oom(self) -> None:
