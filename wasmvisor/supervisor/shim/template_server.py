@@ -75,7 +75,7 @@ PRELOAD = (
     # hierarchies). An import after the fork runs the import machinery's code for the first time in that
     # process: making the WorkerLauncher wrote 1.37 MB of the supervisor's shared pages, 0.30 with these
     # preloaded (and the zygote, forked right after, shares those pages until the supervisor rewrites them).
-    "concurrent.futures.thread", "wasmvisor.cgroups.v1", "wasmvisor.cgroups.v2",
+    "concurrent.futures.thread", "wasmvisor.cgroups.v1", "wasmvisor.cgroups.v2", "wasmvisor.cgroups.systemd_bus",
     # The zygote: its loop (the fork protocol's other half) and identity, then its own preload: the
     # worker and the engine (wasmtime).
     "wasmvisor.ipc.zygote", "wasmvisor.worker.zygote",
