@@ -186,7 +186,13 @@ class WorkerLauncher:
         with self._lock:
             self._conn, self._zygote = ours, pid
             if self._warming is None:
-                self._warming = self._executor.submit(self._ping_zygote)
+                # No ping: this zygote has its preload already, and a ping (a fork and an exit of a
+                # ~35 MB process, waited for on the launcher's thread) would delay the first worker.
+                from concurrent.futures import Future
+
+                ready: concurrent.futures.Future[float] = Future()
+                ready.set_result(0.0)
+                self._warming = ready
         return pid
 
     async def spawn(self, config: messages.Configure,
