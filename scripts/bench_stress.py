@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -52,7 +53,7 @@ from wasmvisor.proto.containerd.services.tasks.v1 import tasks_pb2 as tpb
 from wasmvisor.proto.containerd.services.tasks.v1 import tasks_pb2_grpc as tgrpc
 from wasmvisor.proto.containerd.types import mount_pb2
 
-NAMESPACE = "wvstress"
+NAMESPACE = f"wvstress{os.getpid()}"  # this run's own: see benchlib.bench_containerd
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 SIGKILL = 9
 ROOTFS_DIRS = ("proc", "dev", "sys", "run", "tmp", "etc")

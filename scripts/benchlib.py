@@ -40,9 +40,14 @@ LARGE_FUNCTIONS = 5000
 
 
 @contextlib.contextmanager
-def bench_containerd(namespace: str = "wvbench") -> Iterator[tuple[PrivateContainerd, Ctr, Path]]:
+def bench_containerd(namespace: str = "") -> Iterator[tuple[PrivateContainerd, Ctr, Path]]:
     """A private containerd (log level info: debug lines would cost time) with the bench images
-    imported; yields it, a Ctr and the module cache folder its shims use (empty at the start)."""
+    imported; yields it, a Ctr and the module cache folder its shims use (empty at the start).
+
+    The namespace is this run's own by default (`wvbench<pid>`): the cgroup paths (`/<namespace>/<id>`)
+    and the supervisors' titles are node-wide, and a private containerd's stop kills the supervisors and
+    removes the empty cgroup folders of its namespaces, which would break a benchmark running beside it."""
+    namespace = namespace or f"wvbench{os.getpid()}"
     if os.geteuid() != 0:
         sys.exit("benchmarks start a private containerd: run them as root")
     base = Path(tempfile.mkdtemp(prefix="wvb-", dir="/tmp"))
