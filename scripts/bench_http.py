@@ -120,7 +120,7 @@ def main() -> None:
             for c in counts:
                 results["direct"][c] = wrk([], f"http://127.0.0.1:{DIRECT_PORT}/hello", c, args.seconds, script)
         memory = 0
-        with bench_containerd("wvbenchhttp") as (_, ctr, _cache):
+        with bench_containerd(f"wvbenchhttp{os.getpid()}") as (_, ctr, _cache):
             tar = folder / "http.tar"
             build_oci_tar(tar, REF, {"/http_echo.wasm": wasm.read_bytes()}, entrypoint=["/http_echo.wasm"])
             ctr.import_image(tar)
