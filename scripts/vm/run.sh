@@ -45,6 +45,9 @@ set -e
 export PATH=/opt/wasmvisor/venv/bin:\$PATH
 /opt/wasmvisor/venv/bin/pip install -q --disable-pip-version-check --no-deps --no-index --force-reinstall /mnt/share/dist/*.whl
 mkdir -p /root/src && tar -C /root/src -xf /mnt/share/src.tar && cd /root/src
+# Tests import the package from here: give it the C relay the wheel was built with (setup.sh's part).
+installed="\$(cd / && python3 -c 'import os, wasmvisor; print(os.path.dirname(wasmvisor.__file__))')"
+cp -a "\$installed/worker/_bin" wasmvisor/worker/
 ln -sfn /opt/wasmvisor/venv .venv
 export WASMVISOR_CONTAINERD_BIN_DIR=/usr/bin
 set +e
