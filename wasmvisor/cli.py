@@ -73,10 +73,10 @@ def _ps(args: argparse.Namespace) -> int:
 
     if os.geteuid() != 0:
         raise CommandError("ps: run it as root (the supervisors' sockets and /proc entries are root's)")
+    if args.timeout <= 0 or args.interval <= 0:  # the command line first: it is wrong on any node
+        raise CommandError("ps: --timeout and --interval must be positive")
     if not os.path.isdir(args.socket_dir):
         raise CommandError(f"ps: socket folder {args.socket_dir}: not a directory")
-    if args.timeout <= 0 or args.interval <= 0:
-        raise CommandError("ps: --timeout and --interval must be positive")
     try:
         while True:
             snap = snapshot(args.socket_dir, args.timeout, args.namespace)

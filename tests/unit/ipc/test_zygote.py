@@ -420,7 +420,7 @@ def running(pid: int) -> bool:
     zombie for a while."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone; or reaped between open() and read() (ESRCH)
         return False
 
 

@@ -17,8 +17,10 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from wasmvisor.errors import Code, ShimError, status_of
 from wasmvisor.proto import ttrpc_pb2
@@ -38,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 _UCRED = struct.Struct("3i")
 _READ_LIMIT = 1 << 20
+# Python 3.13's asyncio unlinks a unix server's socket file when the server closes, if a file of the same
+# inode number is still there; that is not proof it is still ours (ext4 reuses a freed inode number at
+# once), and the file's owner decides when it goes: rpc.socket_file.SocketFile. As 3.11 and 3.12 do.
+_KEEP_SOCKET_FILE: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
 # Bytes a success Response adds around its payload (header, status, field key, length varint).
 _RESPONSE_OVERHEAD = 10 + 3 + 5
 
@@ -75,7 +81,8 @@ class TtrpcServer:
         """Begin accepting on `sock` (a bound unix socket, listening or not) and return."""
         if self._server is not None:
             raise RuntimeError("ttrpc server already started")
-        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=_READ_LIMIT)
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=_READ_LIMIT,
+                                                       **_KEEP_SOCKET_FILE)
 
     async def serve(self, sock: socket.socket) -> None:
         """Accept on `sock` until close() is called."""
