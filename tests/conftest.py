@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,12 @@ a forked child that dropped a capability then died of glibc's abort in setuid on
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: drives the shim through a real containerd (needs root)")
+    # Run under `nohup` or as a background job of a script, pytest inherits SIGHUP or SIGINT ignored, and
+    # so would every process the tests start (an ignored signal stays ignored across exec): tests that
+    # send those signals would see them have no effect. The suite's processes start from the defaults.
+    for sig in (signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
