@@ -155,12 +155,19 @@ class SystemdManager:
 
     def active_state(self, unit: str) -> str:
         """The unit's ActiveState ("active", "failed", ...), "" when systemd has no such unit loaded."""
+        return self._unit_property(unit, "org.freedesktop.systemd1.Unit", "ActiveState")
+
+    def scope_result(self, unit: str) -> str:
+        """A scope's Result ("success", "oom-kill", ...), "" when systemd has no such unit loaded."""
+        return self._unit_property(unit, "org.freedesktop.systemd1.Scope", "Result")
+
+    def _unit_property(self, unit: str, interface: str, name: str) -> str:
         try:
             (path,) = self._call(unit, "get unit", "GetUnit", "s", (unit,))
         except ShimError as exc:
             if "NoSuchUnit" in exc.message:
                 return ""
             raise
-        (value,) = self._call(unit, "get ActiveState", "Get", "ss", ("org.freedesktop.systemd1.Unit", "ActiveState"),
+        (value,) = self._call(unit, f"get {name}", "Get", "ss", (interface, name),
                               path=path, interface="org.freedesktop.DBus.Properties")
         return str(value[1])

@@ -20,7 +20,7 @@ from wasmvisor.cgroups.base import read_keyed
 from wasmvisor.cgroups.resources import Resources, shares_to_weight, v2_swap
 from wasmvisor.cgroups.systemd_bus import UNIT_INFINITY, Property, SystemdManager
 from wasmvisor.cgroups.v2 import V2Cgroup
-from wasmvisor.errors import FailedPrecondition, Internal
+from wasmvisor.errors import FailedPrecondition, Internal, ShimError
 
 ACCOUNTING = ("MemoryAccounting", "CPUAccounting", "IOAccounting", "TasksAccounting")
 
@@ -86,6 +86,7 @@ class SystemdUnitCgroup(V2Cgroup):
         self.is_scope = unit.endswith(".scope")
         self._started = False
         self._pending = Resources()
+        self._oom_kills = 0  # the last count read from memory.events
 
     def __repr__(self) -> str:
         return f"SystemdUnitCgroup({self.unit!r} at {self.path!r})"
@@ -134,7 +135,24 @@ class SystemdUnitCgroup(V2Cgroup):
         super().apply(res)
 
     def oom_kills(self) -> int:
-        return read_keyed(self._file("memory.events")).get("oom_kill", 0) if self._started else 0
+        if not self._started:
+            return 0
+        try:
+            self._oom_kills = read_keyed(self._file("memory.events")).get("oom_kill", 0)
+        except OSError:
+            # systemd removes a scope's cgroup as soon as its last process is gone, which can be before
+            # the task's exit path looks; it keeps its own verdict in the scope's Result (OOMPolicy).
+            if self._scope_result() == "oom-kill":
+                return self._oom_kills + 1
+            raise
+        return self._oom_kills
+
+    def _scope_result(self) -> str:
+        try:
+            with SystemdManager.connect(self.unit) as manager:
+                return manager.scope_result(self.unit)
+        except ShimError:
+            return ""
 
     def remove(self) -> None:
         """StopUnit (its processes were killed already), reset a failed state, rmdir what is left."""

@@ -43,7 +43,7 @@ from wasmvisor.worker.guest_filter import guest_filter
 from wasmvisor.worker.guest_run import exception_line, failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import TERMINATING_SIGNALS
 from wasmvisor.worker.native import find_native, prepare_seccomp
-from wasmvisor.worker.runner_exec import RUNNER_BINARY, RunnerLaunch, loader_command, runner_launch, runner_present
+from wasmvisor.worker.runner_exec import RUNNER_BINARY, RunnerLaunch, runner_launch, runner_present, runner_unusable
 from wasmvisor.worker.stdio import install_stdio, open_stdio
 
 __all__ = ["check_sizes", "detach_from_zygote", "failure_of", "load_engine", "open_stdio", "run",
@@ -192,11 +192,9 @@ def zygote_preload() -> None:
         guest_filter()
     except ShimError as exc:
         log.warning("wasm guests cannot be confined: %s", exc.message)
-    if runner_present():
-        try:
-            loader_command()  # the runner's loader and library folders, for every worker
-        except (OSError, ValueError) as exc:
-            log.warning("wasm runner %s unusable: %s", RUNNER_BINARY, exc)
+    why = runner_unusable()  # the runner's loader and library folders, for every worker
+    if why is not None and runner_present():
+        log.warning("wasm runner %s unusable (guests run in Python): %s", RUNNER_BINARY, why)
 
 
 def detach_from_zygote(keep: tuple[int, ...]) -> None:

@@ -41,6 +41,19 @@ def runner_present() -> bool:
     return os.access(RUNNER_BINARY, os.X_OK)
 
 
+@functools.cache
+def runner_unusable() -> str | None:
+    """Why this node's runner cannot run guests (None: it can), found once per zygote: the zygote says
+    it once (a warning), each container's route then says it at debug level."""
+    if not runner_present():
+        return f"{RUNNER_BINARY} is not built"
+    try:
+        loader_command()
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
 def elf_interpreter(path: str) -> str:
     """The PT_INTERP of the 64-bit little-endian ELF file `path` (its dynamic loader)."""
     with open(path, "rb") as f:
@@ -102,7 +115,7 @@ def runner_launch(guest: PreparedGuest, channel_fd: int, signals: Iterable[int])
     """The runner's launch for `guest`, its fds open (call before seal), or None when the Python worker
     runs it (engines/wasmtime_runner.py `runner_refusal`, or an fd that cannot be opened). Logs the route."""
     job: RunnerJob | None = getattr(guest, "runner_job", None)
-    why = runner_refusal(job, runner_present(), os.environ)
+    why = runner_refusal(job, runner_present(), os.environ) or runner_unusable()
     source = job.source if job is not None else "guest"
     if why is not None:
         log.debug("guest %s: route python (%s)", source, why)
