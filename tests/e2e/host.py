@@ -33,7 +33,7 @@ def process_titles() -> dict[int, str]:
             except OSError:
                 raw = None
                 break
-            if raw or not is_alive(int(entry.name)) or _is_kernel_thread(entry.path):
+            if raw or _never_titled(entry.path):
                 break
             time.sleep(0.01)
         if raw is not None:
@@ -41,13 +41,14 @@ def process_titles() -> dict[int, str]:
     return titles
 
 
-def _is_kernel_thread(proc_dir: str) -> bool:
-    """Kernel threads have no command line at all (PF_KTHREAD, bit 21 of /proc/PID/stat's flags)."""
+def _never_titled(proc_dir: str) -> bool:
+    """Whether an empty command line is final: a zombie, a process gone, or a kernel thread (PF_KTHREAD,
+    bit 21 of /proc/PID/stat's flags)."""
     try:
-        flags = int(Path(proc_dir, "stat").read_text().rsplit(")", 1)[1].split()[6])
+        fields = Path(proc_dir, "stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] == "Z" or bool(int(fields[6]) & 0x00200000)
     except (OSError, IndexError, ValueError):
         return True
-    return bool(flags & 0x00200000)
 
 
 def processes_titled(title: str) -> list[int]:

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import wasmtime
 
@@ -53,9 +53,8 @@ from wasmvisor.engines.wasmtime_runner import RunnerJob, job_of
 from wasmvisor.engines.wasmtime_wasi import new_store, one_line, run_to_exit
 from wasmvisor.engines.workload import WorkloadOptions, configure
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import wasmtime.component as wc
+    import wasmtime.component as wc  # imported by the worker that runs a component (zygote_preload)
 
 __all__ = ["MODULE_LAYER", "WasmtimeEngine", "engine_fingerprint", "guest_env", "one_line"]
 
@@ -108,9 +107,9 @@ class WasmtimeEngine(Engine):
         self._parallel = parallel_compilation
         self._engine: wasmtime.Engine | None = None
         self._settings = ""
+        """The workload's engine settings this engine was made with (WorkloadOptions.engine_key)."""
         self._loaded_file: str | None = None
         """The module-cache entry the last module `_compile` returned was mapped from, if it was."""
-        """The workload's engine settings this engine was made with (WorkloadOptions.engine_key)."""
         self._cache: ModuleCache[wasmtime.Module] | None = (
             ModuleCache[wasmtime.Module].from_env(engine_fingerprint()) if cache == "env" else cache
         )
