@@ -4,8 +4,9 @@ Every write to a `cgroup.procs` file takes the kernel's one cgroup_threadgroup_r
 and v2 alike). That percpu rwsem moves its readers to a slow path through rcu_sync, and when it has been
 idle it first waits for a whole RCU grace period: the first migration after a quiet moment costs 5-20 ms
 on this kind of machine, the next ones ~0.05 ms (measured: 6-19 ms, then 0.04-0.2 ms). It was the
-largest single step of Create: the worker waited for it before it got its Configure (the supervisor's
-debug line "worker N forked in X ms, configured Y ms later").
+largest single step of Create: the worker waited for it before it got its Configure. Now the worker gets
+its Configure at once and waits only before its container process exists (Configure.await_join, the
+supervisor's debug line "worker N in its cgroup X ms after its Configure").
 
 `prime` starts that grace period early, on a thread, with a migration that changes nothing (this
 process into the cgroup it is already in), while Create mounts the rootfs and forks the worker; the real

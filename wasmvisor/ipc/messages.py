@@ -62,11 +62,23 @@ class Configure:
     console: str = ""
     """With `terminal`: the path of the pty slave the supervisor made, the process's stdio and
     controlling terminal (the supervisor copies the master to and from the stdio FIFOs)."""
+    await_join: bool = False
+    """The supervisor moves the worker into its task's cgroup while it sets up and says `Joined` when
+    done: the worker waits for that once its namespaces are entered, before its container process
+    exists (forked into a pid namespace, or itself), so that process and all it loads are accounted
+    there. Optional (added within protocol version 2: without it the worker is in its cgroup at once)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.wasm_layers, tuple) or any(not isinstance(x, LayerFile) for x in self.wasm_layers):
             layers = tuple(layer if isinstance(layer, LayerFile) else LayerFile(**layer) for layer in self.wasm_layers)
             object.__setattr__(self, "wasm_layers", layers)
+
+
+@dataclass(frozen=True)
+class Joined:
+    """supervisor -> worker, with `Configure.await_join`: the worker is in its task's cgroup now."""
+
+    kind: ClassVar[str] = "joined"
 
 
 @dataclass(frozen=True)
@@ -125,10 +137,10 @@ class Exited:
     """`run`: from the guest's start to its end (optional within protocol version 2)."""
 
 
-Message = Configure | StartGuest | Ready | Failed | Started | Exited
+Message = Configure | Joined | StartGuest | Ready | Failed | Started | Exited
 
 KINDS: dict[str, type[Any]] = {
-    cls.kind: cls for cls in (Configure, StartGuest, Ready, Failed, Started, Exited)
+    cls.kind: cls for cls in (Configure, Joined, StartGuest, Ready, Failed, Started, Exited)
 }
 
 

@@ -195,13 +195,9 @@ class WorkerLauncher:
                 self._warming = ready
         return pid
 
-    async def spawn(self, config: messages.Configure,
-                    on_forked: Callable[[int], Awaitable[None]] | None = None) -> WorkerHandle:
-        """Fork a worker and send it `config` as its first line.
-
-        `on_forked(pid)` is awaited before that line is sent, while the worker still waits for it (the
-        supervisor puts it in its cgroup there, so all it loads is accounted); if it raises, the
-        worker is killed and the error propagates."""
+    async def spawn(self, config: messages.Configure) -> WorkerHandle:
+        """Fork a worker and send it `config` as its first line, at once: whatever the caller does
+        with the new pid (the supervisor joins it to its task's cgroup) overlaps the worker's set-up."""
         import asyncio
 
         from wasmvisor.ipc.channel import AsyncChannel
@@ -225,17 +221,14 @@ class WorkerLauncher:
             raise
         handle = WorkerHandle(pid, sentinel, pidfd, channel, self.reaper, STATUS,
                               launcher_closed=lambda: self._closing)
-        forked = time.monotonic()
-        if on_forked is not None:
-            try:
-                await on_forked(pid)
-            except BaseException:
-                handle.kill(signal.SIGKILL)
-                handle.close()
-                raise
-        await handle.send(config)
-        log.debug("worker %d of %s forked in %.1f ms, configured %.1f ms later", pid, config.id,
-                  (forked - began) * 1000, (time.monotonic() - forked) * 1000)
+        try:
+            await handle.send(config)
+        except BaseException:
+            handle.kill(signal.SIGKILL)
+            handle.close()
+            raise
+        log.debug("worker %d of %s forked and configured in %.1f ms", pid, config.id,
+                  (time.monotonic() - began) * 1000)
         return handle
 
     async def keep_zygote(self) -> None:

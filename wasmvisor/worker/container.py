@@ -41,15 +41,18 @@ class Container:
 
     @classmethod
     def enter(cls, spec: Spec, bundle: str, root: str, relay_title: str, close_in_relay: Iterable[int],
-              on_signal: Callable[[int], object]) -> Container:
+              on_signal: Callable[[int], object], before_container: Callable[[], object] = lambda: None) -> Container:
         """Check the spec's container parts, then enter the namespaces. With a pid namespace this
         forks: the caller continues in the container process (the relay never returns).
-        `on_signal(sig)` reports a guest signal taken by PID 1 (see namespaces.InitSignals)."""
+        `on_signal(sig)` reports a guest signal taken by PID 1 (see namespaces.InitSignals);
+        `before_container()` runs once the namespaces are entered, before the container process
+        exists (the worker waits there for its cgroup: worker/cgroup_wait.py)."""
         layout = container_layout(spec.raw, bundle)
         sysctl.check_network_namespace(layout.sysctl, layout.namespaces)
         warn_unapplied_security_labels(spec.raw.get("process") or {})
         enter_namespaces(layout.namespaces)
         log.debug("namespaces: %s", ", ".join(ns.name for ns in layout.namespaces))
+        before_container()
         if layout.pid_namespace is None:
             return cls(layout, root, os.getpid())
         pid = fork_container_process(relay_title, close_in_relay)

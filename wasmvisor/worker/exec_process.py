@@ -27,6 +27,7 @@ from wasmvisor.linux import syscalls
 from wasmvisor.linux.clone_flags import CLONE_FS
 from wasmvisor.spec import load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import confine, identity
+from wasmvisor.worker.cgroup_wait import wait_for_cgroup
 from wasmvisor.worker.container import warn_unapplied_security_labels
 from wasmvisor.worker.guest_run import failure_of, load_engine, no_wasm_terminal, serve_start
 from wasmvisor.worker.namespaces import enter_namespaces, fork_container_process
@@ -108,6 +109,7 @@ def serve_exec(config: Configure, channel: Channel, sock_fd: int, log_fd: int) -
             raise InvalidArgument(no_wasm_terminal(proc.args[0]))
         namespaces = container_namespaces(spec.raw, config.exec_target_pid)
         enter_namespaces([ns for ns in namespaces if ns.flag != CLONE_NEWNS])
+        wait_for_cgroup(channel, config)  # before the exec's process exists
         pid = os.getpid()
         if any(ns.flag == CLONE_NEWPID for ns in namespaces):
             # Only children enter a pid namespace: this worker stays outside as the relay.

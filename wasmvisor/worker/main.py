@@ -37,6 +37,7 @@ from wasmvisor.linux import syscalls
 from wasmvisor.linux.fork import close_fds_except, run_child
 from wasmvisor.spec import Spec, load_spec, parse_entrypoint, resolve_in_root
 from wasmvisor.worker import confine
+from wasmvisor.worker.cgroup_wait import wait_for_cgroup
 from wasmvisor.worker.container import Container
 from wasmvisor.worker.exec_process import serve_exec
 from wasmvisor.worker.guest_filter import guest_filter
@@ -112,6 +113,7 @@ def serve(sock_fd: int) -> int:
             spec, config.bundle, config.rootfs or spec.root_path,
             relay_title=f"wasmvisor-init {config.namespace}/{config.id}", close_in_relay=(sock_fd,),
             on_signal=lambda sig: _end_on_signal(channel, guest, sig),
+            before_container=lambda: wait_for_cgroup(channel, config),
         )  # with a pid namespace, from here on this is the container process (forked)
         box.build()
         phases["container"] = [configured, time.time_ns()]

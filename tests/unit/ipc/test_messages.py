@@ -11,6 +11,7 @@ from wasmvisor.ipc.messages import (
     Configure,
     Exited,
     Failed,
+    Joined,
     Message,
     ProtocolError,
     Ready,
@@ -23,6 +24,8 @@ from wasmvisor.ipc.messages import (
 EXAMPLES: list[Message] = [
     Configure(namespace="default", id="t1", bundle="/b", rootfs="/b/rootfs", stdout="/fifo/out",
               terminal=True, log_level="debug"),
+    Configure(namespace="default", id="t1", bundle="/b", rootfs="/b/rootfs", await_join=True),
+    Joined(),
     StartGuest(),
     Ready(pid=42),
     Ready(pid=42, phases={"configure": [1, 2], "module": [3, 4]}),
@@ -82,4 +85,4 @@ def test_bad_lines_are_errors_that_show_the_line(line: bytes, problem: str) -> N
 
 
 def test_kinds_are_unique_and_complete() -> None:
-    assert set(messages.KINDS) == {"configure", "start", "ready", "failed", "started", "exited"}
+    assert set(messages.KINDS) == {"configure", "joined", "start", "ready", "failed", "started", "exited"}

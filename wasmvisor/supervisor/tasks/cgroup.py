@@ -78,11 +78,12 @@ class TaskCgroup:
 
     async def add(self, pid: int) -> None:
         """Put process `pid` in the cgroup. The first one starts a systemd scope: a D-Bus round trip
-        and a job, off the loop; the OOM watch then begins."""
-        if self.cgroup.ready:
-            self.cgroup.add(pid)
-            return
+        and a job, off the loop; the OOM watch then begins. A write to cgroup.procs is off the loop too:
+        the first one after a quiet moment waits 5-20 ms for the kernel (wasmvisor/cgroups/migration.py)."""
+        scope = not self.cgroup.ready
         await asyncio.to_thread(self.cgroup.add, pid)
+        if not scope:
+            return
         self._oom_seen = self._oom_before = self.cgroup.oom_kills()
         log.debug("task %s: systemd unit for cgroup %s started with pid %d", self.task_id, self.cgroup.path, pid,
                   extra={logs.FIELDS_ATTR: {"instance": self.task_id}})

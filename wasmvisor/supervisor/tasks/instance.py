@@ -92,7 +92,9 @@ class Instance(abc.ABC):
     @abc.abstractmethod
     async def new(cls, id: str, cfg: InstanceConfig, on_forked: OnForked | None = None) -> Instance:
         """Prepare the container; raise a ShimError naming the problem when it cannot run.
-        `on_forked(pid)` runs as soon as the guest's process exists, before it is configured."""
+        `on_forked(pid)` puts the guest's process in the task's cgroup as soon as it exists, before the
+        container process does (WorkerInstance overlaps it with the worker's first steps); done before
+        `new` returns."""
 
     @abc.abstractmethod
     async def start(self) -> int:
@@ -180,26 +182,48 @@ class WorkerInstance(Instance):
         try:
             if console is not None:
                 configure = replace(configure, console=console.path)
-            handle = await launcher.spawn(configure, on_forked)
+            configure = replace(configure, await_join=on_forked is not None)
+            handle = await launcher.spawn(configure)
         except BaseException:
             if console is not None:
                 console.close()
             raise
+        # The cgroup join overlaps the worker's first steps: its write may wait ~5-20 ms for the kernel
+        # (wasmvisor/cgroups/migration.py); the worker waits for `Joined` only before its container
+        # process exists.
+        joining = asyncio.ensure_future(_join(handle, on_forked)) if on_forked is not None else None
         inst = cls(id, cfg, handle)
         inst._launcher = launcher
         inst._console = console
         try:
-            await inst._ready
+            await inst._ready_and_joined(joining)
             if console is not None:
                 console.start(cfg.stdin, cfg.stdout, f"task {id}")
-        except BaseException:
+        except BaseException as exc:
             inst.handle.kill(signal.SIGKILL)
             await inst._exited.wait()
             inst.handle.close()
+            if joining is not None:
+                await asyncio.wait([joining])  # its thread is done before the caller removes the cgroup
+                failed = None if joining.cancelled() else joining.exception()
+                if failed is not None and failed is not exc:
+                    raise failed from None  # the worker was killed for it: the cause to report
             raise
         if "configure" in inst.phases:  # the fork: from our request to the worker's first instruction
             inst.phases["fork"] = [asked, inst.phases["configure"][0]]
         return inst
+
+    async def _ready_and_joined(self, joining: asyncio.Future[None] | None) -> None:
+        """Until the worker is Ready and in its cgroup; the join's error when it failed first (the
+        worker, waiting for `Joined`, would wait for ever)."""
+        if joining is not None:
+            pending: list[asyncio.Future[Any]] = [joining, self._ready]
+            await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            if joining.done() and not joining.cancelled() and joining.exception() is not None:
+                await joining  # raises it
+        await self._ready
+        if joining is not None:
+            await joining
 
     async def exec(self, exec_id: str, process: Mapping[str, Any], stdio: TaskIO,
                    on_forked: OnForked | None = None) -> WorkerInstance:
@@ -374,6 +398,17 @@ class WorkerInstance(Instance):
                 errors.FailedPrecondition(f"task {self.id} exited with status {status} while starting")
             )
         self._exited.set()
+
+
+async def _join(handle: WorkerHandle, on_forked: OnForked) -> None:
+    """Put the worker in its cgroup (`on_forked` does the blocking part on a thread), then tell it."""
+    began = time.monotonic()
+    await on_forked(handle.pid)
+    log.debug("worker %d in its cgroup %.1f ms after its Configure", handle.pid, (time.monotonic() - began) * 1000)
+    try:
+        await handle.send(messages.Joined())
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it has ended already: its own end says why
 
 
 def _configure(id: str, cfg: InstanceConfig) -> messages.Configure:
