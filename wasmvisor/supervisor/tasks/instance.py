@@ -199,15 +199,16 @@ class WorkerInstance(Instance):
             await inst._ready_and_joined(joining)
             if console is not None:
                 console.start(cfg.stdin, cfg.stdout, f"task {id}")
-        except BaseException as exc:
+        except BaseException:
             inst.handle.kill(signal.SIGKILL)
             await inst._exited.wait()
             inst.handle.close()
             if joining is not None:
                 await asyncio.wait([joining])  # its thread is done before the caller removes the cgroup
-                failed = None if joining.cancelled() else joining.exception()
-                if failed is not None and failed is not exc:
-                    raise failed from None  # the worker was killed for it: the cause to report
+                if not joining.cancelled() and joining.exception() is not None:
+                    # Raised already when the join failed first; else the worker failed or ended on its
+                    # own first (its pid then gone: "No such process"), and its error is the one to report.
+                    log.debug("task %s: cgroup join: %s", id, joining.exception())
             raise
         if "configure" in inst.phases:  # the fork: from our request to the worker's first instruction
             inst.phases["fork"] = [asked, inst.phases["configure"][0]]

@@ -40,9 +40,14 @@ class ScriptedWorker:
         if isinstance(msg, messages.Joined):
             self._joined.set()
 
+    waits_for_join = True
+    """False: it fails before its namespaces are entered, so before it would wait for `Joined`."""
+
     async def receive(self) -> messages.Message:
         if not self._said:
             self._said = True
+            if not self.waits_for_join:
+                return self.first()
             await asyncio.wait([asyncio.ensure_future(self._joined.wait()), asyncio.ensure_future(self._gone.wait())],
                                return_when=asyncio.FIRST_COMPLETED)
             if not self._gone.is_set():
@@ -131,14 +136,25 @@ def test_a_join_that_fails_fails_create_with_its_error_and_kills_the_worker() ->
     assert worker.sent == []
 
 
-def test_a_worker_that_fails_its_set_up_reports_its_own_error() -> None:
+def test_a_worker_that_fails_its_set_up_reports_its_own_error_even_when_its_join_then_fails() -> None:
     class FailingWorker(ScriptedWorker):
+        waits_for_join = False
+
         def first(self) -> messages.Message:
-            return messages.Failed(code="INVALID_ARGUMENT", message="module /x.wasm: not a wasm file")
+            return messages.Failed(code="INVALID_ARGUMENT", message="/x.wasm is a wasm module, and a wasm guest "
+                                                                    "cannot have a tty")
 
     async def scenario() -> None:
-        with pytest.raises(errors.InvalidArgument, match="not a wasm file"):
-            await asyncio.wait_for(WorkerInstance.new("t", CFG, lambda pid: None, launcher=Launcher(FailingWorker())),  # type: ignore[arg-type]
-                                   5)
+        gate = threading.Event()
+
+        def join(pid: int) -> None:  # the worker has failed and ended meanwhile: its pid is gone
+            gate.wait(5)
+            raise errors.Internal(f"cgroup /ns/t: cannot add pid {pid}: No such process")
+
+        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, join, launcher=Launcher(FailingWorker())))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        gate.set()
+        with pytest.raises(errors.InvalidArgument, match="cannot have a tty"):
+            await asyncio.wait_for(creating, 5)
 
     asyncio.run(scenario())
