@@ -19,6 +19,7 @@ from typing import Any
 from wasmvisor.linux import syscalls
 from wasmvisor.spec import Spec
 from wasmvisor.worker import identity, sysctl
+from wasmvisor.worker.cgroup_wait import wait_before_namespaces
 from wasmvisor.worker.namespaces import RELAYED_SIGNALS, InitSignals, enter_namespaces, fork_container_process
 from wasmvisor.worker.rootfs import build_rootfs, enter_root, set_hostname
 from wasmvisor.worker.spec_linux import ContainerLayout, container_layout
@@ -45,14 +46,18 @@ class Container:
         """Check the spec's container parts, then enter the namespaces. With a pid namespace this
         forks: the caller continues in the container process (the relay never returns).
         `on_signal(sig)` reports a guest signal taken by PID 1 (see namespaces.InitSignals);
-        `before_container()` runs once the namespaces are entered, before the container process
-        exists (the worker waits there for its cgroup: worker/cgroup_wait.py)."""
+        `before_container()` runs once the namespaces are entered (before, with a cgroup namespace),
+        before the container process exists (the worker waits there for its cgroup: worker/cgroup_wait.py)."""
         layout = container_layout(spec.raw, bundle)
         sysctl.check_network_namespace(layout.sysctl, layout.namespaces)
         warn_unapplied_security_labels(spec.raw.get("process") or {})
+        early = wait_before_namespaces(layout.namespaces)
+        if early:
+            before_container()
         enter_namespaces(layout.namespaces)
         log.debug("namespaces: %s", ", ".join(ns.name for ns in layout.namespaces))
-        before_container()
+        if not early:
+            before_container()
         if layout.pid_namespace is None:
             return cls(layout, root, os.getpid())
         pid = fork_container_process(relay_title, close_in_relay)

@@ -9,7 +9,8 @@ import pytest
 from wasmvisor.errors import FailedPrecondition
 from wasmvisor.ipc import messages
 from wasmvisor.ipc.channel import Channel
-from wasmvisor.worker.cgroup_wait import wait_for_cgroup
+from wasmvisor.worker.cgroup_wait import wait_before_namespaces, wait_for_cgroup
+from wasmvisor.worker.spec_linux import parse_namespaces
 
 
 def configure(await_join: bool) -> messages.Configure:
@@ -48,3 +49,11 @@ def test_another_message_first_breaks_the_protocol() -> None:
         ours.sendall(messages.encode(messages.StartGuest()))
         with pytest.raises(messages.ProtocolError, match="message 'start' before 'joined'"):
             wait_for_cgroup(Channel(theirs), configure(True))
+
+
+def test_a_new_cgroup_namespace_is_made_only_once_the_worker_is_in_its_cgroup() -> None:
+    # Its root is the cgroup its creator is in: that must be the task's, as runc orders it.
+    with_cgroup_ns = {"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"}]}}
+    without = {"linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "network"}]}}
+    assert wait_before_namespaces(parse_namespaces(with_cgroup_ns)) is True
+    assert wait_before_namespaces(parse_namespaces(without)) is False
