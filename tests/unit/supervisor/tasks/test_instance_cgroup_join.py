@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -78,6 +79,13 @@ class Launcher:
         return self.worker
 
 
+def on_thread(join: Callable[[int], None]) -> Callable[[int], Awaitable[None]]:
+    """`join` as TaskCgroup.add does it: the blocking write on a thread, awaited."""
+    async def add(pid: int) -> None:
+        await asyncio.to_thread(join, pid)
+    return add
+
+
 def test_the_worker_is_configured_at_once_and_told_when_it_is_in_its_cgroup() -> None:
     async def scenario() -> tuple[Launcher, list[int], bool, WorkerInstance]:
         worker = ScriptedWorker()
@@ -89,7 +97,7 @@ def test_the_worker_is_configured_at_once_and_told_when_it_is_in_its_cgroup() ->
             joined.append(pid)
             gate.wait(5)
 
-        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, join, launcher=launcher))  # type: ignore[arg-type]
+        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, on_thread(join), launcher=launcher))  # type: ignore[arg-type]
         for _ in range(100):
             await asyncio.sleep(0.01)
             if joined:
@@ -128,7 +136,7 @@ def test_a_join_that_fails_fails_create_with_its_error_and_kills_the_worker() ->
             raise errors.Internal(f"cgroup /ns/t: cannot add pid {pid}")
 
         with pytest.raises(errors.Internal, match=f"cannot add pid {WORKER}"):
-            await asyncio.wait_for(WorkerInstance.new("t", CFG, join, launcher=Launcher(worker)), 5)  # type: ignore[arg-type]
+            await asyncio.wait_for(WorkerInstance.new("t", CFG, on_thread(join), launcher=Launcher(worker)), 5)  # type: ignore[arg-type]
         return worker
 
     worker = asyncio.run(scenario())
@@ -151,7 +159,7 @@ def test_a_worker_that_fails_its_set_up_reports_its_own_error_even_when_its_join
             gate.wait(5)
             raise errors.Internal(f"cgroup /ns/t: cannot add pid {pid}: No such process")
 
-        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, join, launcher=Launcher(FailingWorker())))  # type: ignore[arg-type]
+        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, on_thread(join), launcher=Launcher(FailingWorker())))  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
         gate.set()
         with pytest.raises(errors.InvalidArgument, match="cannot have a tty"):
