@@ -3,9 +3,12 @@ put on fds 0, 1, 2 where the guest (or a native program) inherits it."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import stat
 import sys
+import time
 import urllib.parse
 
 from wasmvisor.engines.base import Stdio
@@ -13,12 +16,20 @@ from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
 from wasmvisor.ipc.messages import Configure
 from wasmvisor.linux import pty
 
+log = logging.getLogger(__name__)
+
+READER_WAIT_SECONDS = 10.0
+"""How long Create waits for an output FIFO's reader (ctr, containerd's CRI log copier) before it opens
+the FIFO anyway: what the guest writes to a FIFO that nobody has open for reading is lost when the guest
+ends, so the runc shim waits for the reader too (its blocking O_WRONLY open, under Create's deadline).
+The reader opens before Create; on a loaded node its open may be scheduled late."""
+
 
 def open_stdio(config: Configure) -> Stdio:
-    """Open the container's stdio as the runc shim does: "" is /dev/null, a FIFO is opened
-    O_RDWR for output (never blocks, and no EPIPE while containerd restarts) and non-blocking
-    for input (then made blocking), a regular file is appended to, `file:///path` is created
-    and appended to. With a terminal and no stderr, stderr goes where stdout goes; with the
+    """Open the container's stdio: "" is /dev/null; a FIFO for output once it has a reader (as the
+    runc shim waits for one: `READER_WAIT_SECONDS`), then O_RDWR (no EPIPE while containerd
+    restarts, where the runc shim keeps a reader of its own); a FIFO for input non-blocking (then made
+    blocking); a regular file is appended to, `file:///path` is created and appended to. With a terminal and no stderr, stderr goes where stdout goes; with the
     supervisor's pty (`console`), all three are its slave (see open_console)."""
     if config.console:
         return open_console(config.console)
@@ -88,8 +99,32 @@ def _open_output(uri: str, name: str) -> int:
         return _open_path(path, name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     kind = _stat_kind(uri, name)
     if kind == "fifo":
-        return _open_path(uri, name, os.O_RDWR)
+        probe = _reader_present(uri, name)
+        try:
+            return _open_path(uri, name, os.O_RDWR)
+        finally:
+            if probe is not None:  # closed once our own end is open: the reader never sees a moment without a writer (EOF)
+                os.close(probe)
     return _open_path(uri, name, os.O_WRONLY | os.O_APPEND)
+
+
+def _reader_present(path: str, name: str) -> int | None:
+    """Wait until the FIFO `path` has a reader: a write-only fd of it then (open without O_NONBLOCK's
+    ENXIO), None when none came within READER_WAIT_SECONDS (warned: output may be lost)."""
+    deadline = time.monotonic() + READER_WAIT_SECONDS
+    pause = 0.0005
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                return None  # the open that follows names the problem
+        if time.monotonic() >= deadline:
+            log.warning("%s %s: no reader after %.0f s; what the process writes before one opens it is lost",
+                        name, path, READER_WAIT_SECONDS)
+            return None
+        time.sleep(pause)
+        pause = min(2 * pause, 0.02)
 
 
 def _open_path(path: str, name: str, flags: int) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from wasmvisor.engines.base import GuestError
 from wasmvisor.errors import InvalidArgument, NotFound, Unimplemented
 from wasmvisor.ipc.messages import Configure
 from wasmvisor.spec import Spec
+from wasmvisor.worker import stdio as stdio_module
 from wasmvisor.worker.main import (
     failure_of,
     load_engine,
@@ -83,19 +86,53 @@ def test_empty_stdio_is_dev_null() -> None:
         close_all(stdio.stdin, stdio.stdout, stdio.stderr)
 
 
-def test_fifos_open_without_a_reader_and_files_append(tmp_path: Path) -> None:
+def test_fifos_open_without_a_reader_in_the_end_and_files_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(stdio_module, "READER_WAIT_SECONDS", 0.05)
     out, err, inp = tmp_path / "out", tmp_path / "err", tmp_path / "in"
     os.mkfifo(out)
     os.mkfifo(inp)
     err.write_text("old\n")
-    stdio = open_stdio(configure(stdin=str(inp), stdout=str(out), stderr=str(err)))
+    with caplog.at_level(logging.WARNING, logger=stdio_module.__name__):
+        stdio = open_stdio(configure(stdin=str(inp), stdout=str(out), stderr=str(err)))
     try:
         os.write(stdio.stdout, b"to the fifo\n")  # no reader but ourselves: does not block
         os.write(stdio.stderr, b"new\n")
         assert os.get_blocking(stdio.stdin)
         assert err.read_text() == "old\nnew\n"
+        assert [r.getMessage() for r in caplog.records] == [
+            f"stdout {out}: no reader after 0 s; what the process writes before one opens it is lost"]
     finally:
         close_all(stdio.stdin, stdio.stdout, stdio.stderr)
+
+
+def test_an_output_fifo_waits_for_a_late_reader_which_then_gets_everything(tmp_path: Path) -> None:
+    # ctr and containerd's CRI open the reader before Create, in a goroutine of their own: on a loaded
+    # node that open may come after a short guest has written and ended. Opened without waiting, the
+    # FIFO's data went away with the guest's last fd, and `ctr run` printed nothing with exit 0.
+    out = tmp_path / "out"
+    os.mkfifo(out)
+    opened: list[int] = []
+
+    def late_reader() -> None:
+        time.sleep(0.3)
+        opened.append(os.open(out, os.O_RDONLY | os.O_NONBLOCK))
+
+    reader = threading.Thread(target=late_reader)
+    reader.start()
+    began = time.monotonic()
+    stdio = open_stdio(configure(stdout=str(out)))
+    waited = time.monotonic() - began
+    os.write(stdio.stdout, b"early\n")
+    close_all(stdio.stdin, stdio.stdout, stdio.stderr)  # the guest has ended
+    reader.join(5)
+    try:
+        assert opened and waited >= 0.2
+        assert os.read(opened[0], 100) == b"early\n"
+        assert os.read(opened[0], 100) == b""  # then EOF: no writer is left
+    finally:
+        close_all(*opened)
 
 
 def test_file_uri_is_created_and_shared_by_stdout_and_stderr(tmp_path: Path) -> None:
