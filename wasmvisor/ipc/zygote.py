@@ -43,7 +43,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from wasmvisor.errors import Unavailable

@@ -29,8 +29,9 @@ def open_stdio(config: Configure) -> Stdio:
     """Open the container's stdio: "" is /dev/null; a FIFO for output once it has a reader (as the
     runc shim waits for one: `READER_WAIT_SECONDS`), then O_RDWR (no EPIPE while containerd
     restarts, where the runc shim keeps a reader of its own); a FIFO for input non-blocking (then made
-    blocking); a regular file is appended to, `file:///path` is created and appended to. With a terminal and no stderr, stderr goes where stdout goes; with the
-    supervisor's pty (`console`), all three are its slave (see open_console)."""
+    blocking); a regular file is appended to, `file:///path` is created and appended to. With a
+    terminal and no stderr, stderr goes where stdout goes; with the supervisor's pty (`console`), all
+    three are its slave (see open_console)."""
     if config.console:
         return open_console(config.console)
     fds: list[int] = []
@@ -103,7 +104,7 @@ def _open_output(uri: str, name: str) -> int:
         try:
             return _open_path(uri, name, os.O_RDWR)
         finally:
-            if probe is not None:  # closed once our own end is open: the reader never sees a moment without a writer (EOF)
+            if probe is not None:  # closed once our end is open: the reader never sees no writer (EOF)
                 os.close(probe)
     return _open_path(uri, name, os.O_WRONLY | os.O_APPEND)
 

@@ -159,7 +159,8 @@ def test_a_worker_that_fails_its_set_up_reports_its_own_error_even_when_its_join
             gate.wait(5)
             raise errors.Internal(f"cgroup /ns/t: cannot add pid {pid}: No such process")
 
-        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, on_thread(join), launcher=Launcher(FailingWorker())))  # type: ignore[arg-type]
+        launcher = Launcher(FailingWorker())
+        creating = asyncio.ensure_future(WorkerInstance.new("t", CFG, on_thread(join), launcher=launcher))  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
         gate.set()
         with pytest.raises(errors.InvalidArgument, match="cannot have a tty"):
