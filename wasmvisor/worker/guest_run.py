@@ -20,6 +20,7 @@ from wasmvisor.ipc.messages import Exited, Started, StartGuest
 from wasmvisor.refs import load_class
 from wasmvisor.worker.last_words import LastWords
 from wasmvisor.worker.native import exec_native
+from wasmvisor.worker.stdio import wait_drained
 
 log = logging.getLogger("wasmvisor.worker")
 
@@ -75,6 +76,7 @@ def serve_start(channel: Channel, pid: int, native: str | None, guest: PreparedG
         code, reason = (EX_NOEXEC if native is not None else TRAP_EXIT_CODE), "error"
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the supervisor may be gone: no SIGPIPE for that
     ended = time.time_ns()
+    wait_drained()  # its reader has what the guest wrote before the exit is told
     instantiated = getattr(guest, "instantiated_ns", 0) or running  # an engine that does not say: all is run
     phases = {"instantiate": [running, instantiated], "run": [instantiated, ended]}
     channel.send(Exited(code=code, at_ns=ended, note=last_words.text(), phases=phases))

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -149,8 +150,28 @@ static void send_all(const char *p, size_t n) {
 
 static char line_buf[NOTE_LIMIT * 6 + 512];
 
+#define DRAIN_LIMIT_NS 1000000000LL /* worker/stdio.py DRAIN_SECONDS */
+
+/* As worker/stdio.py wait_drained: until what the guest wrote to an output FIFO has been read, at most
+ * DRAIN_LIMIT_NS, before the exit is reported (ioctl FIONREAD, fstat and nanosleep pass the guest's
+ * filter; a refusal just ends the wait). */
+static void wait_drained(void) {
+    int64_t deadline = now_ns() + DRAIN_LIMIT_NS;
+    for (int fd = 1; fd <= 2; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) continue;
+        int unread = 0;
+        while (ioctl(fd, FIONREAD, &unread) == 0 && unread > 0 && now_ns() < deadline) {
+            struct timespec pause = {0, 1000000};
+            nanosleep(&pause, NULL);
+        }
+    }
+}
+
 static void report(int code, const char *note, size_t note_len, const int64_t *phases) {
-    send_all(line_buf, exited_line(line_buf, sizeof line_buf, code, now_ns(), note, note_len, phases));
+    int64_t at = now_ns();
+    wait_drained();
+    send_all(line_buf, exited_line(line_buf, sizeof line_buf, code, at, note, note_len, phases));
 }
 
 /* ---- a wasmtime error as one line (engines/wasmtime_wasi.py one_line) ---- */

@@ -4,6 +4,7 @@ put on fds 0, 1, 2 where the guest (or a native program) inherits it."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -62,6 +63,32 @@ def open_console(path: str) -> Stdio:
     except OSError as exc:
         os.close(fd)
         raise InvalidArgument(f"terminal {path}: cannot make it the controlling terminal: {exc.strerror}") from None
+
+
+DRAIN_SECONDS = 1.0
+"""How long a guest's exit waits for its output FIFOs to be read (`wait_drained`)."""
+FIONREAD = 0x541B
+"""asm-generic/ioctls.h (x86_64 and aarch64): the bytes a pipe holds unread. Not from `termios`: the guest's
+seccomp filter is in place by then, and it refuses the executable mapping a new C module would need."""
+
+
+def wait_drained(fds: tuple[int, ...] = (1, 2), limit: float = DRAIN_SECONDS) -> None:
+    """Return once no output FIFO among `fds` holds unread bytes, or after `limit` seconds: the guest has
+    ended, and its exit is reported only once its reader has what it wrote. `ctr run` (1.6) cancels its
+    FIFO reader when the exit comes; a reader whose open(2) had returned but whose goroutine had not run
+    yet (a loaded node) was closed unread, and `ctr run` printed nothing with exit 0. The runner does the
+    same (runner.c wait_drained). A reader that never reads costs the exit `limit` seconds."""
+    deadline = time.monotonic() + limit
+    for fd in fds:
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue
+            while int.from_bytes(fcntl.ioctl(fd, FIONREAD, bytes(4)), sys.byteorder) > 0:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.001)
+        except OSError:
+            continue
 
 
 def install_stdio(stdio: Stdio, log_fd: int) -> None:

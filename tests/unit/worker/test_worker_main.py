@@ -186,3 +186,41 @@ def test_the_worker_logs_logrus_lines_with_its_task_fields(tmp_path: Path) -> No
         os.close(w)
     assert re.fullmatch(r'time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z" level=warning '
                         r'msg="say \\"hi\\"\\nbye" instance=t1 namespace=default\n', line)
+
+
+def test_an_exit_waits_until_the_output_fifo_is_read(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(out, os.O_WRONLY)
+    try:
+        os.write(writer, b"last words\n")  # the guest has ended with this unread
+        got: list[bytes] = []
+        late = threading.Timer(0.3, lambda: got.append(os.read(reader, 100)))
+        late.start()
+        began = time.monotonic()
+        stdio_module.wait_drained((writer,), limit=5.0)
+        waited = time.monotonic() - began
+        late.join()
+        assert got == [b"last words\n"]
+        assert 0.25 <= waited < 4.0
+    finally:
+        close_all(reader, writer)
+
+
+def test_an_exit_waits_no_longer_than_its_limit_for_a_reader_that_does_not_read(tmp_path: Path) -> None:
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(out, os.O_WRONLY)
+    file_fd = os.open(plain, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(writer, b"never read\n")
+        began = time.monotonic()
+        stdio_module.wait_drained((file_fd, writer), limit=0.2)  # a file is never waited for
+        assert 0.15 <= time.monotonic() - began < 2.0
+        began = time.monotonic()
+        stdio_module.wait_drained((file_fd,), limit=5.0)
+        assert time.monotonic() - began < 1.0
+    finally:
+        close_all(reader, writer, file_fd)
